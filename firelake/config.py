@@ -1,0 +1,483 @@
+"""Firelake configuration: one TOML file, typed, every field with a default and a description.
+
+The file is parsed with the standard ``tomllib``. Every section maps onto a frozen dataclass
+below; each field carries its one-line description in ``metadata["doc"]`` so that
+``firelake config`` can print them and errors can name the key. A bad file is refused at
+start with :class:`ConfigError`, which names the file, the key and the reason.
+
+Two environment variables override the file: ``FIRELAKE_KAFKA_BOOTSTRAP`` (the Kafka
+bootstrap address) and ``FIRELAKE_LAKE`` (the lake root).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import tomllib
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "DLQ_SCHEMA",
+    "EXAMPLE_CONFIG",
+    "FIELD_TYPES",
+    "ConfigError",
+    "FieldSpec",
+    "FirelakeConfig",
+    "IngestConfig",
+    "KafkaConfig",
+    "LakeConfig",
+    "QueryConfig",
+    "RouterConfig",
+    "Schema",
+    "SinkConfig",
+    "StreamConfig",
+    "describe",
+    "load_config",
+    "parse_config",
+]
+
+MiB = 1024 * 1024
+
+#: The Yle clickstream configuration that ships with Firelake and runs when no file is given.
+EXAMPLE_CONFIG = Path(__file__).parent / "examples" / "yle.toml"
+
+#: Column types a schema may declare, and what an event's JSON value must be for each.
+FIELD_TYPES = ("string", "int", "float", "bool", "timestamp")
+
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,200}$")
+_TABLE_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,100}$")
+
+
+class ConfigError(ValueError):
+    """A configuration file that cannot be used: names the file, the key and the reason."""
+
+    def __init__(self, source: str, key: str, reason: str) -> None:
+        self.source = source
+        self.key = key
+        self.reason = reason
+        super().__init__(f"{source}: {key}: {reason}")
+
+
+def setting(default: Any, doc: str) -> Any:
+    """A dataclass field with a default and its one-line description."""
+    if isinstance(default, (dict, list, tuple)) and not isinstance(default, tuple):
+        return field(default_factory=lambda: type(default)(default), metadata={"doc": doc})
+    return field(default=default, metadata={"doc": doc})
+
+
+@dataclass(frozen=True)
+class KafkaConfig:
+    """Where the Kafka broker is, or how to start the embedded one."""
+
+    bootstrap: str = setting(
+        "", "Bootstrap address of an existing broker; empty starts a local one."
+    )
+    port: int = setting(9092, "Port of the local broker started by Firelake (127.0.0.1).")
+    data_dir: str = setting(".firelake/kafka", "Data and log folder of the local broker.")
+    client_id: str = setting("firelake", "Client id prefix used by every Firelake Kafka client.")
+
+
+@dataclass(frozen=True)
+class IngestConfig:
+    """The HTTP ingest service (Kinesis PutRecords semantics)."""
+
+    host: str = setting("127.0.0.1", "Address the ingest service binds.")
+    port: int = setting(4566, "Port of the ingest service (LocalStack's, which AWS users expect).")
+    max_records: int = setting(500, "Most records in one request (Kinesis PutRecords: 500).")
+    max_record_bytes: int = setting(MiB, "Largest record's data in bytes (Kinesis: 1 MiB).")
+    max_request_bytes: int = setting(5 * MiB, "Largest request body in bytes (Kinesis: 5 MiB).")
+    linger_ms: int = setting(5, "How long the Kafka producer waits to fill a batch, in ms.")
+
+
+@dataclass(frozen=True)
+class LakeConfig:
+    """Where the lake lives."""
+
+    root: str = setting("lake", "Lake root: a local folder (relative to the config file).")
+
+
+@dataclass(frozen=True)
+class QueryConfig:
+    """The SQL layer over the lake."""
+
+    threads: int = setting(2, "DuckDB worker threads.")
+
+
+@dataclass(frozen=True)
+class FieldSpec:
+    """One column of a schema."""
+
+    name: str
+    type: str
+    required: bool = False
+
+
+@dataclass(frozen=True)
+class Schema:
+    """The columns of a typed stream and of the table its sink writes."""
+
+    name: str = setting("", "Schema name (the key under [schemas]).")
+    fields: tuple[FieldSpec, ...] = setting((), "Columns in order.")
+    time_field: str = setting("", "Timestamp column that places an event in dt=/hour= partitions.")
+
+    def field_named(self, name: str) -> FieldSpec | None:
+        for spec in self.fields:
+            if spec.name == name:
+                return spec
+        return None
+
+    @property
+    def required(self) -> tuple[str, ...]:
+        return tuple(spec.name for spec in self.fields if spec.required)
+
+
+@dataclass(frozen=True)
+class StreamConfig:
+    """A Kafka topic Firelake owns (a Kinesis stream: partitions are shards)."""
+
+    name: str = setting("", "Stream (topic) name: the key under [streams].")
+    partitions: int = setting(4, "Number of partitions (Kinesis shards).")
+    retention_hours: int = setting(
+        168, "How long Kafka keeps records, in hours (Kinesis: 24-8760)."
+    )
+    envelope: str = setting(
+        "batch", "'batch': one message holds many NDJSON events; 'single': one."
+    )
+    schema: str = setting("", "Schema of the events on this stream (key under [schemas]), if any.")
+
+
+@dataclass(frozen=True)
+class RouterConfig:
+    """A router agent: validates, enriches and routes events of its source stream."""
+
+    name: str = setting("", "Router name: the key under [routers]; also its consumer group.")
+    source: str = setting("", "Stream the router reads.")
+    route_field: str = setting("event_type", "Event field whose value picks the route.")
+    routes: Mapping[str, tuple[str, ...]] = setting({}, "Field value -> destination stream(s).")
+    dlq: str = setting("dlq", "Stream that receives events that fail validation or have no route.")
+    receive_time_field: str = setting("receive_time", "Field the router sets to the receive time.")
+
+
+@dataclass(frozen=True)
+class SinkConfig:
+    """A Parquet sink (Firehose): one stream into one lake table."""
+
+    name: str = setting("", "Sink name: the key under [sinks]; also its consumer group.")
+    stream: str = setting("", "Stream the sink reads.")
+    table: str = setting("", "Lake table it writes (folder under the lake root).")
+    max_events: int = setting(100_000, "Flush a partition's buffer at this many events.")
+    max_bytes: int = setting(64 * MiB, "Flush a partition's buffer at this many bytes (1-128 MiB).")
+    max_seconds: float = setting(10.0, "Flush a buffer this many seconds after its first event.")
+    compression: str = setting("zstd", "Parquet compression codec.")
+
+
+@dataclass(frozen=True)
+class FirelakeConfig:
+    """The whole configuration."""
+
+    source: str = setting("<defaults>", "File the configuration was read from.")
+    base_dir: str = setting(".", "Folder relative paths are resolved against.")
+    kafka: KafkaConfig = setting(KafkaConfig(), "Kafka broker.")
+    ingest: IngestConfig = setting(IngestConfig(), "HTTP ingest service.")
+    lake: LakeConfig = setting(LakeConfig(), "Lake location.")
+    query: QueryConfig = setting(QueryConfig(), "SQL layer.")
+    schemas: Mapping[str, Schema] = setting({}, "Event schemas by name.")
+    streams: Mapping[str, StreamConfig] = setting({}, "Streams by name.")
+    routers: Mapping[str, RouterConfig] = setting({}, "Router agents by name.")
+    sinks: Mapping[str, SinkConfig] = setting({}, "Parquet sinks by name.")
+
+    @property
+    def lake_root(self) -> Path:
+        root = Path(self.lake.root).expanduser()
+        return root if root.is_absolute() else Path(self.base_dir) / root
+
+    @property
+    def kafka_data_dir(self) -> Path:
+        data = Path(self.kafka.data_dir).expanduser()
+        return data if data.is_absolute() else Path(self.base_dir) / data
+
+    def schema_of(self, stream: str) -> Schema | None:
+        """The schema declared on a stream, with the built-in DLQ schema for DLQ streams."""
+        spec = self.streams.get(stream)
+        if spec is None or not spec.schema:
+            return None
+        if spec.schema == DLQ_SCHEMA.name and spec.schema not in self.schemas:
+            return DLQ_SCHEMA
+        return self.schemas[spec.schema]
+
+
+#: Every DLQ stream carries events of this shape (see agents/dlq.py).
+DLQ_SCHEMA = Schema(
+    name="dlq",
+    fields=(
+        FieldSpec("failed_at", "timestamp", True),
+        FieldSpec("router", "string", True),
+        FieldSpec("error_type", "string", True),
+        FieldSpec("reason", "string", True),
+        FieldSpec("source_topic", "string", True),
+        FieldSpec("source_partition", "int", True),
+        FieldSpec("source_offset", "int", True),
+        FieldSpec("source_index", "int", True),
+        FieldSpec("attempts", "int", True),
+        FieldSpec("payload", "string"),
+        FieldSpec("payload_base64", "string"),
+    ),
+    time_field="failed_at",
+)
+
+
+def describe(cls: type) -> list[tuple[str, str, Any]]:
+    """(name, description, default) of every field of a config section, for docs and the CLI."""
+    rows = []
+    for f in dataclasses.fields(cls):
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+        rows.append((f.name, f.metadata.get("doc", ""), default))
+    return rows
+
+
+# --------------------------------------------------------------------------- parsing
+
+
+def _fail(source: str, key: str, reason: str) -> typing.NoReturn:
+    raise ConfigError(source, key, reason)
+
+
+def _coerce(source: str, key: str, value: Any, annotation: Any) -> Any:
+    """Check one scalar against its annotated type (bools are not ints; ints are floats)."""
+    if annotation in (int, "int"):
+        if isinstance(value, bool) or not isinstance(value, int):
+            _fail(source, key, f"must be an integer, got {value!r}")
+        return value
+    if annotation in (float, "float"):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            _fail(source, key, f"must be a number, got {value!r}")
+        return float(value)
+    if annotation in (str, "str"):
+        if not isinstance(value, str):
+            _fail(source, key, f"must be a string, got {value!r}")
+        return value
+    if annotation in (bool, "bool"):
+        if not isinstance(value, bool):
+            _fail(source, key, f"must be true or false, got {value!r}")
+        return value
+    raise AssertionError(f"unsupported annotation {annotation!r}")  # pragma: no cover
+
+
+def _section(source: str, prefix: str, cls: type, raw: Any, **fixed: Any) -> Any:
+    """Build a flat dataclass section from a TOML table, refusing unknown keys."""
+    if not isinstance(raw, dict):
+        _fail(source, prefix, f"must be a table, got {raw!r}")
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in dataclasses.fields(cls)} - set(fixed)
+    values: dict[str, Any] = dict(fixed)
+    for key, value in raw.items():
+        if key not in known:
+            _fail(source, f"{prefix}.{key}", f"unknown key (known: {', '.join(sorted(known))})")
+        values[key] = _coerce(source, f"{prefix}.{key}", value, hints[key])
+    return cls(**values)
+
+
+def _check_positive(source: str, key: str, value: float, low: float = 1, high: float | None = None):
+    if value < low or (high is not None and value > high):
+        bound = f"between {low} and {high}" if high is not None else f">= {low}"
+        _fail(source, key, f"must be {bound}, got {value!r}")
+
+
+def _parse_schema(source: str, name: str, raw: Any) -> Schema:
+    key = f"schemas.{name}"
+    if not isinstance(raw, dict):
+        _fail(source, key, "must be a table with 'fields'")
+    unknown = set(raw) - {"fields", "required", "time_field"}
+    if unknown:
+        _fail(
+            source,
+            f"{key}.{sorted(unknown)[0]}",
+            "unknown key (known: fields, required, time_field)",
+        )
+    fields_raw = raw.get("fields")
+    if not isinstance(fields_raw, dict) or not fields_raw:
+        _fail(source, f"{key}.fields", "must be a non-empty table of column = type")
+    required = raw.get("required", [])
+    if not isinstance(required, list) or not all(isinstance(r, str) for r in required):
+        _fail(source, f"{key}.required", "must be a list of column names")
+    for column in required:
+        if column not in fields_raw:
+            _fail(source, f"{key}.required", f"names {column!r}, which is not in fields")
+    specs = []
+    for column, type_name in fields_raw.items():
+        if not _TABLE_RE.match(column):
+            _fail(source, f"{key}.fields.{column}", "column names are letters, digits and _")
+        if type_name not in FIELD_TYPES:
+            _fail(
+                source,
+                f"{key}.fields.{column}",
+                f"unknown type {type_name!r} (known: {', '.join(FIELD_TYPES)})",
+            )
+        specs.append(FieldSpec(column, type_name, column in required))
+    time_field = raw.get("time_field", "")
+    if not isinstance(time_field, str):
+        _fail(source, f"{key}.time_field", "must be a column name")
+    if time_field:
+        spec = next((s for s in specs if s.name == time_field), None)
+        if spec is None or spec.type != "timestamp":
+            _fail(source, f"{key}.time_field", f"{time_field!r} must be a timestamp column")
+    return Schema(name=name, fields=tuple(specs), time_field=time_field)
+
+
+def _parse_routes(source: str, key: str, raw: Any) -> dict[str, tuple[str, ...]]:
+    if not isinstance(raw, dict):
+        _fail(source, key, "must be a table of value = stream or [streams]")
+    routes: dict[str, tuple[str, ...]] = {}
+    for value, target in raw.items():
+        if isinstance(target, str):
+            routes[value] = (target,)
+        elif isinstance(target, list) and target and all(isinstance(t, str) for t in target):
+            routes[value] = tuple(target)
+        else:
+            _fail(source, f"{key}.{value}", "must be a stream name or a non-empty list of them")
+    return routes
+
+
+def parse_config(
+    data: Mapping[str, Any],
+    source: str = "<dict>",
+    base_dir: str = ".",
+    environ: Mapping[str, str] | None = None,
+) -> FirelakeConfig:
+    """Build and cross-check a configuration from parsed TOML."""
+    environ = os.environ if environ is None else environ
+    known = {"kafka", "ingest", "lake", "query", "schemas", "streams", "routers", "sinks"}
+    for key in data:
+        if key not in known:
+            _fail(source, key, f"unknown section (known: {', '.join(sorted(known))})")
+
+    kafka = _section(source, "kafka", KafkaConfig, data.get("kafka", {}))
+    if environ.get("FIRELAKE_KAFKA_BOOTSTRAP"):
+        kafka = dataclasses.replace(kafka, bootstrap=environ["FIRELAKE_KAFKA_BOOTSTRAP"])
+    ingest = _section(source, "ingest", IngestConfig, data.get("ingest", {}))
+    lake = _section(source, "lake", LakeConfig, data.get("lake", {}))
+    if environ.get("FIRELAKE_LAKE"):
+        lake = dataclasses.replace(lake, root=environ["FIRELAKE_LAKE"])
+    query = _section(source, "query", QueryConfig, data.get("query", {}))
+    for key, port in (("kafka.port", kafka.port), ("ingest.port", ingest.port)):
+        _check_positive(source, key, port, 0, 65535)
+    _check_positive(source, "ingest.max_records", ingest.max_records, 1, 500)
+    _check_positive(source, "ingest.max_record_bytes", ingest.max_record_bytes, 1, MiB)
+    _check_positive(source, "ingest.max_request_bytes", ingest.max_request_bytes, 1, 5 * MiB)
+
+    def table(name: str) -> dict[str, Any]:
+        raw = data.get(name, {})
+        if not isinstance(raw, dict):
+            _fail(source, name, "must be a table of named entries")
+        for entry in raw:
+            if not _NAME_RE.match(entry):
+                _fail(source, f"{name}.{entry}", "names are letters, digits, '.', '_' and '-'")
+        return raw
+
+    schemas = {n: _parse_schema(source, n, raw) for n, raw in table("schemas").items()}
+
+    streams: dict[str, StreamConfig] = {}
+    for name, raw in table("streams").items():
+        spec = _section(source, f"streams.{name}", StreamConfig, raw, name=name)
+        _check_positive(source, f"streams.{name}.partitions", spec.partitions, 1, 10_000)
+        _check_positive(source, f"streams.{name}.retention_hours", spec.retention_hours, 1, 87_600)
+        if spec.envelope not in ("batch", "single"):
+            _fail(
+                source,
+                f"streams.{name}.envelope",
+                f"must be 'batch' or 'single', got {spec.envelope!r}",
+            )
+        if spec.schema and spec.schema not in schemas and spec.schema != DLQ_SCHEMA.name:
+            _fail(source, f"streams.{name}.schema", f"unknown schema {spec.schema!r}")
+        streams[name] = spec
+
+    def stream_ref(key: str, name: str) -> None:
+        if name not in streams:
+            _fail(source, key, f"unknown stream {name!r} (declared: {', '.join(sorted(streams))})")
+
+    routers: dict[str, RouterConfig] = {}
+    for name, raw in table("routers").items():
+        if not isinstance(raw, dict):
+            _fail(source, f"routers.{name}", "must be a table")
+        raw = dict(raw)
+        routes = _parse_routes(source, f"routers.{name}.routes", raw.pop("routes", {}))
+        spec = _section(source, f"routers.{name}", RouterConfig, raw, name=name, routes=routes)
+        stream_ref(f"routers.{name}.source", spec.source)
+        stream_ref(f"routers.{name}.dlq", spec.dlq)
+        if streams[spec.dlq].schema != DLQ_SCHEMA.name:
+            _fail(source, f"routers.{name}.dlq", f"stream {spec.dlq!r} must declare schema = 'dlq'")
+        if not routes:
+            _fail(source, f"routers.{name}.routes", "a router needs at least one route")
+        for value, targets in routes.items():
+            for target in targets:
+                stream_ref(f"routers.{name}.routes.{value}", target)
+        routers[name] = spec
+
+    sinks: dict[str, SinkConfig] = {}
+    tables_seen: dict[str, str] = {}
+    for name, raw in table("sinks").items():
+        spec = _section(source, f"sinks.{name}", SinkConfig, raw, name=name)
+        stream_ref(f"sinks.{name}.stream", spec.stream)
+        if not streams[spec.stream].schema:
+            _fail(source, f"sinks.{name}.stream", f"stream {spec.stream!r} declares no schema")
+        if not _TABLE_RE.match(spec.table):
+            _fail(source, f"sinks.{name}.table", "table names are letters, digits and _")
+        if spec.table in tables_seen:
+            _fail(
+                source,
+                f"sinks.{name}.table",
+                f"table {spec.table!r} is written by sink {tables_seen[spec.table]!r} already",
+            )
+        tables_seen[spec.table] = name
+        _check_positive(source, f"sinks.{name}.max_events", spec.max_events, 1)
+        _check_positive(source, f"sinks.{name}.max_bytes", spec.max_bytes, MiB, 128 * MiB)
+        _check_positive(source, f"sinks.{name}.max_seconds", spec.max_seconds, 0, 900)
+        if spec.compression not in ("zstd", "snappy", "gzip", "none"):
+            _fail(source, f"sinks.{name}.compression", "must be zstd, snappy, gzip or none")
+        sinks[name] = spec
+
+    return FirelakeConfig(
+        source=source,
+        base_dir=base_dir,
+        kafka=kafka,
+        ingest=ingest,
+        lake=lake,
+        query=query,
+        schemas=types.MappingProxyType(schemas),
+        streams=types.MappingProxyType(streams),
+        routers=types.MappingProxyType(routers),
+        sinks=types.MappingProxyType(sinks),
+    )
+
+
+def load_config(
+    path: str | os.PathLike[str] | None = None, environ: Mapping[str, str] | None = None
+) -> FirelakeConfig:
+    """Read a configuration file; without one, ``firelake.toml`` here or the shipped example."""
+    base_dir: Path | None = None
+    if path is None:
+        local = Path("firelake.toml")
+        if local.exists():
+            path = local
+        else:
+            # The shipped example keeps its lake and broker data under the working folder.
+            path, base_dir = EXAMPLE_CONFIG, Path.cwd()
+    path = Path(path)
+    source = str(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(source, "(file)", f"cannot read: {exc.strerror or exc}") from exc
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(source, "(syntax)", str(exc)) from exc
+    return parse_config(
+        data, source=source, base_dir=str(base_dir or path.resolve().parent), environ=environ
+    )

@@ -1,0 +1,109 @@
+"""Test helpers shipped with Firelake (like Bytewax's ``testing`` module).
+
+``example_config`` gives the shipped Yle configuration with every stream, router and sink
+renamed by a unique suffix, so tests share one real broker without sharing topics or
+consumer groups. ``sample_event`` builds valid Yle events deterministically.
+"""
+
+from __future__ import annotations
+
+import copy
+import tomllib
+import uuid
+from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from firelake.config import EXAMPLE_CONFIG, FirelakeConfig, parse_config
+
+__all__ = ["example_config", "example_data", "sample_event", "unique_suffix"]
+
+
+def unique_suffix() -> str:
+    """A short random suffix for topic and group names."""
+    return uuid.uuid4().hex[:10]
+
+
+def example_data() -> dict[str, Any]:
+    """The shipped example configuration as parsed TOML, to be edited by tests."""
+    return tomllib.loads(EXAMPLE_CONFIG.read_text(encoding="utf-8"))
+
+
+def _rename(data: dict[str, Any], suffix: str) -> dict[str, Any]:
+    data = copy.deepcopy(data)
+
+    def named(name: str) -> str:
+        return f"{name}-{suffix}"
+
+    data["streams"] = {named(k): v for k, v in data.get("streams", {}).items()}
+    routers = {}
+    for name, router in data.get("routers", {}).items():
+        router["source"] = named(router["source"])
+        router["dlq"] = named(router.get("dlq", "dlq"))
+        router["routes"] = {
+            value: [named(t) for t in ([target] if isinstance(target, str) else target)]
+            for value, target in router.get("routes", {}).items()
+        }
+        routers[named(name)] = router
+    data["routers"] = routers
+    sinks = {}
+    for name, sink in data.get("sinks", {}).items():
+        sink["stream"] = named(sink["stream"])
+        sinks[named(name)] = sink
+    data["sinks"] = sinks
+    return data
+
+
+def example_config(
+    bootstrap: str,
+    lake_root: str | Path,
+    suffix: str | None = None,
+    data: Mapping[str, Any] | None = None,
+    **sections: Mapping[str, Any],
+) -> FirelakeConfig:
+    """The example (or given) configuration with unique names, on a broker and a lake.
+
+    Keyword arguments replace or extend top-level sections, e.g.
+    ``ingest={"port": 0}`` or ``sinks={...}`` (applied before renaming).
+    """
+    raw = copy.deepcopy(dict(data) if data is not None else example_data())
+    for section, values in sections.items():
+        merged = dict(raw.get(section, {}))
+        merged.update(values)
+        raw[section] = merged
+    raw = _rename(raw, suffix or unique_suffix())
+    raw.setdefault("kafka", {})["bootstrap"] = bootstrap
+    raw.setdefault("lake", {})["root"] = str(lake_root)
+    return parse_config(raw, source="<test>", base_dir=str(lake_root), environ={})
+
+
+_EVENT_TYPES = ("start", "pause", "stop", "heartbeat", "page_view", "click")
+
+
+def sample_event(
+    n: int, event_type: str | None = None, base: datetime | None = None
+) -> dict[str, Any]:
+    """The n-th deterministic valid Yle event (playback or page, by ``event_type``)."""
+    event_type = event_type or _EVENT_TYPES[n % len(_EVENT_TYPES)]
+    base = base or datetime(2026, 11, 29, 8, 0, tzinfo=UTC)
+    event_time = base + timedelta(seconds=n)
+    event: dict[str, Any] = {
+        "event_id": f"evt-{n:08d}",
+        "event_type": event_type,
+        "event_time": event_time.isoformat().replace("+00:00", "Z"),
+        "user_id": f"user-{n % 997}",
+        "device": ("mobile", "desktop", "tv", "tablet")[n % 4],
+        "platform": ("ios", "android", "web", "smarttv")[n % 4],
+        "product": ("areena", "uutiset", "urheilu")[n % 3],
+        "language": ("fi", "sv", "en")[n % 3],
+    }
+    if event_type in ("page_view", "click"):
+        event["page"] = f"/ohjelmat/{n % 50}"
+        event["referrer"] = "https://yle.fi/"
+    else:
+        event["content_id"] = f"1-{n % 5000}"
+        event["content_type"] = ("episode", "clip", "live")[n % 3]
+        event["position_seconds"] = n % 3600
+        event["bitrate_kbps"] = (800, 1600, 3200)[n % 3]
+    return event
