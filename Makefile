@@ -1,0 +1,39 @@
+# Firelake: `make run` runs the whole pipeline, `make test` runs the test suite.
+# Each target installs what it needs itself: a virtualenv with the Python packages, and
+# the Apache Kafka broker's jars from Maven Central (cached in ~/.cache/firelake).
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-$(shell cksum < pyproject.toml | cut -d' ' -f1)
+PYTEST_ARGS ?=
+
+.PHONY: install kafka run test lint bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	rm -f $(VENV)/.installed-*
+	touch $(STAMP)
+
+install: $(STAMP)
+
+kafka: install
+	$(BIN)/firelake kafka fetch
+
+run: kafka
+	$(BIN)/firelake up
+
+test: kafka
+	$(BIN)/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+bench: kafka
+	$(BIN)/python -m bench
+
+clean:
+	rm -rf $(VENV) .firelake lake

@@ -1,0 +1,350 @@
+"""The ``firelake`` command line: run the pipeline, its parts, and query the lake."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from collections.abc import Sequence
+
+from firelake.config import (
+    ConfigError,
+    FirelakeConfig,
+    IngestConfig,
+    KafkaConfig,
+    LakeConfig,
+    RouterConfig,
+    SinkConfig,
+    StreamConfig,
+    describe,
+    load_config,
+)
+from firelake.log import setup_logging
+
+__all__ = ["build_parser", "main"]
+
+log = logging.getLogger("firelake")
+
+
+def _config(args: argparse.Namespace) -> FirelakeConfig:
+    return load_config(args.config)
+
+
+def local_broker(config: FirelakeConfig):  # -> firelake.broker.LocalBroker
+    """The broker Firelake starts itself when no bootstrap address is configured."""
+    from firelake.broker import LocalBroker
+
+    return LocalBroker(data_dir=config.kafka_data_dir, port=config.kafka.port, controller_port=0)
+
+
+def bootstrap_of(config: FirelakeConfig) -> str:
+    """The configured bootstrap address, or the local broker's."""
+    return config.kafka.bootstrap or f"127.0.0.1:{config.kafka.port}"
+
+
+# --------------------------------------------------------------------------- commands
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    from streams.topics import ensure_topics
+
+    from firelake.supervisor import Supervisor, pipeline_services
+
+    config = _config(args)
+    broker = None
+    if config.kafka.bootstrap:
+        bootstrap = config.kafka.bootstrap
+    else:
+        broker = local_broker(config)
+        if broker.is_running():
+            log.info("using the local broker already running at %s", broker.bootstrap)
+            broker = None
+        else:
+            log.info(
+                "starting Kafka %s on 127.0.0.1:%d (first run fetches its jars with Maven)",
+                "broker",
+                config.kafka.port,
+            )
+            broker.start(timeout=180)
+        bootstrap = bootstrap_of(config)
+    stopping = False
+
+    def request_stop(signum: int, _frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, request_stop)
+    signal.signal(signal.SIGTERM, request_stop)
+    supervisor = None
+    try:
+        created = ensure_topics(config, bootstrap)
+        if created:
+            log.info("created streams: %s", ", ".join(created))
+        supervisor = Supervisor(pipeline_services(config, args.config, bootstrap))
+        supervisor.start()
+        lake = config.lake_root.resolve()
+        print(
+            "\nFirelake is up.\n"
+            f"  Kafka bootstrap : {bootstrap}\n"
+            f"  Ingest API      : http://{config.ingest.host}:{config.ingest.port}"
+            "/v1/streams/{stream}/records\n"
+            f"  Streams         : {', '.join(config.streams)}\n"
+            f"  Lake            : {lake}\n"
+            '  Query           : firelake query "SELECT count(*) FROM playback"\n'
+            "Press Ctrl-C to stop.\n",
+            flush=True,
+        )
+        supervisor.run_until(lambda: stopping)
+    finally:
+        if supervisor is not None:
+            supervisor.stop()
+        if broker is not None:
+            log.info("stopping the Kafka broker")
+            broker.stop()
+    return 0 if supervisor is not None and not supervisor.failed else 1
+
+
+def cmd_kafka(args: argparse.Namespace) -> int:
+    from firelake.broker import fetch_kafka
+
+    config = _config(args)
+    broker = local_broker(config)
+    if args.action == "fetch":
+        print(fetch_kafka())
+    elif args.action == "start":
+        if broker.is_running():
+            print(f"already running at {broker.bootstrap}")
+        else:
+            broker.start(timeout=180)
+            print(f"Kafka running at {broker.bootstrap} (log: {broker.log_file})")
+    elif args.action == "stop":
+        broker.stop()
+        print("stopped")
+    else:
+        for key, value in broker.status().items():
+            print(f"{key}: {value}")
+    return 0
+
+
+def cmd_streams(args: argparse.Namespace) -> int:
+    from streams.topics import ensure_topics
+
+    config = _config(args)
+    if args.action == "create":
+        created = ensure_topics(config, bootstrap_of(config))
+        print(f"created: {', '.join(created) or '(none; all existed and match)'}")
+    else:
+        for spec in config.streams.values():
+            print(
+                f"{spec.name}\tpartitions={spec.partitions}\tenvelope={spec.envelope}"
+                f"\tschema={spec.schema or '-'}\tretention_hours={spec.retention_hours}"
+            )
+    return 0
+
+
+def cmd_ingest(args: argparse.Namespace) -> int:
+    from streams.ingest import serve
+
+    config = _config(args)
+    _run_async(serve(config, port=args.port))
+    return 0
+
+
+def cmd_router(args: argparse.Namespace) -> int:
+    from agents.router import run_router
+
+    config = _config(args)
+    if args.name not in config.routers:
+        raise ConfigError(
+            config.source,
+            f"routers.{args.name}",
+            f"no such router (configured: {', '.join(config.routers) or 'none'})",
+        )
+    run_router(config, args.name)
+    return 0
+
+
+def cmd_sink(args: argparse.Namespace) -> int:
+    from sinks.sink import run_sinks
+
+    config = _config(args)
+    names = list(config.sinks) if args.all else [args.name]
+    for name in names:
+        if name not in config.sinks:
+            raise ConfigError(
+                config.source,
+                f"sinks.{name}",
+                f"no such sink (configured: {', '.join(config.sinks) or 'none'})",
+            )
+    _run_async(run_sinks(config, names))
+    return 0
+
+
+def cmd_send(args: argparse.Namespace) -> int:
+    from streams.loadgen import send
+
+    config = _config(args)
+    url = args.url or f"http://{config.ingest.host}:{config.ingest.port}"
+    stream = args.stream or next(
+        (r.source for r in config.routers.values()), next(iter(config.streams), "")
+    )
+    report = asyncio.run(
+        send(
+            url,
+            stream,
+            rate=args.rate,
+            count=args.count,
+            duration=args.duration,
+            batch_size=args.batch_size,
+            invalid_ratio=args.invalid_ratio,
+            seed=args.seed,
+            show_progress=not args.quiet,
+        )
+    )
+    print(report)
+    return 0
+
+
+def cmd_query(args: argparse.Namespace) -> int:
+    from queries.engine import QueryEngine, format_csv, format_json, format_table
+
+    config = _config(args)
+    engine = QueryEngine(config.lake_root, threads=config.query.threads)
+    result = engine.query(args.sql)
+    formatter = {"table": format_table, "csv": format_csv, "json": format_json}[args.format]
+    print(formatter(result))
+    return 0
+
+
+def cmd_tables(args: argparse.Namespace) -> int:
+    from queries.catalog import list_tables
+
+    config = _config(args)
+    tables = list_tables(config.lake_root)
+    if not tables:
+        print(f"no tables yet in {config.lake_root}")
+        return 0
+    print(f"{'table':<20} {'rows':>12} {'files':>7} {'partitions':>10} {'bytes':>12}")
+    for table in tables:
+        print(
+            f"{table.name:<20} {table.rows:>12} {table.files:>7} "
+            f"{len(table.partitions):>10} {table.bytes:>12}"
+        )
+    return 0
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    if args.describe:
+        for section, cls in (
+            ("kafka", KafkaConfig),
+            ("ingest", IngestConfig),
+            ("lake", LakeConfig),
+            ("streams.<name>", StreamConfig),
+            ("routers.<name>", RouterConfig),
+            ("sinks.<name>", SinkConfig),
+        ):
+            print(f"[{section}]")
+            for name, doc, default in describe(cls):
+                if name != "name":
+                    print(f"  {name} = {default!r}\n      {doc}")
+        return 0
+    config = _config(args)
+    print(
+        f"{config.source}: ok — {len(config.streams)} streams, {len(config.routers)} routers, "
+        f"{len(config.sinks)} sinks; lake at {config.lake_root}"
+    )
+    return 0
+
+
+def _run_async(coro) -> None:
+    """Run a service coroutine until SIGINT/SIGTERM, then let it clean up."""
+
+    async def main() -> None:
+        task = asyncio.ensure_future(coro)
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, task.cancel)
+        try:
+            await task
+        except asyncio.CancelledError:
+            pass
+
+    asyncio.run(main())
+
+
+# --------------------------------------------------------------------------- parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``firelake`` command."""
+    parser = argparse.ArgumentParser(prog="firelake", description=__doc__)
+    parser.add_argument("--log-level", default=None, help="DEBUG, INFO, WARNING or ERROR")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def command(name: str, handler, help_text: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        p.add_argument(
+            "--config",
+            default=None,
+            help="configuration file (default: ./firelake.toml, else the Yle example)",
+        )
+        p.set_defaults(handler=handler)
+        return p
+
+    command("up", cmd_up, "run the whole pipeline: Kafka, ingest, routers, sinks")
+    p = command("kafka", cmd_kafka, "fetch, start, stop or inspect the local Kafka broker")
+    p.add_argument("action", choices=["fetch", "start", "stop", "status"])
+    p = command("streams", cmd_streams, "create (or check) the configured streams, or list them")
+    p.add_argument("action", choices=["create", "list"])
+    p = command("ingest", cmd_ingest, "run the HTTP ingest service")
+    p.add_argument("--port", type=int, default=None, help="override ingest.port (0: any free)")
+    p = command("router", cmd_router, "run one router agent")
+    p.add_argument("--name", required=True, help="router name from the configuration")
+    p = command("sink", cmd_sink, "run Parquet sinks")
+    group = p.add_mutually_exclusive_group(required=True)
+    group.add_argument("--name", help="sink name from the configuration")
+    group.add_argument("--all", action="store_true", help="every configured sink")
+    p = command("send", cmd_send, "send realistic sample events to the ingest service")
+    p.add_argument("--url", default=None, help="ingest base URL (default from the configuration)")
+    p.add_argument(
+        "--stream", default=None, help="target stream (default: the first router's source)"
+    )
+    p.add_argument("--rate", type=float, default=1000.0, help="events per second")
+    p.add_argument("--count", type=int, default=10_000, help="stop after this many events")
+    p.add_argument("--duration", type=float, default=60.0, help="stop after this many seconds")
+    p.add_argument("--batch-size", type=int, default=500, help="records per request (1-500)")
+    p.add_argument("--invalid-ratio", type=float, default=0.0, help="share of bad events (0-1)")
+    p.add_argument("--seed", type=int, default=None, help="seed for reproducible events")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p = command("query", cmd_query, "run SQL over the lake with DuckDB")
+    p.add_argument("sql", help="the SQL; each lake table is a view")
+    p.add_argument("--format", choices=["table", "csv", "json"], default="table")
+    command("tables", cmd_tables, "list lake tables with rows, files and partitions")
+    p = command("config", cmd_config, "check a configuration file, or describe every field")
+    p.add_argument("--describe", action="store_true", help="print every field with its default")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``firelake`` command; errors print one clear line, exit 2."""
+    args = build_parser().parse_args(argv)
+    setup_logging(args.log_level)
+    try:
+        return int(args.handler(args) or 0)
+    except ConfigError as exc:
+        print(f"firelake: configuration error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:  # a clear last line instead of a traceback for known errors
+        name = type(exc).__name__
+        if name in {"BrokerError", "TopicMismatchError", "QueryError", "SendError"}:
+            print(f"firelake: {exc}", file=sys.stderr)
+            return 1
+        raise
+
+
+if __name__ == "__main__":
+    sys.exit(main())
