@@ -36,7 +36,7 @@ def local_broker(config: FirelakeConfig):  # -> firelake.broker.LocalBroker
     """The broker Firelake starts itself when no bootstrap address is configured."""
     from firelake.broker import LocalBroker
 
-    return LocalBroker(data_dir=config.kafka_data_dir, port=config.kafka.port, controller_port=0)
+    return LocalBroker(data_dir=config.kafka_data_dir, port=config.kafka.port)
 
 
 def bootstrap_of(config: FirelakeConfig) -> str:

@@ -8,6 +8,7 @@ consumer groups. ``sample_event`` builds valid Yle events deterministically.
 from __future__ import annotations
 
 import copy
+import json
 import tomllib
 import uuid
 from collections.abc import Mapping
@@ -17,7 +18,15 @@ from typing import Any
 
 from firelake.config import EXAMPLE_CONFIG, FirelakeConfig, parse_config
 
-__all__ = ["example_config", "example_data", "sample_event", "unique_suffix"]
+__all__ = [
+    "example_config",
+    "example_data",
+    "example_dict",
+    "sample_event",
+    "to_toml",
+    "unique_suffix",
+    "write_config",
+]
 
 
 def unique_suffix() -> str:
@@ -55,14 +64,14 @@ def _rename(data: dict[str, Any], suffix: str) -> dict[str, Any]:
     return data
 
 
-def example_config(
+def example_dict(
     bootstrap: str,
     lake_root: str | Path,
     suffix: str | None = None,
     data: Mapping[str, Any] | None = None,
     **sections: Mapping[str, Any],
-) -> FirelakeConfig:
-    """The example (or given) configuration with unique names, on a broker and a lake.
+) -> dict[str, Any]:
+    """The example (or given) configuration as a dict, with unique names, broker and lake.
 
     Keyword arguments replace or extend top-level sections, e.g.
     ``ingest={"port": 0}`` or ``sinks={...}`` (applied before renaming).
@@ -75,7 +84,55 @@ def example_config(
     raw = _rename(raw, suffix or unique_suffix())
     raw.setdefault("kafka", {})["bootstrap"] = bootstrap
     raw.setdefault("lake", {})["root"] = str(lake_root)
+    return raw
+
+
+def example_config(
+    bootstrap: str,
+    lake_root: str | Path,
+    suffix: str | None = None,
+    data: Mapping[str, Any] | None = None,
+    **sections: Mapping[str, Any],
+) -> FirelakeConfig:
+    """:func:`example_dict`, parsed into a configuration."""
+    raw = example_dict(bootstrap, lake_root, suffix, data, **sections)
     return parse_config(raw, source="<test>", base_dir=str(lake_root), environ={})
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, str):
+        return json.dumps(value)  # a JSON string is a valid TOML basic string
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    raise TypeError(f"cannot write {type(value).__name__} to TOML")
+
+
+def _toml_key(key: str) -> str:
+    return key if key.replace("-", "").replace("_", "").isalnum() else json.dumps(key)
+
+
+def to_toml(data: Mapping[str, Any], _prefix: str = "") -> str:
+    """Serialize a configuration dict (tables, strings, numbers, bools, lists) as TOML."""
+    lines = [
+        f"{_toml_key(k)} = {_toml_value(v)}" for k, v in data.items() if not isinstance(v, Mapping)
+    ]
+    out = "\n".join(lines) + ("\n" if lines else "")
+    for key, value in data.items():
+        if isinstance(value, Mapping):
+            name = f"{_prefix}.{_toml_key(key)}" if _prefix else _toml_key(key)
+            out += f"\n[{name}]\n" + to_toml(value, name)
+    return out
+
+
+def write_config(path: str | Path, data: Mapping[str, Any]) -> Path:
+    """Write a configuration dict as a TOML file that ``load_config`` reads back equal."""
+    path = Path(path)
+    path.write_text(to_toml(data), encoding="utf-8")
+    return path
 
 
 _EVENT_TYPES = ("start", "pause", "stop", "heartbeat", "page_view", "click")

@@ -1,0 +1,188 @@
+"""The whole pipeline, end to end, on the real broker: `firelake up`, HTTP in, SQL out.
+
+A mixed batch of valid playback and page events plus invalid ones goes in through the ingest
+API; every valid event must land in its table exactly once and every invalid one in the DLQ
+table with its reason, within the flush interval plus a few seconds. The same events through
+`envelope = "single"` streams must give the same tables.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from firelake.testing import example_dict, sample_event, write_config
+
+pytestmark = pytest.mark.kafka
+
+FLUSH_SECONDS = 2
+DEADLINE_SECONDS = 90  # flush interval + router/sink start-up (Faust joins its group) + slack
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _post(url: str, body: Any) -> tuple[int, dict[str, Any]]:
+    request = urllib.request.Request(
+        url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())
+
+
+def firelake(config: Path, *args: str, timeout: float = 60) -> str:
+    """Run a `firelake` CLI command and return its stdout."""
+    done = subprocess.run(
+        [sys.executable, "-m", "firelake.cli", *args, "--config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    assert done.returncode == 0, f"firelake {' '.join(args)} failed:\n{done.stderr}"
+    return done.stdout
+
+
+def query_rows(config: Path, sql: str) -> list[dict[str, Any]]:
+    """Rows of `firelake query --format json` (a JSON array or JSON lines)."""
+    out = firelake(config, "query", sql, "--format", "json").strip()
+    if not out:
+        return []
+    try:
+        parsed = json.loads(out)
+    except json.JSONDecodeError:
+        return [json.loads(line) for line in out.splitlines() if line.strip()]
+    return parsed if isinstance(parsed, list) else [parsed]
+
+
+def _invalid_events() -> list[tuple[Any, str]]:
+    """(data, a phrase its DLQ reason must contain) for each kind of bad event."""
+    missing = sample_event(90_001, "start")
+    del missing["content_id"]
+    wrong_type = sample_event(90_002, "heartbeat")
+    wrong_type["position_seconds"] = "ten"
+    bad_time = sample_event(90_003, "page_view")
+    bad_time["event_time"] = "yesterday"
+    unknown = sample_event(90_004, "teleport")
+    return [
+        (missing, "content_id"),
+        (wrong_type, "position_seconds"),
+        (bad_time, "event_time"),
+        (unknown, "teleport"),
+        ("just a string", "object"),
+        ({"no_type": 1}, "event_type"),
+    ]
+
+
+@pytest.fixture
+def pipeline(request: pytest.FixtureRequest, kafka_bootstrap: str, tmp_path: Path, suffix: str):
+    envelope = request.param
+    port = _free_port()
+    data = example_dict(kafka_bootstrap, tmp_path / "lake", suffix, ingest={"port": port})
+    for name, stream in data["streams"].items():
+        if not name.startswith("dlq"):
+            stream["envelope"] = envelope
+    for sink in data["sinks"].values():
+        sink["max_seconds"] = FLUSH_SECONDS
+    config = write_config(tmp_path / "firelake.toml", data)
+    log = (tmp_path / "up.log").open("w")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "firelake.cli", "up", "--config", str(config)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, "FIRELAKE_LOG_LEVEL": "INFO"},
+    )
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            with urllib.request.urlopen(f"{base}/health", timeout=2) as response:
+                if response.status == 200:
+                    break
+        except OSError:
+            pass
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            pytest.fail("firelake up did not serve /health:\n" + (tmp_path / "up.log").read_text())
+        time.sleep(0.3)
+    yield config, base, suffix
+    process.send_signal(signal.SIGTERM)
+    try:
+        code = process.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        pytest.fail("firelake up did not stop within 60 s of SIGTERM")
+    log.close()
+    assert code == 0, (tmp_path / "up.log").read_text()[-4000:]
+
+
+@pytest.mark.parametrize("pipeline", ["batch", "single"], indirect=True)
+def test_mixed_batch_lands_exactly_once_and_bad_events_in_dlq(pipeline) -> None:
+    config, base, suffix = pipeline
+    valid = [sample_event(n) for n in range(600)]
+    invalid = _invalid_events()
+    records = [{"data": e, "partition_key": e["user_id"]} for e in valid]
+    records += [{"data": data, "partition_key": f"bad-{i}"} for i, (data, _) in enumerate(invalid)]
+    # Two requests, bad events in the middle of the second, as producers would send them.
+    first, second = records[:300], records[300:]
+    second = second[:100] + second[-len(invalid) :] + second[100 : -len(invalid)]
+    for chunk in (first, second):
+        status, answer = _post(f"{base}/v1/streams/raw-events-{suffix}/records", {"records": chunk})
+        assert status == 200, answer
+        assert answer["failed_record_count"] == 0, answer
+        assert len(answer["records"]) == len(chunk)
+
+    playback_ids = sorted(
+        e["event_id"] for e in valid if e["event_type"] not in ("page_view", "click")
+    )
+    page_ids = sorted(e["event_id"] for e in valid if e["event_type"] in ("page_view", "click"))
+    deadline = time.monotonic() + DEADLINE_SECONDS
+    counts: dict[str, int] = {}
+    while time.monotonic() < deadline:
+        counts = {}
+        for table in ("playback", "page", "dlq"):
+            try:
+                counts[table] = query_rows(config, f"SELECT count(*) AS n FROM {table}")[0]["n"]
+            except AssertionError:  # the table has no files yet
+                counts[table] = 0
+        if counts == {"playback": len(playback_ids), "page": len(page_ids), "dlq": len(invalid)}:
+            break
+        time.sleep(1)
+    assert counts == {"playback": len(playback_ids), "page": len(page_ids), "dlq": len(invalid)}
+
+    # Exactly once: every id once, no other ids.
+    rows = query_rows(config, "SELECT event_id FROM playback ORDER BY event_id")
+    assert [r["event_id"] for r in rows] == playback_ids
+    rows = query_rows(config, "SELECT event_id FROM page ORDER BY event_id")
+    assert [r["event_id"] for r in rows] == page_ids
+
+    # Values survive the trip; the router stamped the receive time; hive partitions by event time.
+    row = query_rows(config, "SELECT * FROM playback WHERE event_id = 'evt-00000000'")[0]
+    assert row["content_id"] == "1-0" and row["position_seconds"] == 0
+    assert row["receive_time"] is not None
+    assert str(row["dt"]).startswith("2026-11-29") and int(row["hour"]) == 8
+
+    # Every bad event is in the DLQ with a reason that names what was wrong.
+    dlq = query_rows(config, "SELECT reason, error_type, payload, source_topic FROM dlq")
+    for data, phrase in invalid:
+        payload = json.dumps(data, separators=(",", ":"))
+        matches = [r for r in dlq if r["payload"] == payload]
+        assert len(matches) == 1, (payload, dlq)
+        assert phrase in matches[0]["reason"], matches[0]
+        assert matches[0]["source_topic"] == f"raw-events-{suffix}"

@@ -1,0 +1,120 @@
+"""Configuration: defaults, overrides, and a clear error for every kind of bad file."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from firelake.config import (
+    DLQ_SCHEMA,
+    EXAMPLE_CONFIG,
+    ConfigError,
+    FirelakeConfig,
+    IngestConfig,
+    KafkaConfig,
+    LakeConfig,
+    RouterConfig,
+    SinkConfig,
+    StreamConfig,
+    describe,
+    load_config,
+    parse_config,
+)
+from firelake.testing import example_data, example_dict, to_toml, write_config
+
+
+def test_example_config_loads_with_yle_streams() -> None:
+    config = load_config(EXAMPLE_CONFIG, environ={})
+    assert set(config.streams) == {"raw-events", "playback-events", "page-events", "dlq"}
+    assert config.routers["clickstream"].routes["heartbeat"] == ("playback-events",)
+    assert config.schema_of("dlq") is DLQ_SCHEMA
+    assert config.schema_of("playback-events").time_field == "event_time"
+    assert config.schema_of("raw-events") is None
+
+
+def test_every_field_has_a_default_and_a_description() -> None:
+    for cls in (KafkaConfig, IngestConfig, LakeConfig, StreamConfig, RouterConfig, SinkConfig,
+                FirelakeConfig):
+        for name, doc, _default in describe(cls):
+            assert doc, f"{cls.__name__}.{name} has no description"
+    assert parse_config({}).ingest.port == 4566
+
+
+def test_environment_overrides_bootstrap_and_lake(tmp_path: Path) -> None:
+    path = write_config(tmp_path / "f.toml", example_data())
+    config = load_config(path, environ={"FIRELAKE_KAFKA_BOOTSTRAP": "h:1", "FIRELAKE_LAKE": "/x"})
+    assert config.kafka.bootstrap == "h:1"
+    assert config.lake_root == Path("/x")
+    relative = load_config(path, environ={})
+    assert relative.lake_root == tmp_path / "lake"
+
+
+def test_toml_writer_round_trips() -> None:
+    data = example_dict("127.0.0.1:9", "/lake", "s1")
+    assert tomllib.loads(to_toml(data)) == data
+
+
+def _error(data: dict) -> ConfigError:
+    with pytest.raises(ConfigError) as info:
+        parse_config(data, source="f.toml", environ={})
+    return info.value
+
+
+def _with(path: str, value: object) -> dict:
+    data = example_data()
+    *parents, last = path.split(".")
+    node = data
+    for part in parents:
+        node = node.setdefault(part, {})
+    node[last] = value
+    return data
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "key", "reason"),
+    [
+        ("kafka.port", "x", "kafka.port", "must be an integer"),
+        ("kafka.prot", 1, "kafka.prot", "unknown key"),
+        ("ingest.max_records", 501, "ingest.max_records", "between 1 and 500"),
+        ("ingest.port", 70000, "ingest.port", "between 0 and 65535"),
+        ("streams.raw-events.partitions", 0, "streams.raw-events.partitions", "between 1"),
+        ("streams.raw-events.envelope", "zip", "streams.raw-events.envelope", "'batch' or 'single'"),
+        ("streams.raw-events.schema", "nope", "streams.raw-events.schema", "unknown schema"),
+        ("schemas.page.fields.page", "text", "schemas.page.fields.page", "unknown type 'text'"),
+        ("schemas.page.required", ["nope"], "schemas.page.required", "not in fields"),
+        ("schemas.page.time_field", "page", "schemas.page.time_field", "timestamp column"),
+        ("routers.clickstream.source", "ghost", "routers.clickstream.source", "unknown stream"),
+        ("routers.clickstream.dlq", "raw-events", "routers.clickstream.dlq", "schema = 'dlq'"),
+        ("routers.clickstream.routes.click", "ghost", "routers.clickstream.routes.click",
+         "unknown stream"),
+        ("routers.clickstream.routes.click", [], "routers.clickstream.routes.click",
+         "non-empty list"),
+        ("sinks.page.stream", "raw-events", "sinks.page.stream", "declares no schema"),
+        ("sinks.page.table", "playback", "sinks.page.table", "written by sink"),
+        ("sinks.page.table", "bad-name", "sinks.page.table", "letters, digits and _"),
+        ("sinks.page.max_bytes", 10, "sinks.page.max_bytes", "between"),
+        ("sinks.page.max_seconds", 901, "sinks.page.max_seconds", "between 0 and 900"),
+        ("sinks.page.compression", "lzma", "sinks.page.compression", "zstd"),
+        ("sinks.page.max_seconds", True, "sinks.page.max_seconds", "must be a number"),
+        ("nonsense", {}, "nonsense", "unknown section"),
+    ],
+)
+def test_bad_config_names_file_key_and_reason(path: str, value: object, key: str, reason: str) -> None:
+    error = _error(_with(path, value))
+    assert error.source == "f.toml"
+    assert error.key == key
+    assert reason in error.reason, error.reason
+    assert str(error).startswith(f"f.toml: {key}: ")
+
+
+def test_unreadable_and_malformed_files(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_config(tmp_path / "missing.toml")
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[kafka\nport = 1\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(bad)
+    assert info.value.key == "(syntax)"
+    assert str(bad) in str(info.value)
