@@ -1,0 +1,85 @@
+"""What every benchmark needs: a broker, unique names, a lake, timing, a results table."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import platform
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+__all__ = ["BenchResult", "broker", "render_markdown", "scratch_dir", "timer"]
+
+
+@dataclass
+class BenchResult:
+    """One measured path: events, seconds, and free-form notes."""
+
+    name: str
+    events: int
+    seconds: float
+    notes: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def rate(self) -> float:
+        return self.events / self.seconds if self.seconds > 0 else 0.0
+
+
+@contextlib.contextmanager
+def broker() -> Iterator[str]:
+    """FIRELAKE_KAFKA_BOOTSTRAP, or a local broker started for this run."""
+    external = os.environ.get("FIRELAKE_KAFKA_BOOTSTRAP")
+    if external:
+        yield external
+        return
+    from firelake.broker import LocalBroker, free_port
+
+    with tempfile.TemporaryDirectory(prefix="firelake-bench-kafka-") as data:
+        local = LocalBroker(data_dir=Path(data), port=free_port(), controller_port=0)
+        local.start(timeout=180)
+        try:
+            yield local.bootstrap
+        finally:
+            local.stop()
+
+
+@contextlib.contextmanager
+def scratch_dir(prefix: str) -> Iterator[Path]:
+    with tempfile.TemporaryDirectory(prefix=prefix) as path:
+        yield Path(path)
+
+
+class timer:
+    """Wall-clock seconds of a block."""
+
+    def __enter__(self) -> timer:
+        self.start = time.perf_counter()
+        self.seconds = 0.0
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.seconds = time.perf_counter() - self.start
+
+
+def render_markdown(title: str, results: list[BenchResult], baseline: str) -> str:
+    """A Markdown section: each path's rate and its ratio to the baseline path."""
+    base = next(r for r in results if r.name == baseline)
+    lines = [
+        f"### {title}",
+        "",
+        f"Machine: {os.cpu_count()} cores, {platform.python_implementation()} "
+        f"{platform.python_version()}, run {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.",
+        "",
+        "| path | events | seconds | events/s | ratio to baseline | notes |",
+        "| --- | ---: | ---: | ---: | ---: | --- |",
+    ]
+    for r in results:
+        notes = "; ".join(f"{k}: {v}" for k, v in r.notes.items())
+        ratio = r.rate / base.rate if base.rate else 0.0
+        lines.append(
+            f"| {r.name} | {r.events} | {r.seconds:.2f} | {r.rate:,.0f} | {ratio:.2f} | {notes} |"
+        )
+    return "\n".join(lines) + "\n"
