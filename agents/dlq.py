@@ -6,8 +6,8 @@ and carries the original bytes so the event can be inspected and redriven. The f
 those of :data:`firelake.config.DLQ_SCHEMA`, so the DLQ stream sinks into a lake table.
 
 Payloads are the original bytes decoded as UTF-8 when they are valid UTF-8 (``payload``),
-else base64 (``payload_base64``). A payload is bounded by ``max_payload_bytes`` so a DLQ
-envelope always fits in a Kafka message; a cut payload says so in the reason.
+else base64 (``payload_base64``). The stored payload is bounded by ``max_payload_bytes`` so a
+DLQ record always fits in an envelope; a payload cut to fit says so in the reason.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from agents.validation import format_timestamp
 
 __all__ = ["DEFAULT_MAX_PAYLOAD_BYTES", "DeadLetters", "dlq_line", "dlq_record"]
 
-#: Largest original payload kept in one DLQ record, in bytes (before base64).
+#: Largest payload one DLQ record stores, in bytes as stored (JSON-escaped text or base64).
 DEFAULT_MAX_PAYLOAD_BYTES = 256 * 1024
 
 
@@ -47,17 +47,17 @@ def dlq_record(
     ``failed_at`` is a canonical timestamp string; ``source_index`` is -1 when the whole
     message failed (no event lines could be read from it).
     """
-    if len(payload) > max_payload_bytes:
-        reason = f"{reason} [payload cut to {max_payload_bytes} of {len(payload)} bytes]"
-        payload = payload[:max_payload_bytes]
-    text: str | None
-    encoded: str | None
-    try:
-        text, encoded = payload.decode("utf-8"), None
-    except UnicodeDecodeError:
-        # A cut can split a multi-byte character; that is reported as base64 like any
-        # other invalid UTF-8, so the kept bytes stay exactly the original ones.
-        text, encoded = None, base64.b64encode(payload).decode("ascii")
+    original_size = len(payload)
+    while True:
+        text, encoded = _stored(payload)
+        # Bound what the record stores (JSON-escaped text or base64), not just the raw
+        # bytes: escaping can grow text up to six-fold, base64 by a third.
+        stored_size = len(orjson.dumps(text)) if text is not None else len(encoded or "")
+        if stored_size <= max_payload_bytes or not payload:
+            break
+        payload = payload[: min(len(payload) - 1, len(payload) * max_payload_bytes // stored_size)]
+    if len(payload) < original_size:
+        reason = f"{reason} [payload cut to its first {len(payload)} of {original_size} bytes]"
     return {
         "failed_at": failed_at,
         "router": router,
@@ -71,6 +71,16 @@ def dlq_record(
         "payload": text,
         "payload_base64": encoded,
     }
+
+
+def _stored(payload: bytes) -> tuple[str | None, str | None]:
+    """(payload, payload_base64): UTF-8 text when the bytes are valid UTF-8, else base64."""
+    try:
+        return payload.decode("utf-8"), None
+    except UnicodeDecodeError:
+        # A cut can split a multi-byte character; that is stored as base64 like any other
+        # invalid UTF-8, so the kept bytes are always exactly the original ones.
+        return None, base64.b64encode(payload).decode("ascii")
 
 
 def dlq_line(record: dict[str, Any]) -> bytes:
@@ -87,8 +97,8 @@ class DeadLetters:
         clock: Callable[[], float] = time.time,
         max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
     ) -> None:
-        if max_payload_bytes < 1:
-            raise ValueError(f"max_payload_bytes must be >= 1, got {max_payload_bytes}")
+        if max_payload_bytes < 64:
+            raise ValueError(f"max_payload_bytes must be >= 64, got {max_payload_bytes}")
         self.router = router
         self.clock = clock
         self.max_payload_bytes = max_payload_bytes

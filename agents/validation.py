@@ -85,7 +85,9 @@ def _shown(value: Any) -> str:
 
 def _wrong(name: str, expected: str, value: Any, detail: str = "") -> ValidationError:
     suffix = f" ({detail})" if detail else ""
-    return ValidationError(WRONG_TYPE, f"field {name!r}: expected {expected}, got {_shown(value)}{suffix}")
+    return ValidationError(
+        WRONG_TYPE, f"field {name!r}: expected {expected}, got {_shown(value)}{suffix}"
+    )
 
 
 # --------------------------------------------------------------------------- timestamps
@@ -129,10 +131,21 @@ def normalize_timestamp(value: Any) -> str:
         try:
             moment = datetime.fromisoformat(value)
         except ValueError as exc:
-            raise ValueError(f"not an ISO-8601 time: {exc}") from None
-        # Fast path: the value parsed, so a string already in canonical shape is itself.
-        if _is_canonical(value):
-            return value
+            detail = str(exc)
+            # Python's generic message only repeats the value, which the reason shows already.
+            if detail.startswith("Invalid isoformat string"):
+                raise ValueError("not ISO-8601") from None
+            raise ValueError(f"not a valid time: {detail}") from None
+        # Fast paths: the value parsed, so a string already in canonical shape is itself,
+        # and the two common UTC shapes (seconds, JavaScript's milliseconds) only need
+        # zero padding, which is cheaper than formatting the datetime.
+        if value[-1:] == "Z":
+            if _is_canonical(value):
+                return value
+            if len(value) == 20 and value[10] == "T" and value[13] == ":":
+                return value[:19] + ".000000Z"
+            if len(value) == 24 and value[10] == "T" and value[19] == ".":
+                return value[:23] + "000Z"
         try:
             return format_timestamp(moment)
         except OverflowError:

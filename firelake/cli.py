@@ -211,7 +211,9 @@ def cmd_query(args: argparse.Namespace) -> int:
     from queries.engine import QueryEngine, format_csv, format_json, format_table
 
     config = _config(args)
-    engine = QueryEngine(config.lake_root, threads=config.query.threads)
+    engine = QueryEngine(
+        config.lake_root, threads=config.query.threads, max_rows=config.query.max_rows
+    )
     result = engine.query(args.sql)
     formatter = {"table": format_table, "csv": format_csv, "json": format_json}[args.format]
     print(formatter(result))

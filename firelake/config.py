@@ -107,6 +107,7 @@ class QueryConfig:
     """The SQL layer over the lake."""
 
     threads: int = setting(2, "DuckDB worker threads.")
+    max_rows: int = setting(10_000, "Most rows a query returns (results are held in memory).")
 
 
 @dataclass(frozen=True)

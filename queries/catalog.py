@@ -69,20 +69,19 @@ class Partition:
 
 @dataclass(frozen=True, slots=True)
 class TableInfo:
-    """A lake table: its folder, complete files, partitions (sorted) and totals."""
+    """A lake table: its folder, totals, partitions (sorted) and complete files.
+
+    ``files`` is the number of complete Parquet files; ``data_files`` lists them.
+    """
 
     name: str
     path: Path
-    files: tuple[DataFile, ...]
-    partitions: tuple[Partition, ...]
+    files: int
     rows: int
     bytes: int
+    partitions: tuple[Partition, ...]
+    data_files: tuple[DataFile, ...]
     problems: tuple[FileProblem, ...] = ()
-
-    @property
-    def file_count(self) -> int:
-        """Number of complete Parquet files."""
-        return len(self.files)
 
 
 def parse_partition(relative: Path) -> tuple[str, int] | None:
@@ -148,10 +147,11 @@ def table_info(folder: Path) -> TableInfo | None:
     return TableInfo(
         name=folder.name,
         path=folder,
-        files=tuple(files),
-        partitions=partitions,
+        files=len(files),
         rows=sum(f.rows for f in files),
         bytes=sum(f.bytes for f in files),
+        partitions=partitions,
+        data_files=tuple(files),
         problems=tuple(problems),
     )
 

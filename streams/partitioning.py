@@ -31,6 +31,8 @@ def hash_ranges(partitions: int) -> list[tuple[int, int]]:
 
 def partition_for_hash(hash_value: int, partitions: int) -> int:
     """The partition whose range holds a hash key."""
+    if partitions < 1:
+        raise ValueError(f"a stream has at least one partition, got {partitions}")
     if not 0 <= hash_value <= HASH_KEY_MAX:
         raise ValueError(f"hash key {hash_value} is outside 0..2^128-1")
     size = (HASH_KEY_MAX + 1) // partitions

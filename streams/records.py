@@ -197,9 +197,7 @@ def parse_put_records(body: bytes, partitions: int, limits: Limits | None = None
             if missing:
                 raise _invalid_record(index, f"missing field {sorted(missing)[0]!r}")
             extra = sorted(record.keys() - _RECORD_FIELDS)
-            raise _invalid_record(
-                index, f"unknown field {extra[0]!r} (known: data, partition_key)"
-            )
+            raise _invalid_record(index, f"unknown field {extra[0]!r} (known: data, partition_key)")
         key = record["partition_key"]
         if type(key) is not str:
             raise _invalid_record(index, f"partition_key must be a string, got {_type_name(key)}")

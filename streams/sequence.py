@@ -38,7 +38,8 @@ def encode_sequence(partition: int, offset: int, index: int) -> str:
 
 def decode_sequence(sequence: str) -> RecordPosition:
     """The position a sequence number encodes; ValueError if it is not one of ours."""
-    if not sequence.isdigit() or len(sequence) > 60:
+    # isascii: str.isdigit() also accepts other scripts' digits, which int() would take.
+    if not (sequence.isascii() and sequence.isdigit()) or len(sequence) > 60:
         raise ValueError(f"not a sequence number: {sequence!r}")
     value = int(sequence)
     partition = value & (MAX_PARTITIONS - 1)

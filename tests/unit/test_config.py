@@ -35,8 +35,15 @@ def test_example_config_loads_with_yle_streams() -> None:
 
 
 def test_every_field_has_a_default_and_a_description() -> None:
-    for cls in (KafkaConfig, IngestConfig, LakeConfig, StreamConfig, RouterConfig, SinkConfig,
-                FirelakeConfig):
+    for cls in (
+        KafkaConfig,
+        IngestConfig,
+        LakeConfig,
+        StreamConfig,
+        RouterConfig,
+        SinkConfig,
+        FirelakeConfig,
+    ):
         for name, doc, _default in describe(cls):
             assert doc, f"{cls.__name__}.{name} has no description"
     assert parse_config({}).ingest.port == 4566
@@ -80,17 +87,30 @@ def _with(path: str, value: object) -> dict:
         ("ingest.max_records", 501, "ingest.max_records", "between 1 and 500"),
         ("ingest.port", 70000, "ingest.port", "between 0 and 65535"),
         ("streams.raw-events.partitions", 0, "streams.raw-events.partitions", "between 1"),
-        ("streams.raw-events.envelope", "zip", "streams.raw-events.envelope", "'batch' or 'single'"),
+        (
+            "streams.raw-events.envelope",
+            "zip",
+            "streams.raw-events.envelope",
+            "'batch' or 'single'",
+        ),
         ("streams.raw-events.schema", "nope", "streams.raw-events.schema", "unknown schema"),
         ("schemas.page.fields.page", "text", "schemas.page.fields.page", "unknown type 'text'"),
         ("schemas.page.required", ["nope"], "schemas.page.required", "not in fields"),
         ("schemas.page.time_field", "page", "schemas.page.time_field", "timestamp column"),
         ("routers.clickstream.source", "ghost", "routers.clickstream.source", "unknown stream"),
         ("routers.clickstream.dlq", "raw-events", "routers.clickstream.dlq", "schema = 'dlq'"),
-        ("routers.clickstream.routes.click", "ghost", "routers.clickstream.routes.click",
-         "unknown stream"),
-        ("routers.clickstream.routes.click", [], "routers.clickstream.routes.click",
-         "non-empty list"),
+        (
+            "routers.clickstream.routes.click",
+            "ghost",
+            "routers.clickstream.routes.click",
+            "unknown stream",
+        ),
+        (
+            "routers.clickstream.routes.click",
+            [],
+            "routers.clickstream.routes.click",
+            "non-empty list",
+        ),
         ("sinks.page.stream", "raw-events", "sinks.page.stream", "declares no schema"),
         ("sinks.page.table", "playback", "sinks.page.table", "written by sink"),
         ("sinks.page.table", "bad-name", "sinks.page.table", "letters, digits and _"),
@@ -101,7 +121,9 @@ def _with(path: str, value: object) -> dict:
         ("nonsense", {}, "nonsense", "unknown section"),
     ],
 )
-def test_bad_config_names_file_key_and_reason(path: str, value: object, key: str, reason: str) -> None:
+def test_bad_config_names_file_key_and_reason(
+    path: str, value: object, key: str, reason: str
+) -> None:
     error = _error(_with(path, value))
     assert error.source == "f.toml"
     assert error.key == key

@@ -1,0 +1,360 @@
+"""SQL over the lake (Athena): an in-process DuckDB with one view per lake table.
+
+Each table becomes a view over ``read_parquet('<root>/<table>/**/[!.]*.parquet',
+hive_partitioning = true, union_by_name = true, hive_types = {'dt': DATE, 'hour': INTEGER})``:
+
+- The glob is expanded again at every query, so files a sink adds show up at once;
+  :meth:`QueryEngine.refresh` is needed only for new or removed tables. ``[!.]`` skips the
+  sinks' in-flight ``.``-files, which may be half written.
+- ``dt`` is a DATE and ``hour`` an INTEGER, so ``WHERE dt = '2026-11-29' AND hour = 8``
+  and ``WHERE dt >= current_date - 7`` compare as dates and numbers and prune files
+  (partition pruning) before any data is read.
+- ``union_by_name`` lets newer files add columns: older rows read NULL there.
+
+Every query is profiled so the result carries the bytes it scanned (compressed Parquet
+column chunks read, Athena's billing measure) and their price at $5/TB. By default the
+connection is sandboxed: user SQL can read the lake and nothing else on the machine, and
+cannot install or load extensions (the machines have no route to the extension repository
+anyway) or change settings.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from datetime import time as dtime
+from decimal import Decimal
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+from uuid import UUID
+
+import duckdb
+
+from queries.catalog import TableInfo, list_tables
+
+__all__ = [
+    "DEFAULT_MAX_ROWS",
+    "HIVE_TYPES",
+    "PRICE_PER_TB_USD",
+    "QueryEngine",
+    "QueryError",
+    "QueryResult",
+    "format_csv",
+    "format_json",
+    "format_table",
+]
+
+#: Types of the Hive partition columns every lake table has.
+HIVE_TYPES = "{'dt': DATE, 'hour': INTEGER}"
+#: Athena's price per terabyte scanned.
+PRICE_PER_TB_USD = 5.0
+#: Most rows a query returns unless the caller asks for more (results are held in memory).
+DEFAULT_MAX_ROWS = 10_000
+
+
+class QueryError(Exception):
+    """A query DuckDB refused or could not run: its message, the SQL and the error kind."""
+
+    def __init__(self, message: str, sql: str, kind: str = "Error") -> None:
+        self.message = message
+        self.sql = sql
+        self.kind = kind
+        super().__init__(message)
+
+
+@dataclass(frozen=True)
+class QueryResult:
+    """The rows of a query as Python values, how long it took and what it scanned.
+
+    ``truncated`` says rows stopped at the row limit; ``bytes_scanned`` is None when the
+    profiler had nothing to say about the statement.
+    """
+
+    sql: str
+    columns: tuple[str, ...]
+    types: tuple[str, ...]
+    rows: list[tuple[Any, ...]]
+    elapsed: float
+    bytes_scanned: int | None
+    truncated: bool = False
+
+    @property
+    def cost_usd(self) -> float:
+        """What Athena would charge for the bytes scanned (no 10 MB minimum applied)."""
+        return (self.bytes_scanned or 0) / 1e12 * PRICE_PER_TB_USD
+
+
+def _sql_string(text: str) -> str:
+    """A SQL string literal."""
+    return "'" + text.replace("'", "''") + "'"
+
+
+def _identifier(name: str) -> str:
+    """A quoted SQL identifier."""
+    return '"' + name.replace('"', '""') + '"'
+
+
+class QueryEngine:
+    """DuckDB over one lake: a view per table, queries profiled, one query at a time.
+
+    One connection serves every query, guarded by a lock (DuckDB still runs each query on
+    ``threads`` threads); create several engines for concurrent queries. ``sandbox``
+    confines file access to the lake root and locks the configuration.
+    """
+
+    def __init__(
+        self,
+        lake_root: str | os.PathLike[str],
+        threads: int = 2,
+        max_rows: int = DEFAULT_MAX_ROWS,
+        sandbox: bool = True,
+    ) -> None:
+        if threads < 1:
+            raise ValueError(f"threads must be >= 1, got {threads}")
+        if max_rows < 1:
+            raise ValueError(f"max_rows must be >= 1, got {max_rows}")
+        self.lake_root = Path(lake_root).resolve()
+        self.max_rows = max_rows
+        self._lock = threading.Lock()
+        self._tables: dict[str, TableInfo] = {}
+        self._views: set[str] = set()
+        #: Tables whose view could not be created this refresh, with DuckDB's reason.
+        self.view_errors: dict[str, str] = {}
+        self._conn = duckdb.connect(
+            ":memory:",
+            config={
+                "threads": threads,
+                # Never reach for the extension repository: only what ships in the wheel.
+                "autoinstall_known_extensions": False,
+                "autoload_known_extensions": False,
+            },
+        )
+        setup = [
+            # TIMESTAMPTZ values come back as UTC datetimes whatever the machine's zone.
+            "SET TimeZone = 'UTC'",
+            # Lake files never change in place (written once, renamed in), so footers can
+            # be cached: union_by_name re-reads every footer at each query otherwise.
+            "SET parquet_metadata_cache = true",
+            "SET enable_profiling = 'no_output'",
+            "SET profiling_coverage = 'ALL'",
+        ]
+        if sandbox:
+            root = str(self.lake_root).rstrip("/") + "/"
+            setup += [
+                f"SET allowed_directories = [{_sql_string(root)}]",
+                "SET enable_external_access = false",
+            ]
+        for statement in setup:
+            self._conn.execute(statement)
+        self.refresh()
+        if sandbox:
+            # Last: user SQL must not undo the sandbox (views need no settings change).
+            self._conn.execute("SET lock_configuration = true")
+
+    # ------------------------------------------------------------------ catalog
+
+    @property
+    def tables(self) -> dict[str, TableInfo]:
+        """The catalog as of the last refresh, by table name."""
+        return dict(self._tables)
+
+    def view_sql(self, table: str) -> str:
+        """The SELECT behind a table's view."""
+        pattern = f"{self.lake_root}/{table}/**/[!.]*.parquet"
+        return (
+            f"SELECT * FROM read_parquet({_sql_string(pattern)}, hive_partitioning = true, "
+            f"union_by_name = true, hive_types = {HIVE_TYPES})"
+        )
+
+    def refresh(self) -> list[TableInfo]:
+        """Re-scan the lake: create views for new tables, drop views of vanished ones.
+
+        A table whose view cannot be created (say, a corrupt file) is left out and named
+        in :attr:`view_errors`; the other tables stay queryable.
+        """
+        tables = list_tables(self.lake_root)
+        with self._lock:
+            errors: dict[str, str] = {}
+            current = {info.name for info in tables}
+            for name in sorted(self._views - current):
+                self._conn.execute(f"DROP VIEW IF EXISTS {_identifier(name)}")
+                self._views.discard(name)
+            for info in tables:
+                try:
+                    self._conn.execute(
+                        f"CREATE OR REPLACE VIEW {_identifier(info.name)} AS "
+                        + self.view_sql(info.name)
+                    )
+                except duckdb.Error as exc:
+                    errors[info.name] = str(exc)
+                    self._conn.execute(f"DROP VIEW IF EXISTS {_identifier(info.name)}")
+                    self._views.discard(info.name)
+                    continue
+                self._views.add(info.name)
+            self._tables = {info.name: info for info in tables if info.name not in errors}
+            self.view_errors = errors
+        return tables
+
+    # ------------------------------------------------------------------ queries
+
+    def query(self, sql: str, max_rows: int | None = None) -> QueryResult:
+        """Run SQL and return at most ``max_rows`` rows; :class:`QueryError` if it fails."""
+        limit = self.max_rows if max_rows is None else max_rows
+        if limit < 1:
+            raise ValueError(f"max_rows must be >= 1, got {limit}")
+        with self._lock:
+            started = time.perf_counter()
+            try:
+                cursor = self._conn.execute(sql)
+                description = cursor.description
+                rows = cursor.fetchmany(limit + 1) if description else []
+            except duckdb.Error as exc:
+                raise QueryError(str(exc), sql, type(exc).__name__) from None
+            elapsed = time.perf_counter() - started
+            bytes_scanned = self._bytes_scanned()
+        truncated = len(rows) > limit
+        return QueryResult(
+            sql=sql,
+            columns=tuple(d[0] for d in description or ()),
+            types=tuple(str(d[1]) for d in description or ()),
+            rows=rows[:limit],
+            elapsed=elapsed,
+            bytes_scanned=bytes_scanned,
+            truncated=truncated,
+        )
+
+    def _bytes_scanned(self) -> int | None:
+        """Compressed Parquet bytes the last statement read, from DuckDB's profiler."""
+        try:
+            profile = json.loads(self._conn.get_profiling_information())
+        except (duckdb.Error, ValueError):
+            return None
+        value = profile.get("query", {}).get("total_bytes_scanned")
+        return int(value) if isinstance(value, (int, float)) else None
+
+    def close(self) -> None:
+        """Close the DuckDB connection."""
+        self._conn.close()
+
+    def __enter__(self) -> QueryEngine:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+# ---------------------------------------------------------------------- formatting
+
+
+def _text(value: Any) -> str:
+    """One value as text: ISO times, NULL for None."""
+    if value is None:
+        return "NULL"
+    if isinstance(value, datetime):
+        return value.isoformat().replace("+00:00", "Z")
+    if isinstance(value, (date, dtime)):
+        return value.isoformat()
+    if isinstance(value, bytes):
+        return value.hex()
+    if isinstance(value, float) and math.isfinite(value):
+        return repr(value)
+    return str(value)
+
+
+def _jsonable(value: Any) -> Any:
+    """One value as JSON data: ISO times, decimals as numbers, bytes as hex."""
+    if value is None or isinstance(value, (bool, int, str)):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else str(value)
+    if isinstance(value, Decimal):
+        return float(value)
+    if isinstance(value, (datetime, date, dtime)):
+        return _text(value)
+    if isinstance(value, timedelta):
+        return value.total_seconds()
+    if isinstance(value, UUID):
+        return str(value)
+    if isinstance(value, bytes):
+        return value.hex()
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    return str(value)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float, Decimal)) and not isinstance(value, bool)
+
+
+def format_table(result: QueryResult, max_width: int = 60) -> str:
+    """An aligned text table (numbers right-aligned), with a row count footer."""
+    header = list(result.columns)
+    body = []
+    for row in result.rows:
+        cells = []
+        for value in row:
+            text = _text(value).replace("\n", "\\n")
+            if len(text) > max_width:
+                text = text[: max_width - 1] + "…"
+            cells.append(text)
+        body.append(cells)
+    widths = [len(h) for h in header]
+    for cells in body:
+        widths = [max(w, len(c)) for w, c in zip(widths, cells, strict=True)]
+    numeric = [
+        all(_is_number(row[i]) or row[i] is None for row in result.rows) and bool(result.rows)
+        for i in range(len(header))
+    ]
+
+    def line(cells: Sequence[str]) -> str:
+        padded = [
+            c.rjust(w) if num else c.ljust(w)
+            for c, w, num in zip(cells, widths, numeric, strict=True)
+        ]
+        return " | ".join(padded).rstrip()
+
+    lines = [line(header), "-+-".join("-" * w for w in widths)]
+    lines += [line(cells) for cells in body]
+    count = len(result.rows)
+    footer = f"({count} row{'s' if count != 1 else ''}"
+    if result.truncated:
+        footer += ", truncated"
+    lines.append(footer + ")")
+    return "\n".join(lines)
+
+
+def format_csv(result: QueryResult) -> str:
+    """CSV with a header row; NULL is an empty field, times are ISO."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(result.columns)
+    for row in result.rows:
+        writer.writerow(["" if v is None else _text(v) for v in row])
+    return out.getvalue()
+
+
+def format_json(result: QueryResult, lines: bool = False) -> str:
+    """The rows as JSON objects: one array, or JSON lines with ``lines=True``."""
+    objects = [
+        {col: _jsonable(value) for col, value in zip(result.columns, row, strict=True)}
+        for row in result.rows
+    ]
+    if lines:
+        return "".join(json.dumps(o, ensure_ascii=False) + "\n" for o in objects)
+    return json.dumps(objects, ensure_ascii=False)

@@ -1,0 +1,367 @@
+"""NDJSON envelopes to Parquet files: Firehose's record format conversion.
+
+A flush joins the buffered envelope values with ``\\n`` and parses them in one
+``pyarrow.json.read_json`` call against an explicit Arrow schema built from the Firelake
+schema — no event is ever parsed on its own in Python. The table is split by the hour of
+the schema's ``time_field`` with Arrow compute kernels, and every (dt, hour) group becomes
+one zstd Parquet file named by the batch's offset range (see ``sinks.paths``).
+
+When a batch does not convert (rare: the router validated the events) the batch is
+bisected — first by message, then by line inside a failing message — until the bad lines
+are isolated; they go to the table's ``format-conversion-failed`` error folder as JSON
+lines with the reason and their source partition, offset and index, and everything else
+is still written.
+
+pyarrow 26 crashes the process (a segfault, not an exception) when a JSON block starts
+with a top-level ``null`` (apache/arrow#47409). Firelake's envelope lines are compact JSON
+objects, so :func:`to_table` first checks, with two C-level byte counts, that every line
+starts with ``{``; data that does not is refused before pyarrow sees it and goes through
+the line-by-line path, where such lines become error records.
+"""
+
+from __future__ import annotations
+
+import base64
+import functools
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import orjson
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.json as pj
+import pyarrow.parquet as pq
+
+from firelake.config import Schema
+from sinks.buffer import Batch
+from sinks.paths import (
+    FORMAT_CONVERSION_FAILED,
+    data_file_name,
+    error_dir,
+    error_file_name,
+    partition_dir,
+)
+from sinks.progress import PlannedFile
+
+__all__ = [
+    "ARROW_TYPES",
+    "BLOCK_SIZE",
+    "BadLine",
+    "Conversion",
+    "FlushPlan",
+    "HourGroup",
+    "NotObjectLinesError",
+    "arrow_schema",
+    "convert",
+    "error_records",
+    "plan_flush",
+    "split_by_hour",
+    "to_table",
+    "write_parquet",
+]
+
+#: Arrow type of each Firelake column type.
+ARROW_TYPES: dict[str, pa.DataType] = {
+    "string": pa.string(),
+    "int": pa.int64(),
+    "float": pa.float64(),
+    "bool": pa.bool_(),
+    "timestamp": pa.timestamp("us", tz="UTC"),
+}
+
+#: read_json block size: a block must hold the longest line (a DLQ line carrying a 1 MiB
+#: record base64-encoded is ~1.4 MiB), and 4 MiB parsed fastest on the 2-core machines.
+BLOCK_SIZE = 4 * 1024 * 1024
+
+_US_PER_HOUR = 3_600_000_000
+
+
+class NotObjectLinesError(ValueError):
+    """NDJSON holding a line that is not a JSON object (empty, ``null``, a number...).
+
+    Raised instead of handing such data to pyarrow, which may crash on it.
+    """
+
+
+@functools.lru_cache(maxsize=64)
+def arrow_schema(schema: Schema) -> pa.Schema:
+    """The Arrow schema of a Firelake schema: its fields in order, all nullable."""
+    return pa.schema([pa.field(f.name, ARROW_TYPES[f.type]) for f in schema.fields])
+
+
+@functools.lru_cache(maxsize=64)
+def _parse_options(schema: Schema) -> pj.ParseOptions:
+    # Fields outside the schema (e.g. enrichment a table does not keep) are dropped.
+    return pj.ParseOptions(explicit_schema=arrow_schema(schema), unexpected_field_behavior="ignore")
+
+
+def _objects_only(ndjson: bytes) -> bool:
+    # Every line starts with '{' exactly when the first byte is '{' and every newline is
+    # followed by '{'. Two byte counts run at memory speed; a regex would cost a parse.
+    return ndjson[:1] == b"{" and ndjson.count(b"\n") == ndjson.count(b"\n{")
+
+
+def to_table(ndjson: bytes, schema: Schema) -> pa.Table:
+    """Parse newline-delimited JSON objects into a table with exactly the schema's columns.
+
+    Columns absent from every event are all-null; fields not in the schema are ignored.
+    Raises :class:`NotObjectLinesError` for a line that is not an object and
+    ``pyarrow.ArrowInvalid`` for a value that does not convert to its column's type.
+    """
+    target = arrow_schema(schema)
+    if not ndjson:
+        return target.empty_table()
+    if not _objects_only(ndjson):
+        raise NotObjectLinesError("every line must be a JSON object starting with '{'")
+    block = BLOCK_SIZE if len(ndjson) > BLOCK_SIZE else len(ndjson) + 1
+    table = pj.read_json(
+        pa.BufferReader(ndjson),
+        read_options=pj.ReadOptions(block_size=block),
+        parse_options=_parse_options(schema),
+    )
+    if table.schema.names != target.names:
+        table = table.select(target.names)
+    return table
+
+
+@dataclass(frozen=True, slots=True)
+class BadLine:
+    """An event that could not be converted, where it came from and why."""
+
+    offset: int
+    index: int
+    line: bytes
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Conversion:
+    """The converted rows of a batch and the lines that failed."""
+
+    table: pa.Table
+    bad: tuple[BadLine, ...]
+
+
+_FAILURES = (pa.ArrowInvalid, NotObjectLinesError)
+
+
+def _lines_of(
+    value: bytes, offset: int, schema: Schema, tables: list[pa.Table], bad: list[BadLine]
+) -> None:
+    items: list[tuple[int, bytes]] = []
+    for index, line in enumerate(value.split(b"\n")):
+        stripped = line.strip()
+        if not stripped:
+            continue  # read_json skips blank lines too: not an event, not an error
+        if stripped[:1] != b"{":
+            bad.append(BadLine(offset, index, line, "event is not a JSON object"))
+        else:
+            items.append((index, stripped))
+    _bisect_lines(items, offset, schema, tables, bad)
+
+
+def _bisect_lines(
+    items: Sequence[tuple[int, bytes]],
+    offset: int,
+    schema: Schema,
+    tables: list[pa.Table],
+    bad: list[BadLine],
+) -> None:
+    if not items:
+        return
+    try:
+        tables.append(to_table(b"\n".join(line for _, line in items), schema))
+        return
+    except _FAILURES as exc:
+        if len(items) == 1:
+            bad.append(BadLine(offset, items[0][0], items[0][1], str(exc)))
+            return
+    middle = len(items) // 2
+    _bisect_lines(items[:middle], offset, schema, tables, bad)
+    _bisect_lines(items[middle:], offset, schema, tables, bad)
+
+
+def _bisect_messages(
+    values: Sequence[bytes],
+    offsets: Sequence[int],
+    schema: Schema,
+    tables: list[pa.Table],
+    bad: list[BadLine],
+) -> None:
+    try:
+        tables.append(to_table(b"\n".join(values), schema))
+        return
+    except _FAILURES:
+        if len(values) == 1:
+            _lines_of(values[0], offsets[0], schema, tables, bad)
+            return
+    middle = len(values) // 2
+    _bisect_messages(values[:middle], offsets[:middle], schema, tables, bad)
+    _bisect_messages(values[middle:], offsets[middle:], schema, tables, bad)
+
+
+def convert(values: Sequence[bytes], offsets: Sequence[int], schema: Schema) -> Conversion:
+    """Convert a batch of envelope values (``offsets`` parallel to them) to one table.
+
+    The whole batch is parsed at once; only if that fails is it bisected to isolate the
+    lines that do not convert. Row order follows the input.
+    """
+    if len(values) != len(offsets):
+        raise ValueError(f"{len(values)} values but {len(offsets)} offsets")
+    if not values:
+        return Conversion(arrow_schema(schema).empty_table(), ())
+    tables: list[pa.Table] = []
+    bad: list[BadLine] = []
+    _bisect_messages(values, offsets, schema, tables, bad)
+    bad.sort(key=lambda item: (item.offset, item.index))
+    if len(tables) == 1:
+        table = tables[0]
+    elif tables:
+        table = pa.concat_tables(tables)
+    else:
+        table = arrow_schema(schema).empty_table()
+    return Conversion(table, tuple(bad))
+
+
+@dataclass(frozen=True, slots=True)
+class HourGroup:
+    """The rows of a table that fall in one UTC hour."""
+
+    dt: str
+    hour: int
+    table: pa.Table
+
+
+def split_by_hour(table: pa.Table, time_field: str, fallback_ms: int) -> list[HourGroup]:
+    """Split rows by the UTC hour of ``time_field``, in hour order, with compute kernels.
+
+    Rows with a null time — or every row when the schema has no time field — go to the
+    hour of ``fallback_ms`` (epoch ms; the sink passes the Kafka timestamp, i.e. arrival
+    time, as Firehose does); their time column stays null.
+    """
+    fallback = datetime.fromtimestamp(fallback_ms / 1000, UTC).replace(
+        minute=0, second=0, microsecond=0
+    )
+    if table.num_rows == 0:
+        return []
+    if not time_field:
+        return [HourGroup(fallback.strftime("%Y-%m-%d"), fallback.hour, table)]
+    hours = pc.floor_temporal(table.column(time_field), unit="hour")
+    if hours.null_count:
+        hours = pc.fill_null(hours, pa.scalar(fallback, type=hours.type))
+    bounds = pc.min_max(hours)
+    low, high = bounds["min"].as_py(), bounds["max"].as_py()
+    if low == high:
+        # The common case: one batch, one hour; no filtering at all.
+        return [HourGroup(low.strftime("%Y-%m-%d"), low.hour, table)]
+    groups = []
+    for hour in sorted(pc.unique(hours).to_pylist()):
+        mask = pc.equal(hours, pa.scalar(hour, type=hours.type))
+        groups.append(HourGroup(hour.strftime("%Y-%m-%d"), hour.hour, table.filter(mask)))
+    return groups
+
+
+def write_parquet(table: pa.Table, path: Path, compression: str = "zstd") -> None:
+    """Write a table as one Parquet file (``compression`` 'none' writes it uncompressed)."""
+    pq.write_table(table, path, compression=None if compression == "none" else compression)
+
+
+def _iso(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def error_records(
+    bad: Sequence[BadLine],
+    *,
+    sink: str,
+    table: str,
+    topic: str,
+    partition: int,
+    failed_at: datetime,
+) -> bytes:
+    """The JSON lines describing failed events (DLQ-shaped, plus sink and table)."""
+    lines = []
+    for item in bad:
+        try:
+            payload: str | None = item.line.decode("utf-8")
+            payload_b64 = None
+        except UnicodeDecodeError:
+            payload, payload_b64 = None, base64.b64encode(item.line).decode("ascii")
+        lines.append(
+            orjson.dumps(
+                {
+                    "failed_at": _iso(failed_at),
+                    "sink": sink,
+                    "table": table,
+                    "error_type": FORMAT_CONVERSION_FAILED,
+                    "reason": item.reason,
+                    "source_topic": topic,
+                    "source_partition": partition,
+                    "source_offset": item.offset,
+                    "source_index": item.index,
+                    "payload": payload,
+                    "payload_base64": payload_b64,
+                }
+            )
+        )
+    return b"\n".join(lines) + b"\n"
+
+
+@dataclass(frozen=True, slots=True)
+class FlushPlan:
+    """The files one flush writes, with what they hold."""
+
+    files: tuple[PlannedFile, ...]
+    rows: int
+    bad: tuple[BadLine, ...]
+
+
+def plan_flush(
+    batch: Batch,
+    *,
+    lake: Path,
+    sink: str,
+    table: str,
+    schema: Schema,
+    compression: str = "zstd",
+    now: datetime | None = None,
+) -> FlushPlan:
+    """Convert a batch and plan its files (one per hour, plus one of errors if any).
+
+    Nothing is written yet: the plan goes to ``ProgressStore.commit_flush``, which records
+    the file names in its intent before writing them.
+    """
+    now = now or datetime.now(UTC)
+    conversion = convert(batch.values, batch.offsets, schema)
+    fallback_ms = batch.max_timestamp_ms or int(now.timestamp() * 1000)
+    name = data_file_name(batch.topic, batch.partition, batch.first_offset, batch.last_offset)
+    files: list[PlannedFile] = []
+    for group in split_by_hour(conversion.table, schema.time_field, fallback_ms):
+        path = partition_dir(lake, table, group.dt, group.hour) / name
+        files.append(
+            PlannedFile(path, functools.partial(_write_group, group.table, compression=compression))
+        )
+    if conversion.bad:
+        errors = error_records(
+            conversion.bad,
+            sink=sink,
+            table=table,
+            topic=batch.topic,
+            partition=batch.partition,
+            failed_at=now,
+        )
+        path = error_dir(lake, table, now.strftime("%Y-%m-%d")) / error_file_name(
+            batch.topic, batch.partition, batch.first_offset, batch.last_offset
+        )
+        files.append(PlannedFile(path, functools.partial(_write_bytes, errors)))
+    return FlushPlan(tuple(files), conversion.table.num_rows, conversion.bad)
+
+
+def _write_group(table: pa.Table, target: Path, *, compression: str) -> None:
+    write_parquet(table, target, compression)
+
+
+def _write_bytes(data: bytes, target: Path) -> None:
+    target.write_bytes(data)

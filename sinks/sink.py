@@ -1,0 +1,403 @@
+"""The Parquet sink process: Kafka stream in, exactly-once Parquet files out (Firehose).
+
+This is the thin Kafka edge around the pure modules: an ``AIOKafkaConsumer`` per sink
+(group ``firelake-sink-<name>``, no auto-commit) feeds whole envelopes into per-partition
+buffers (``sinks.buffer``); a buffer that reaches a bound is converted and written
+(``sinks.parquet``) under the lake's progress protocol (``sinks.progress``) in a worker
+thread, so the consumer keeps heart-beating while pyarrow works.
+
+The lake is the source of truth. On every assignment the sink recovers each partition's
+progress and seeks to ``state + 1`` (or, before the first flush, the group's committed
+offset, else the earliest). On revocation it waits for a flush in flight and drops the
+rest of the partition's buffer: the next owner re-reads it from the lake's state, and no
+process writes a partition it may no longer own. Kafka offsets are committed after each
+flush only so that lag shows in the usual tools.
+
+Stopping (the ``stop`` event, task cancellation, SIGTERM/SIGINT in ``main``) flushes
+every buffer and commits before exiting; SIGKILL loses nothing but the buffers.
+
+``FIRELAKE_SINK_CRASH_AT=<point>[:<n>]`` makes the process SIGKILL itself the n-th time
+(default first) a flush passes ``point`` (``after_intent``, ``after_files``,
+``after_state``, ``after_commit``) — a real crash, for the crash tests.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import IllegalStateError, KafkaError
+
+from firelake.config import FirelakeConfig, Schema, SinkConfig, load_config
+from sinks.buffer import Batch, BufferLimits, Clock, PartitionBuffers, message_event_count
+from sinks.parquet import plan_flush
+from sinks.progress import CRASH_POINTS, Checkpoint, ProgressStore
+
+__all__ = [
+    "CRASH_ENV",
+    "SINK_CRASH_POINTS",
+    "FlushOutcome",
+    "ParquetSink",
+    "SinkError",
+    "SinkStats",
+    "crash_hook",
+    "main",
+    "run_sink",
+    "run_sinks",
+]
+
+log = logging.getLogger(__name__)
+
+#: Environment variable that arms the crash hook (tests only).
+CRASH_ENV = "FIRELAKE_SINK_CRASH_AT"
+#: Every point the crash hook can stop at: the progress protocol's, then the Kafka commit.
+SINK_CRASH_POINTS = (*CRASH_POINTS, "after_commit")
+
+#: Longest wait in one poll, so a stop request or an idle buffer's deadline is seen soon.
+POLL_MS = 500
+#: Most messages (envelopes) one poll returns; with max_bytes this bounds a buffer's
+#: overshoot past its limit to one poll.
+MAX_RECORDS = 5_000
+
+
+class SinkError(ValueError):
+    """A sink that cannot run as configured: names the sink and what is wrong."""
+
+    def __init__(self, sink: str, reason: str) -> None:
+        self.sink = sink
+        self.reason = reason
+        super().__init__(f"sink {sink!r}: {reason}")
+
+
+def crash_hook(spec: str | None) -> Checkpoint | None:
+    """A checkpoint that SIGKILLs this process at ``point`` (the n-th time, ``point:n``).
+
+    None for an empty spec. Raises ValueError for an unknown point.
+    """
+    if not spec:
+        return None
+    point, _, nth = spec.partition(":")
+    if point not in SINK_CRASH_POINTS:
+        raise ValueError(
+            f"{CRASH_ENV}={spec!r}: unknown point (known: {', '.join(SINK_CRASH_POINTS)})"
+        )
+    target = int(nth) if nth else 1
+    seen = 0
+
+    def checkpoint(name: str) -> None:
+        nonlocal seen
+        if name != point:
+            return
+        seen += 1
+        if seen >= target:
+            # A real, unclean death: no finally blocks, no flush, no Kafka leave-group.
+            sys.stderr.write(f"firelake sink: crash hook {spec} -> SIGKILL\n")
+            sys.stderr.flush()
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    return checkpoint
+
+
+@dataclass
+class SinkStats:
+    """Running totals of one sink, for logs and tests."""
+
+    messages: int = 0
+    flushes: int = 0
+    rows: int = 0
+    files: int = 0
+    bad_lines: int = 0
+    commit_failures: int = 0
+
+
+@dataclass(frozen=True)
+class FlushOutcome:
+    """What one partition flush did."""
+
+    partition: int
+    first_offset: int
+    last_offset: int
+    rows: int
+    files: tuple[str, ...] = field(default=())
+    bad_lines: int = 0
+
+
+class _Listener(ConsumerRebalanceListener):
+    """Routes aiokafka's rebalance callbacks to the sink."""
+
+    def __init__(self, sink: ParquetSink) -> None:
+        self._sink = sink
+
+    async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
+        await self._sink._on_revoked(revoked)
+
+    async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
+        await self._sink._on_assigned(assigned)
+
+
+class ParquetSink:
+    """One sink of the configuration: its stream into its lake table, exactly once."""
+
+    def __init__(
+        self,
+        config: FirelakeConfig,
+        sink_name: str,
+        *,
+        clock: Clock = time.monotonic,
+        checkpoint: Checkpoint | None = None,
+        poll_ms: int = POLL_MS,
+        max_records: int = MAX_RECORDS,
+    ) -> None:
+        spec = config.sinks.get(sink_name)
+        if spec is None:
+            raise SinkError(sink_name, f"not configured (sinks: {', '.join(config.sinks)})")
+        schema = config.schema_of(spec.stream)
+        if schema is None:
+            raise SinkError(sink_name, f"stream {spec.stream!r} declares no schema")
+        if not config.kafka.bootstrap:
+            raise SinkError(sink_name, "kafka.bootstrap is empty; start the broker first")
+        self.config = config
+        self.name = sink_name
+        self.spec: SinkConfig = spec
+        self.schema: Schema = schema
+        self.topic = spec.stream
+        self.lake: Path = config.lake_root
+        self.store = ProgressStore(self.lake, sink_name)
+        self.buffers = PartitionBuffers(
+            self.topic,
+            BufferLimits(spec.max_events, spec.max_bytes, spec.max_seconds),
+            clock,
+        )
+        self.checkpoint = (
+            checkpoint if checkpoint is not None else crash_hook(os.environ.get(CRASH_ENV))
+        )
+        self.poll_ms = poll_ms
+        self.max_records = max_records
+        self.stats = SinkStats()
+        self._lock = asyncio.Lock()
+        self._consumer: AIOKafkaConsumer | None = None
+
+    # ----------------------------------------------------------------- rebalancing
+
+    async def _on_assigned(self, assigned: list[TopicPartition]) -> None:
+        async with self._lock:
+            for tp in assigned:
+                if tp.topic != self.topic:
+                    continue
+                resume = await asyncio.to_thread(self.store.recover, self.topic, tp.partition)
+                if resume is not None:
+                    assert self._consumer is not None
+                    self._consumer.seek(tp, resume)
+                self.buffers.reset(tp.partition, resume or 0)
+                log.info(
+                    "sink %s: partition %s/%d resumes at %s",
+                    self.name,
+                    self.topic,
+                    tp.partition,
+                    resume if resume is not None else "the committed offset or earliest",
+                )
+
+    async def _on_revoked(self, revoked: list[TopicPartition]) -> None:
+        # The lock waits out a flush in flight; what is still buffered is dropped.
+        async with self._lock:
+            self.buffers.drop(tp.partition for tp in revoked if tp.topic == self.topic)
+
+    # ----------------------------------------------------------------- flushing
+
+    def _flush_batches(self, batches: Sequence[Batch]) -> list[FlushOutcome]:
+        """Convert and commit batches to the lake (runs in a worker thread)."""
+        outcomes = []
+        for batch in batches:
+            plan = plan_flush(
+                batch,
+                lake=self.lake,
+                sink=self.name,
+                table=self.spec.table,
+                schema=self.schema,
+                compression=self.spec.compression,
+            )
+            state = self.store.commit_flush(
+                self.topic,
+                batch.partition,
+                batch.first_offset,
+                batch.last_offset,
+                plan.files,
+                self.checkpoint,
+            )
+            outcomes.append(
+                FlushOutcome(
+                    batch.partition,
+                    batch.first_offset,
+                    batch.last_offset,
+                    plan.rows,
+                    state.files,
+                    len(plan.bad),
+                )
+            )
+        return outcomes
+
+    async def flush(self, partitions: Sequence[int]) -> list[FlushOutcome]:
+        """Flush the given partitions' buffers, then commit their Kafka offsets."""
+        async with self._lock:
+            # A rebalance may have dropped or emptied a partition since it was found due.
+            pending = set(self.buffers.pending())
+            batches = [self.buffers.take(p) for p in partitions if p in pending]
+            if not batches:
+                return []
+            work = asyncio.ensure_future(asyncio.to_thread(self._flush_batches, batches))
+            try:
+                outcomes = await asyncio.shield(work)
+            except asyncio.CancelledError:
+                # Let the thread finish its flush (a half-done one is recovered anyway,
+                # but a finished one saves re-reading), then go on being cancelled.
+                await asyncio.wait([work])
+                raise
+        for outcome in outcomes:
+            self.stats.flushes += 1
+            self.stats.rows += outcome.rows
+            self.stats.files += len(outcome.files)
+            self.stats.bad_lines += outcome.bad_lines
+            log.info(
+                "sink %s: wrote %d rows of %s/%d offsets %d..%d in %d files%s",
+                self.name,
+                outcome.rows,
+                self.topic,
+                outcome.partition,
+                outcome.first_offset,
+                outcome.last_offset,
+                len(outcome.files),
+                f", {outcome.bad_lines} failed conversion" if outcome.bad_lines else "",
+            )
+        await self._commit(outcomes)
+        return outcomes
+
+    async def _commit(self, outcomes: Sequence[FlushOutcome]) -> None:
+        # Advisory: the lake already holds the truth, so a failed commit is only logged.
+        if self._consumer is None or not outcomes:
+            return
+        offsets = {TopicPartition(self.topic, o.partition): o.last_offset + 1 for o in outcomes}
+        try:
+            await self._consumer.commit(offsets)
+        except (KafkaError, IllegalStateError) as exc:
+            self.stats.commit_failures += 1
+            log.warning("sink %s: offset commit failed (lake is ahead): %s", self.name, exc)
+        if self.checkpoint:
+            self.checkpoint("after_commit")
+
+    # ----------------------------------------------------------------- main loop
+
+    def _poll_timeout_ms(self) -> int:
+        deadline = self.buffers.next_deadline()
+        if deadline is None:
+            return self.poll_ms
+        wait_ms = int((deadline - self.buffers.clock()) * 1000) + 1
+        return max(0, min(self.poll_ms, wait_ms))
+
+    async def run(self, stop: asyncio.Event | None = None) -> None:
+        """Consume and write until ``stop`` is set (or the task is cancelled), then flush."""
+        stop = stop or asyncio.Event()
+        kafka = self.config.kafka
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=kafka.bootstrap,
+            group_id=f"firelake-sink-{self.name}",
+            client_id=f"{kafka.client_id}-sink-{self.name}",
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+        )
+        self._consumer = consumer
+        consumer.subscribe([self.topic], listener=_Listener(self))
+        await consumer.start()
+        log.info("sink %s: %s -> %s/%s", self.name, self.topic, self.lake, self.spec.table)
+        try:
+            try:
+                while not stop.is_set():
+                    records = await consumer.getmany(
+                        timeout_ms=self._poll_timeout_ms(), max_records=self.max_records
+                    )
+                    for tp, messages in records.items():
+                        buffer = self.buffers.get(tp.partition)
+                        for message in messages:
+                            buffer.append(
+                                message.offset,
+                                message.value,
+                                message_event_count(message.value, message.headers),
+                                message.timestamp,
+                            )
+                        self.stats.messages += len(messages)
+                    due = self.buffers.due()
+                    if due:
+                        await self.flush(due)
+            except asyncio.CancelledError:
+                # Cancellation is how the CLI stops services: finish like a stop request.
+                await asyncio.shield(self.flush(self.buffers.pending()))
+                raise
+            await self.flush(self.buffers.pending())
+        finally:
+            await consumer.stop()
+            self._consumer = None
+            log.info("sink %s: stopped (%s)", self.name, self.stats)
+
+
+async def run_sink(
+    config: FirelakeConfig, sink_name: str, stop: asyncio.Event | None = None
+) -> SinkStats:
+    """Run one sink until ``stop`` is set; returns its :class:`SinkStats`."""
+    sink = ParquetSink(config, sink_name)
+    await sink.run(stop)
+    return sink.stats
+
+
+async def run_sinks(
+    config: FirelakeConfig, names: Sequence[str], stop: asyncio.Event | None = None
+) -> list[SinkStats]:
+    """Run several sinks in this process, one consumer each; one failing stops them all."""
+    stop = stop or asyncio.Event()
+    sinks = [ParquetSink(config, name) for name in names]
+    async with asyncio.TaskGroup() as group:
+        for sink in sinks:
+            group.create_task(sink.run(stop), name=f"sink-{sink.name}")
+    return [sink.stats for sink in sinks]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m sinks.sink --config FILE (--sink NAME ... | --all)``."""
+    from firelake.log import setup_logging
+
+    parser = argparse.ArgumentParser(
+        prog="python -m sinks.sink", description=__doc__.split("\n")[0]
+    )
+    parser.add_argument("--config", default=None, help="configuration file (TOML)")
+    which = parser.add_mutually_exclusive_group(required=True)
+    which.add_argument("--sink", action="append", help="sink name (repeatable)")
+    which.add_argument("--all", action="store_true", help="every sink of the configuration")
+    parser.add_argument("--log-level", default=None, help="DEBUG, INFO, WARNING or ERROR")
+    args = parser.parse_args(argv)
+    setup_logging(args.log_level)
+    config = load_config(args.config)  # FIRELAKE_KAFKA_BOOTSTRAP / FIRELAKE_LAKE apply here
+    names = list(config.sinks) if args.all else list(dict.fromkeys(args.sink))
+    for name in names:
+        if name not in config.sinks:
+            parser.error(f"no sink {name!r} in {config.source} (sinks: {', '.join(config.sinks)})")
+
+    async def serve() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await run_sinks(config, names, stop)
+
+    asyncio.run(serve())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

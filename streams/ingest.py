@@ -1,0 +1,496 @@
+"""The HTTP ingest service: Kinesis PutRecords semantics onto Kafka streams (the Yle collector).
+
+``POST /v1/streams/{stream}/records`` takes up to 500 records (5 MiB) and writes them as
+*one Kafka message per target partition*: an NDJSON envelope (:mod:`streams.envelope`)
+holding the records' ``data`` as compact JSON lines, the partition keys in a header and the
+arrival time as the time range and the message timestamp. ``envelope = "single"`` streams
+get one message per record instead. The answer lists a result per record in request order
+(partition, offset and a sequence number from :mod:`streams.sequence`, or an error code);
+a Kafka failure fails only the records of its partition and the answer is still HTTP 200
+with ``failed_record_count`` — like Kinesis partial failure. Malformed or oversized requests
+are refused whole with the 4xx of :mod:`streams.records`.
+
+Only streams without a schema accept records: typed streams and DLQs carry validated events
+written by routers, which sinks trust.
+
+Bounds: a body is never read past :attr:`Limits.max_body_bytes`; at most ``max_inflight``
+requests are parsed and produced at once, later ones wait up to ``slot_wait_s`` for a slot
+and are then refused with 503, so memory stays below ``max_inflight`` times 5 MiB.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import aiokafka.errors as aiokafka_errors
+import orjson
+from aiohttp import web
+from aiokafka import AIOKafkaProducer
+
+from firelake.config import FirelakeConfig, StreamConfig
+from streams import envelope
+from streams.records import Limits, PutRequest, RequestError, check_body_size, parse_put_records
+from streams.sequence import encode_sequence
+from streams.topics import MAX_MESSAGE_BYTES, TopicError, TopicMismatchError, ensure_topics
+
+__all__ = [
+    "DEFAULT_MAX_INFLIGHT",
+    "DEFAULT_SLOT_WAIT_S",
+    "INGEST_KEY",
+    "INTERNAL",
+    "PRODUCE_TIMEOUT_MS",
+    "READ_TIMEOUT_S",
+    "THROTTLED",
+    "Ingest",
+    "IngestServer",
+    "create_app",
+    "kafka_bootstrap",
+    "serve",
+]
+
+log = logging.getLogger(__name__)
+
+#: Requests parsed and produced at once; each holds at most one 5 MiB body.
+DEFAULT_MAX_INFLIGHT = 16
+#: How long a request waits for an in-flight slot before it is refused with 503.
+DEFAULT_SLOT_WAIT_S = 5.0
+#: How long reading one body may take: a slow client must not hold an in-flight slot forever.
+READ_TIMEOUT_S = 30.0
+#: How long a send may take before its records fail (the producer's request_timeout_ms).
+PRODUCE_TIMEOUT_MS = 30_000
+
+#: Per-record error codes, as Kinesis names them: retry later, and a fault on our side.
+THROTTLED = "ProvisionedThroughputExceededException"
+INTERNAL = "InternalFailure"
+
+# Kafka errors that mean "the broker is slow or overloaded, retry later" rather than a fault.
+_THROTTLE_ERRORS: tuple[type[BaseException], ...] = (
+    aiokafka_errors.KafkaTimeoutError,
+    aiokafka_errors.RequestTimedOutError,
+    aiokafka_errors.NotEnoughReplicasError,
+    aiokafka_errors.NotEnoughReplicasAfterAppendError,
+    TimeoutError,
+)
+
+
+def kafka_bootstrap(config: FirelakeConfig) -> str:
+    """The broker address: ``kafka.bootstrap``, else the local broker on ``kafka.port``."""
+    return config.kafka.bootstrap or f"127.0.0.1:{config.kafka.port}"
+
+
+def _json(status: int, payload: Any) -> web.Response:
+    return web.Response(status=status, body=orjson.dumps(payload), content_type="application/json")
+
+
+def _error(status: int, code: str, message: str) -> web.Response:
+    return _json(status, {"error": {"code": code, "message": message}})
+
+
+def _record_error(exc: BaseException) -> dict[str, str]:
+    code = THROTTLED if isinstance(exc, _THROTTLE_ERRORS) else INTERNAL
+    text = str(exc)
+    return {
+        "error_code": code,
+        "error_message": f"{type(exc).__name__}: {text}" if text else type(exc).__name__,
+    }
+
+
+class Ingest:
+    """The ingest's state and its PutRecords logic, shared by the HTTP handlers.
+
+    ``producer`` must be started; the ingest never starts or stops it.
+    """
+
+    def __init__(
+        self,
+        config: FirelakeConfig,
+        producer: AIOKafkaProducer,
+        max_inflight: int = DEFAULT_MAX_INFLIGHT,
+        slot_wait_s: float = DEFAULT_SLOT_WAIT_S,
+    ) -> None:
+        if max_inflight < 1:
+            raise ValueError(f"max_inflight must be >= 1, got {max_inflight}")
+        self.config = config
+        self.producer = producer
+        self.limits = Limits.from_config(config.ingest)
+        self.max_inflight = max_inflight
+        self.slot_wait_s = slot_wait_s
+        self.ready = True
+        self._slots = asyncio.Semaphore(max_inflight)
+        self._in_flight = 0
+
+    @property
+    def in_flight(self) -> int:
+        """PutRecords requests holding a slot now (reading, parsing or producing)."""
+        return self._in_flight
+
+    @property
+    def writable(self) -> Mapping[str, StreamConfig]:
+        """Streams that accept records: those without a schema."""
+        return {name: s for name, s in self.config.streams.items() if not s.schema}
+
+    def stream(self, name: str) -> StreamConfig:
+        """The stream a request names; 404 if unknown, 403 if it only takes router output."""
+        spec = self.config.streams.get(name)
+        accepted = ", ".join(sorted(self.writable)) or "(none)"
+        if spec is None:
+            raise RequestError(
+                404,
+                "ResourceNotFoundException",
+                f"stream {name!r} is not configured; streams that accept records: {accepted}",
+            )
+        if spec.schema:
+            raise RequestError(
+                403,
+                "StreamNotWritable",
+                f"stream {name!r} carries {spec.schema!r} events written by routers; "
+                f"streams that accept records: {accepted}",
+            )
+        return spec
+
+    async def put_records(self, request: web.Request) -> dict[str, Any]:
+        """Handle one PutRecords request end to end; raises :class:`RequestError` on refusal."""
+        stream = self.stream(request.match_info["stream"])
+        # Refuse a declared oversized body before reading a byte of it.
+        check_body_size(request.content_length, self.limits)
+        try:
+            async with asyncio.timeout(self.slot_wait_s):
+                await self._slots.acquire()
+        except TimeoutError:
+            raise RequestError(
+                503,
+                THROTTLED,
+                f"the ingest is busy: {self.max_inflight} requests in flight for over "
+                f"{self.slot_wait_s:g} s; retry with backoff",
+            ) from None
+        self._in_flight += 1
+        try:
+            try:
+                async with asyncio.timeout(READ_TIMEOUT_S):
+                    body = await request.read()
+            except TimeoutError:
+                raise RequestError(
+                    408,
+                    "RequestTimeout",
+                    f"the request body was not received within {READ_TIMEOUT_S:g} s",
+                ) from None
+            except web.HTTPRequestEntityTooLarge as exc:
+                # A chunked body (no Content-Length) that grew past the limit while read.
+                raise RequestError(
+                    413,
+                    "RequestTooLarge",
+                    f"request body exceeds the limit of {self.limits.max_body_bytes} bytes",
+                ) from exc
+            arrival_ms = time.time_ns() // 1_000_000
+            parsed = parse_put_records(body, stream.partitions, self.limits)
+            del body
+            if stream.envelope == "single":
+                return await self._send_single(stream.name, parsed, arrival_ms)
+            return await self._send_envelopes(stream.name, parsed, arrival_ms)
+        finally:
+            self._in_flight -= 1
+            self._slots.release()
+
+    async def _send_envelopes(
+        self, topic: str, request: PutRequest, arrival_ms: int
+    ) -> dict[str, Any]:
+        """One envelope per partition, all in flight at once; results in request order."""
+        pending: list[Any] = []
+        for batch in request.batches:
+            value, headers = envelope.encode(batch.lines, batch.keys, arrival_ms, arrival_ms)
+            try:
+                # send() only queues the message; awaiting the futures below waits for acks.
+                pending.append(
+                    await self.producer.send(
+                        topic,
+                        value,
+                        key=batch.keys[0].encode("utf-8"),
+                        partition=batch.partition,
+                        timestamp_ms=arrival_ms,
+                        headers=headers,
+                    )
+                )
+            except Exception as exc:
+                pending.append(exc)
+        outcomes = await _settle(pending)
+        results: list[dict[str, Any]] = [{}] * request.record_count
+        failed = 0
+        for batch, outcome in zip(request.batches, outcomes, strict=True):
+            if isinstance(outcome, BaseException):
+                log.warning(
+                    "ingest: %d records for %s[%d] failed: %r",
+                    len(batch),
+                    topic,
+                    batch.partition,
+                    outcome,
+                )
+                error = _record_error(outcome)
+                for index in batch.indexes:
+                    results[index] = error
+                failed += len(batch)
+                continue
+            partition, offset = outcome.partition, outcome.offset
+            for position, index in enumerate(batch.indexes):
+                results[index] = {
+                    "partition": partition,
+                    "sequence_number": encode_sequence(partition, offset, position),
+                    "offset": offset,
+                }
+        return {"failed_record_count": failed, "records": results}
+
+    async def _send_single(
+        self, topic: str, request: PutRequest, arrival_ms: int
+    ) -> dict[str, Any]:
+        """One message per record (``envelope = "single"``); results in request order."""
+        pending: list[Any] = []
+        indexes: list[int] = []
+        for batch in request.batches:
+            broken: BaseException | None = None
+            for line, key, index in zip(batch.lines, batch.keys, batch.indexes, strict=True):
+                indexes.append(index)
+                if broken is not None:
+                    # Keep per-key order: after a failed send, later records of this
+                    # partition fail too instead of overtaking it.
+                    pending.append(broken)
+                    continue
+                try:
+                    pending.append(
+                        await self.producer.send(
+                            topic,
+                            line,
+                            key=key.encode("utf-8"),
+                            partition=batch.partition,
+                            timestamp_ms=arrival_ms,
+                        )
+                    )
+                except Exception as exc:
+                    broken = exc
+                    pending.append(exc)
+        outcomes = await _settle(pending)
+        results: list[dict[str, Any]] = [{}] * request.record_count
+        failed = 0
+        for index, outcome in zip(indexes, outcomes, strict=True):
+            if isinstance(outcome, BaseException):
+                results[index] = _record_error(outcome)
+                failed += 1
+            else:
+                results[index] = {
+                    "partition": outcome.partition,
+                    "sequence_number": encode_sequence(outcome.partition, outcome.offset, 0),
+                    "offset": outcome.offset,
+                }
+        if failed:
+            log.warning("ingest: %d of %d records for %s failed", failed, len(indexes), topic)
+        return {"failed_record_count": failed, "records": results}
+
+
+async def _settle(pending: list[Any]) -> list[Any]:
+    """Await every send future; exceptions (raised at send or at ack) become outcomes."""
+    futures = [item for item in pending if not isinstance(item, BaseException)]
+    acked = iter(await asyncio.gather(*futures, return_exceptions=True))
+    return [item if isinstance(item, BaseException) else next(acked) for item in pending]
+
+
+#: Where the app keeps its :class:`Ingest`.
+INGEST_KEY = web.AppKey("firelake_ingest", Ingest)
+
+
+@web.middleware
+async def _json_errors(request: web.Request, handler: Any) -> web.StreamResponse:
+    """Every error answer is ``{"error": {"code", "message"}}``; never an HTML page."""
+    try:
+        return await handler(request)
+    except RequestError as exc:
+        return _error(exc.status, exc.code, exc.message)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        if exc.status == 404:
+            message = (
+                f"no route for {request.method} {request.path}; routes: "
+                "POST /v1/streams/{stream}/records, GET /v1/streams, GET /health"
+            )
+        else:
+            message = f"{exc.reason} for {request.method} {request.path}"
+        return _error(exc.status, exc.reason.replace(" ", ""), message)
+    except Exception as exc:
+        # Last resort: a bug, not a client error. Log it whole, answer without internals.
+        log.exception("ingest: unexpected error on %s %s", request.method, request.path)
+        return _error(500, INTERNAL, f"unexpected {type(exc).__name__}; see the ingest log")
+
+
+async def _put_records(request: web.Request) -> web.Response:
+    return _json(200, await request.app[INGEST_KEY].put_records(request))
+
+
+async def _health(request: web.Request) -> web.Response:
+    if request.app[INGEST_KEY].ready:
+        return _json(200, {"status": "ok"})
+    return _error(503, "NotReady", "the ingest is starting or stopping")
+
+
+async def _list_streams(request: web.Request) -> web.Response:
+    config = request.app[INGEST_KEY].config
+    streams = [
+        {
+            "name": spec.name,
+            "partitions": spec.partitions,
+            "envelope": spec.envelope,
+            "schema": spec.schema or None,
+            "writable": not spec.schema,
+        }
+        for spec in config.streams.values()
+    ]
+    return _json(200, {"streams": streams})
+
+
+def create_app(
+    config: FirelakeConfig,
+    producer: AIOKafkaProducer,
+    max_inflight: int = DEFAULT_MAX_INFLIGHT,
+    slot_wait_s: float = DEFAULT_SLOT_WAIT_S,
+) -> web.Application:
+    """The ingest's aiohttp application over a started producer."""
+    ingest = Ingest(config, producer, max_inflight=max_inflight, slot_wait_s=slot_wait_s)
+    app = web.Application(middlewares=[_json_errors], client_max_size=ingest.limits.max_body_bytes)
+    app[INGEST_KEY] = ingest
+    app.router.add_post("/v1/streams/{stream}/records", _put_records)
+    app.router.add_get("/v1/streams", _list_streams)
+    app.router.add_get("/health", _health)
+    return app
+
+
+def _producer(config: FirelakeConfig) -> AIOKafkaProducer:
+    return AIOKafkaProducer(
+        bootstrap_servers=kafka_bootstrap(config),
+        client_id=f"{config.kafka.client_id}-ingest",
+        acks="all",
+        # Retries after a lost ack must not duplicate an envelope.
+        enable_idempotence=True,
+        linger_ms=config.ingest.linger_ms,
+        max_request_size=MAX_MESSAGE_BYTES,
+        request_timeout_ms=PRODUCE_TIMEOUT_MS,
+    )
+
+
+class IngestServer:
+    """The ingest running on a real socket: producer, topics check, HTTP listener.
+
+    Use ``async with IngestServer(config, port=0) as server:`` and ``server.url``.
+    """
+
+    def __init__(
+        self,
+        config: FirelakeConfig,
+        port: int | None = None,
+        create_topics: bool = True,
+        max_inflight: int = DEFAULT_MAX_INFLIGHT,
+        slot_wait_s: float = DEFAULT_SLOT_WAIT_S,
+    ) -> None:
+        self.config = config
+        self.host = config.ingest.host
+        self.requested_port = config.ingest.port if port is None else port
+        self.create_topics = create_topics
+        self.max_inflight = max_inflight
+        self.slot_wait_s = slot_wait_s
+        self.app: web.Application | None = None
+        self._producer: AIOKafkaProducer | None = None
+        self._runner: web.AppRunner | None = None
+        self._port: int | None = None
+
+    @property
+    def port(self) -> int:
+        """The bound port (the real one when 0 was asked for)."""
+        if self._port is None:
+            raise RuntimeError("the ingest server is not started")
+        return self._port
+
+    @property
+    def url(self) -> str:
+        """Base URL of the running service."""
+        return f"http://{self.host}:{self.port}"
+
+    async def start(self) -> None:
+        """Create or check the topics, start the producer and listen."""
+        bootstrap = kafka_bootstrap(self.config)
+        if self.create_topics:
+            await asyncio.to_thread(ensure_topics, self.config, bootstrap)
+        producer = _producer(self.config)
+        await producer.start()
+        try:
+            await self._check_topics(producer)
+            app = create_app(self.config, producer, self.max_inflight, self.slot_wait_s)
+            # No access log: a log line per request costs more than a whole PutRecords.
+            runner = web.AppRunner(app, access_log=None, shutdown_timeout=10.0)
+            await runner.setup()
+            try:
+                site = web.TCPSite(runner, self.host, self.requested_port)
+                await site.start()
+            except BaseException:
+                await runner.cleanup()
+                raise
+        except BaseException:
+            await producer.stop()
+            raise
+        self.app, self._producer, self._runner = app, producer, runner
+        self._port = int(runner.addresses[0][1])
+        log.info("ingest listening on %s", self.url)
+
+    async def _check_topics(self, producer: AIOKafkaProducer) -> None:
+        """Load the writable topics' metadata now, and refuse a partition-count mismatch."""
+        for name, spec in self.config.streams.items():
+            if spec.schema:
+                continue
+            try:
+                partitions = await producer.partitions_for(name)
+            except aiokafka_errors.KafkaError as exc:
+                raise TopicError(
+                    name, f"topic of stream {name!r} is not available: {exc!r}"
+                ) from exc
+            if len(partitions) != spec.partitions:
+                raise TopicMismatchError(name, spec.partitions, len(partitions))
+
+    async def stop(self) -> None:
+        """Stop listening (finishing in-flight requests), then flush and close the producer."""
+        if self.app is not None:
+            self.app[INGEST_KEY].ready = False
+        try:
+            if self._runner is not None:
+                await self._runner.cleanup()
+        finally:
+            self._runner = None
+            if self._producer is not None:
+                producer, self._producer = self._producer, None
+                await producer.stop()
+
+    async def __aenter__(self) -> IngestServer:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.stop()
+
+
+async def serve(
+    config: FirelakeConfig,
+    ready: asyncio.Event | None = None,
+    port: int | None = None,
+    create_topics: bool = True,
+) -> None:
+    """Run the ingest until cancelled; ``ready`` is set once it accepts requests.
+
+    ``port`` overrides ``ingest.port`` (0 picks a free port; the log line
+    ``ingest listening on http://HOST:PORT`` names it).
+    """
+    server = IngestServer(config, port=port, create_topics=create_topics)
+    await server.start()
+    try:
+        if ready is not None:
+            ready.set()
+        await asyncio.Event().wait()
+    finally:
+        await server.stop()

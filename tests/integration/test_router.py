@@ -1,0 +1,378 @@
+"""Integration: the router agent as a subprocess against the real broker.
+
+Produces raw envelopes (the ingest's contract) with valid playback and page events and
+invalid ones, runs ``python -m agents.router``, reads the typed streams and the DLQ back and
+checks every valid event arrived once, on its key's partition, in order per key, and every
+invalid one is in the DLQ with its reason; then stops the router with SIGTERM.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.structs import TopicPartition
+from kafka import KafkaConsumer
+from kafka import TopicPartition as KafkaTopicPartition
+from kafka.admin import KafkaAdminClient, NewTopic
+
+from agents.router import app_id
+from firelake.config import FirelakeConfig, load_config
+from firelake.testing import _rename, example_data, sample_event
+from streams.envelope import decode, encode
+from streams.partitioning import partition_for_key
+
+pytestmark = pytest.mark.kafka
+
+REPO = Path(__file__).resolve().parents[2]
+WAIT_SECONDS = 60.0
+STOP_SECONDS = 30.0
+
+
+# ---------------------------------------------------------------- helpers (lead may move)
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, str):
+        return json.dumps(value)  # a JSON string is a valid TOML basic string
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    raise TypeError(f"cannot write {type(value).__name__} {value!r} as a TOML value")
+
+
+def to_toml(data: Mapping[str, Any], prefix: tuple[str, ...] = ()) -> str:
+    """A tiny TOML writer for config dicts: tables, strings, numbers, bools, lists."""
+    scalars = [(k, v) for k, v in data.items() if not isinstance(v, Mapping)]
+    tables = [(k, v) for k, v in data.items() if isinstance(v, Mapping)]
+    out: list[str] = []
+    if prefix and (scalars or not tables):
+        out.append("[" + ".".join(json.dumps(p) for p in prefix) + "]")
+    out.extend(f"{json.dumps(k)} = {_toml_value(v)}" for k, v in scalars)
+    if out:
+        out.append("")
+    for key, table in tables:
+        out.append(to_toml(table, (*prefix, key)))
+    return "\n".join(out)
+
+
+def write_example_config(path: Path, bootstrap: str, lake: Path, suffix: str) -> FirelakeConfig:
+    """The example config with unique names, written as TOML and loaded back."""
+    raw = _rename(example_data(), suffix)
+    raw.setdefault("kafka", {})["bootstrap"] = bootstrap
+    raw.setdefault("lake", {})["root"] = str(lake)
+    path.write_text(to_toml(raw), encoding="utf-8")
+    return load_config(path, environ={})
+
+
+def create_topics(
+    config: FirelakeConfig, bootstrap: str, overrides: Mapping[str, Mapping[str, str]] | None = None
+) -> None:
+    """The config's topics: streams.topics.ensure_topics when present, else kafka-python.
+
+    ``overrides`` gives topic configs for some streams (always created here directly).
+    """
+    try:
+        from streams.topics import ensure_topics  # type: ignore[import-not-found]
+    except ImportError:
+        ensure_topics = None
+    if ensure_topics is not None and not overrides:
+        ensure_topics(config, bootstrap)
+        return
+    overrides = overrides or {}
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=30_000)
+    try:
+        admin.create_topics(
+            [
+                NewTopic(
+                    s.name,
+                    num_partitions=s.partitions,
+                    replication_factor=1,
+                    topic_configs=dict(overrides.get(s.name, {})),
+                )
+                for s in config.streams.values()
+            ]
+        )
+    finally:
+        admin.close()
+
+
+def committed_offsets(bootstrap: str, group: str, topic: str) -> dict[int, int]:
+    """The consumer group's committed offset per partition of a topic."""
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=30_000)
+    try:
+        offsets = admin.list_group_offsets(group).get(group, {})
+    finally:
+        admin.close()
+    return {tp.partition: meta.offset for tp, meta in offsets.items() if tp.topic == topic}
+
+
+def end_offsets(bootstrap: str, topic: str, partitions: int) -> dict[int, int]:
+    """The end (next) offset of every partition of a topic."""
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap)
+    try:
+        ends = consumer.end_offsets([KafkaTopicPartition(topic, p) for p in range(partitions)])
+    finally:
+        consumer.close()
+    return {tp.partition: offset for tp, offset in ends.items()}
+
+
+# ---------------------------------------------------------------- the data
+
+
+def _raw_envelopes(
+    records: list[tuple[str, bytes]], partitions: int
+) -> list[tuple[int, bytes, list[tuple[str, bytes]], bytes]]:
+    """(partition, value, headers, key) per target partition, like the ingest writes them."""
+    by_partition: dict[int, list[tuple[str, bytes]]] = {}
+    for key, line in records:
+        by_partition.setdefault(partition_for_key(key, partitions), []).append((key, line))
+    now_ms = int(time.time() * 1000)
+    messages = []
+    for partition, items in sorted(by_partition.items()):
+        keys = [k for k, _ in items]
+        value, headers = encode([line for _, line in items], keys, now_ms, now_ms)
+        messages.append((partition, value, headers, keys[0].encode()))
+    return messages
+
+
+BAD_LINES = {
+    "bad-json": (b"{not json", "invalid_json", "invalid JSON"),
+    "bad-array": (b"[1, 2]", "not_an_object", "expected a JSON object"),
+    "bad-route": (
+        orjson.dumps({**sample_event(9000, "start"), "event_type": "bogus"}),
+        "no_route",
+        "no route for 'bogus'",
+    ),
+    "bad-missing": (
+        orjson.dumps({k: v for k, v in sample_event(9001, "page_view").items() if k != "page"}),
+        "missing_field",
+        "field 'page': required, is missing",
+    ),
+    "bad-time": (
+        orjson.dumps({**sample_event(9002, "stop"), "event_time": "yesterday"}),
+        "wrong_type",
+        "field 'event_time': expected timestamp, got 'yesterday'",
+    ),
+}
+
+
+async def _produce(bootstrap: str, raw_topic: str, messages: list[tuple]) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    await producer.start()
+    try:
+        for partition, value, headers, key in messages:
+            await producer.send_and_wait(
+                raw_topic, value, key=key, partition=partition, headers=headers
+            )
+    finally:
+        await producer.stop()
+
+
+async def _consume(
+    bootstrap: str, topics: dict[str, int], want: dict[str, int], deadline: float
+) -> dict[str, list[tuple[int, Any]]]:
+    """(partition, record) per topic until each has ``want`` events (decoded envelopes)."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    got: dict[str, list[tuple[int, Any]]] = {t: [] for t in topics}
+    try:
+        tps = [TopicPartition(t, p) for t, n in topics.items() for p in range(n)]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        while time.monotonic() < deadline and any(len(got[t]) < want[t] for t in topics):
+            batches = await consumer.getmany(timeout_ms=500)
+            for tp, records in batches.items():
+                for record in records:
+                    envelope = decode(record.value, record.headers, record.key)
+                    for index, line in enumerate(envelope.lines):
+                        got[tp.topic].append(
+                            (tp.partition, (orjson.loads(line), envelope.key_at(index), record))
+                        )
+        # A short extra read shows duplicates, if the router wrote any.
+        extra = await consumer.getmany(timeout_ms=1000)
+        for tp, records in extra.items():
+            for record in records:
+                envelope = decode(record.value, record.headers, record.key)
+                for index, line in enumerate(envelope.lines):
+                    got[tp.topic].append(
+                        (tp.partition, (orjson.loads(line), envelope.key_at(index), record))
+                    )
+    finally:
+        await consumer.stop()
+    return got
+
+
+def start_router(
+    tmp_path: Path, config_path: Path, router_name: str, bootstrap: str
+) -> tuple[subprocess.Popen[bytes], Path]:
+    """``python -m agents.router`` as a subprocess logging into tmp_path/router.log."""
+    log_path = tmp_path / "router.log"
+    env = {**os.environ, "PYTHONPATH": str(REPO), "FIRELAKE_KAFKA_BOOTSTRAP": bootstrap}
+    command = [sys.executable, "-m", "agents.router", "--config", str(config_path)]
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(
+            [*command, "--router", router_name],
+            cwd=tmp_path,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    return proc, log_path
+
+
+def tail(log_path: Path) -> str:
+    return tail(log_path)
+
+
+@pytest.fixture
+def running() -> Iterator[list[subprocess.Popen[bytes]]]:
+    """Router processes started by a test: killed at the end if still alive."""
+    procs: list[subprocess.Popen[bytes]] = []
+    yield procs
+    for proc in procs:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
+
+
+def test_router_routes_valid_events_and_dead_letters_invalid_ones(
+    tmp_path: Path,
+    kafka_bootstrap: str,
+    suffix: str,
+    lake: Path,
+    running: list[subprocess.Popen[bytes]],
+) -> None:
+    config_path = tmp_path / "firelake.toml"
+    config = write_example_config(config_path, kafka_bootstrap, lake, suffix)
+    create_topics(config, kafka_bootstrap)
+    router_name = next(iter(config.routers))
+    proc, log_path = start_router(tmp_path, config_path, router_name, kafka_bootstrap)
+    running.append(proc)
+    spec = config.routers[router_name]
+    raw = config.streams[spec.source]
+    playback_stream = spec.routes["start"][0]
+    page_stream = spec.routes["page_view"][0]
+
+    valid = [sample_event(n) for n in range(120)]
+    records = [(e["user_id"], orjson.dumps(e)) for e in valid]
+    for name, (line, _, _) in BAD_LINES.items():
+        records.insert(len(records) // 2, (name, line))
+    messages = _raw_envelopes(records, raw.partitions)
+    # A message claiming 5 events that holds 2: the whole message goes to the DLQ.
+    broken_value = b'{"a":1}\n{"b":2}'
+    broken_headers = [("fl-format", b"ndjson/1"), ("fl-count", b"5")]
+    messages.append((0, broken_value, broken_headers, b"broken"))
+    # One message without envelope headers: a single event, keyed by the Kafka key.
+    single = sample_event(500, "click")
+    messages.append(
+        (
+            partition_for_key(single["user_id"], raw.partitions),
+            orjson.dumps(single),
+            None,
+            single["user_id"].encode(),
+        )
+    )
+    valid.append(single)
+    asyncio.run(_produce(kafka_bootstrap, raw.name, messages))
+
+    playback = [e for e in valid if e["event_type"] in ("start", "pause", "stop", "heartbeat")]
+    pages = [e for e in valid if e["event_type"] in ("page_view", "click")]
+    want = {playback_stream: len(playback), page_stream: len(pages), spec.dlq: len(BAD_LINES) + 1}
+    topics = {name: config.streams[name].partitions for name in want}
+    got = asyncio.run(_consume(kafka_bootstrap, topics, want, time.monotonic() + WAIT_SECONDS))
+    assert proc.poll() is None, tail(log_path)
+
+    for stream, expected in ((playback_stream, playback), (page_stream, pages)):
+        partitions = config.streams[stream].partitions
+        received = got[stream]
+        ids = [record["event_id"] for _, (record, _, _) in received]
+        assert sorted(ids) == sorted(e["event_id"] for e in expected), stream  # once each
+        by_id = {e["event_id"]: e for e in expected}
+        per_key: dict[str, list[str]] = {}
+        for partition, (record, key, message) in received:
+            source = by_id[record["event_id"]]
+            assert key == source["user_id"]
+            assert partition == partition_for_key(source["user_id"], partitions)
+            assert record["event_time"] == source["event_time"].replace("Z", ".000000Z")
+            assert record["receive_time"].endswith("Z") and len(record["receive_time"]) == 27
+            assert dict(message.headers)["fl-format"] == b"ndjson/1"
+            per_key.setdefault(key, []).append(record["event_id"])
+        for key, ids_of_key in per_key.items():
+            assert ids_of_key == sorted(ids_of_key), f"order of key {key} on {stream}"
+
+    dead = {
+        record["source_index"]
+        if record["error_type"] == "envelope_error"
+        else record["payload"]: record
+        for _, (record, _, _) in got[spec.dlq]
+    }
+    assert len(got[spec.dlq]) == len(BAD_LINES) + 1
+    for line, error_type, reason in BAD_LINES.values():
+        record = dead[line.decode()]
+        assert record["error_type"] == error_type
+        assert reason in record["reason"]
+        assert record["router"] == router_name
+        assert record["source_topic"] == raw.name
+        assert record["source_index"] >= 0
+    broken = dead[-1]
+    assert broken["error_type"] == "envelope_error"
+    assert broken["payload"] == broken_value.decode()
+    assert broken["source_partition"] == 0
+
+    proc.send_signal(signal.SIGTERM)
+    try:
+        code = proc.wait(timeout=STOP_SECONDS)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"router did not stop within {STOP_SECONDS}s after SIGTERM")
+    assert code == 0, tail(log_path)
+    # A clean stop commits every routed input: nothing is routed twice after a restart.
+    ends = {p: o for p, o in end_offsets(kafka_bootstrap, raw.name, raw.partitions).items() if o}
+    committed = committed_offsets(kafka_bootstrap, app_id(router_name), raw.name)
+    assert {p: committed.get(p) for p in ends} == ends
+
+
+def test_router_crashes_without_committing_when_kafka_refuses_its_output(
+    tmp_path: Path,
+    kafka_bootstrap: str,
+    suffix: str,
+    lake: Path,
+    running: list[subprocess.Popen[bytes]],
+) -> None:
+    config_path = tmp_path / "firelake.toml"
+    config = write_example_config(config_path, kafka_bootstrap, lake, suffix)
+    router_name = next(iter(config.routers))
+    spec = config.routers[router_name]
+    page_stream = spec.routes["click"][0]
+    # The page stream refuses messages over 1 KiB: the router's page envelope cannot land.
+    create_topics(config, kafka_bootstrap, {page_stream: {"max.message.bytes": "1024"}})
+    raw = config.streams[spec.source]
+    events = [sample_event(n * 997 * 6, "click") for n in range(20)]  # one user: one envelope
+    messages = _raw_envelopes([(e["user_id"], orjson.dumps(e)) for e in events], raw.partitions)
+    asyncio.run(_produce(kafka_bootstrap, raw.name, messages))
+    (partition,) = {m[0] for m in messages}
+
+    proc, log_path = start_router(tmp_path, config_path, router_name, kafka_bootstrap)
+    running.append(proc)
+    try:
+        code = proc.wait(timeout=WAIT_SECONDS)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"router kept running after a failed delivery:\n{tail(log_path)}")
+    assert code != 0
+    assert "could not deliver the envelopes routed from" in log_path.read_text(errors="replace")
+    committed = committed_offsets(kafka_bootstrap, app_id(router_name), raw.name)
+    assert committed.get(partition, -1) <= 0, committed  # the refused input is not committed

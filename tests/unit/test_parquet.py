@@ -1,0 +1,261 @@
+"""Unit tests of sinks.parquet: conversion, hour split, error isolation, atomic files."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+import duckdb
+import orjson
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from firelake.config import DLQ_SCHEMA, FieldSpec, Schema
+from firelake.testing import sample_event
+from sinks.buffer import Batch
+from sinks.parquet import (
+    NotObjectLinesError,
+    arrow_schema,
+    convert,
+    plan_flush,
+    split_by_hour,
+    to_table,
+)
+from sinks.progress import ProgressStore
+
+SCHEMA = Schema(
+    name="mixed",
+    fields=(
+        FieldSpec("id", "string", True),
+        FieldSpec("at", "timestamp", True),
+        FieldSpec("n", "int"),
+        FieldSpec("x", "float"),
+        FieldSpec("ok", "bool"),
+        FieldSpec("note", "string"),
+    ),
+    time_field="at",
+)
+
+
+def ndjson(*events: dict) -> bytes:
+    return b"\n".join(orjson.dumps(e) for e in events)
+
+
+def event(i: int, at: str = "2026-11-29T08:15:00.000000Z", **extra) -> dict:
+    return {"id": f"e{i}", "at": at, "n": i, "x": i / 2, "ok": i % 2 == 0, **extra}
+
+
+def batch(values: list[bytes], first: int = 0, topic: str = "events", partition: int = 1) -> Batch:
+    offsets = tuple(range(first, first + len(values)))
+    return Batch(
+        topic=topic,
+        partition=partition,
+        values=tuple(values),
+        offsets=offsets,
+        first_offset=first,
+        last_offset=first + len(values) - 1,
+        events=sum(v.count(b"\n") + 1 for v in values),
+        nbytes=sum(map(len, values)),
+        max_timestamp_ms=int(datetime(2026, 11, 30, 12, 30, tzinfo=UTC).timestamp() * 1000),
+    )
+
+
+def test_arrow_schema_maps_every_type() -> None:
+    assert arrow_schema(SCHEMA) == pa.schema(
+        [
+            ("id", pa.string()),
+            ("at", pa.timestamp("us", tz="UTC")),
+            ("n", pa.int64()),
+            ("x", pa.float64()),
+            ("ok", pa.bool_()),
+            ("note", pa.string()),
+        ]
+    )
+
+
+def test_to_table_types_values_and_microsecond_utc_timestamps() -> None:
+    table = to_table(
+        ndjson(
+            event(1, at="2026-11-29T08:15:00.123456Z", note="hi"),
+            event(2, at="2026-11-29T10:15:00+02:00"),
+        ),
+        SCHEMA,
+    )
+    assert table.schema == arrow_schema(SCHEMA)
+    rows = table.to_pylist()
+    assert rows[0]["at"] == datetime(2026, 11, 29, 8, 15, 0, 123456, tzinfo=UTC)
+    assert rows[1]["at"] == datetime(2026, 11, 29, 8, 15, tzinfo=UTC)
+    assert (rows[0]["n"], rows[0]["x"], rows[0]["ok"], rows[0]["note"]) == (1, 0.5, False, "hi")
+    assert rows[1]["note"] is None
+
+
+def test_to_table_keeps_schema_order_fills_missing_and_ignores_extra_fields() -> None:
+    line = b'{"ok":true,"extra":{"deep":[1]},"at":"2026-11-29T08:00:00Z","id":"a"}'
+    table = to_table(line, SCHEMA)
+    assert table.column_names == ["id", "at", "n", "x", "ok", "note"]
+    assert table.to_pylist()[0] == {
+        "id": "a",
+        "at": datetime(2026, 11, 29, 8, tzinfo=UTC),
+        "n": None,
+        "x": None,
+        "ok": True,
+        "note": None,
+    }
+
+
+def test_to_table_of_nothing_is_an_empty_table_with_the_schema() -> None:
+    assert to_table(b"", SCHEMA).schema == arrow_schema(SCHEMA)
+
+
+@pytest.mark.parametrize("data", [b"null", b'{"id":"a"}\nnull', b"  null", b'{"id":"a"}\n\n'])
+def test_lines_that_are_not_objects_never_reach_pyarrow(data: bytes) -> None:
+    # pyarrow 26 segfaults on a block starting with null; refusing is the only safe answer.
+    with pytest.raises(NotObjectLinesError):
+        to_table(data, SCHEMA)
+
+
+def test_convert_parses_a_good_batch_in_one_table() -> None:
+    values = [ndjson(event(0), event(1)), ndjson(event(2))]
+    result = convert(values, [10, 11], SCHEMA)
+    assert result.bad == ()
+    assert result.table.column("id").to_pylist() == ["e0", "e1", "e2"]
+
+
+def test_convert_isolates_bad_lines_and_keeps_the_rest_in_order() -> None:
+    values = [
+        ndjson(event(0), event(1)),
+        ndjson(event(2))
+        + b'\n{"id":"bad-time","at":"yesterday"}\nnull\n\n'
+        + ndjson(event(3), {"id": "bad-int", "at": "2026-11-29T08:00:00Z", "n": "seven"}),
+        b"\xff\xfe not json",
+        ndjson(event(4)),
+    ]
+    result = convert(values, [100, 101, 102, 103], SCHEMA)
+    assert result.table.column("id").to_pylist() == ["e0", "e1", "e2", "e3", "e4"]
+    assert [(b.offset, b.index) for b in result.bad] == [(101, 1), (101, 2), (101, 5), (102, 0)]
+    reasons = [b.reason for b in result.bad]
+    assert "timestamp" in reasons[0] and "yesterday" in reasons[0]
+    assert reasons[1] == "event is not a JSON object"
+    assert "n" in reasons[2]
+    assert result.bad[3].line == b"\xff\xfe not json"
+
+
+def test_split_by_hour_across_two_hours_and_two_days() -> None:
+    table = to_table(
+        ndjson(
+            event(0, at="2026-11-29T23:59:59.999999Z"),
+            event(1, at="2026-11-30T00:00:00Z"),
+            event(2, at="2026-11-29T23:00:00Z"),
+            event(3, at="2026-11-30T00:30:00Z"),
+            event(4, at="2026-11-29T22:10:00Z"),
+        ),
+        SCHEMA,
+    )
+    groups = split_by_hour(table, "at", fallback_ms=0)
+    assert [(g.dt, g.hour, g.table.column("id").to_pylist()) for g in groups] == [
+        ("2026-11-29", 22, ["e4"]),
+        ("2026-11-29", 23, ["e0", "e2"]),
+        ("2026-11-30", 0, ["e1", "e3"]),
+    ]
+
+
+def test_rows_without_a_time_go_to_the_fallback_hour_and_keep_a_null() -> None:
+    table = to_table(ndjson(event(0), {"id": "no-time"}), SCHEMA)
+    fallback = int(datetime(2026, 12, 1, 5, 59, tzinfo=UTC).timestamp() * 1000)
+    groups = split_by_hour(table, "at", fallback)
+    assert [(g.dt, g.hour, g.table.num_rows) for g in groups] == [
+        ("2026-11-29", 8, 1),
+        ("2026-12-01", 5, 1),
+    ]
+    assert groups[1].table.column("at").to_pylist() == [None]
+    no_time = split_by_hour(table, "", fallback)
+    assert [(g.dt, g.hour, g.table.num_rows) for g in no_time] == [("2026-12-01", 5, 2)]
+
+
+def _normalized(n: int) -> dict:
+    evt = sample_event(n, "start")
+    evt["event_time"] = evt["event_time"].replace("Z", ".000000Z")
+    return evt
+
+
+def test_a_flush_writes_zstd_parquet_per_hour_that_duckdb_reads(lake: Path) -> None:
+    from firelake.config import load_config
+
+    schema = load_config(environ={}).schemas["playback"]
+    events = [_normalized(n * 60) for n in range(90)]  # 08:00 .. 09:29
+    values = [ndjson(*events[:50]), ndjson(*events[50:])]
+    plan = plan_flush(batch(values, first=7), lake=lake, sink="s", table="playback", schema=schema)
+    assert plan.rows == 90 and plan.bad == ()
+    ProgressStore(lake, "s").commit_flush("events", 1, 7, 8, plan.files)
+
+    written = sorted(
+        p.relative_to(lake / "playback").as_posix() for p in (lake / "playback").rglob("*")
+    )
+    name = "part-events-p1-00000000000000000007-00000000000000000008.parquet"
+    assert written == [
+        "dt=2026-11-29",
+        "dt=2026-11-29/hour=08",
+        f"dt=2026-11-29/hour=08/{name}",
+        "dt=2026-11-29/hour=09",
+        f"dt=2026-11-29/hour=09/{name}",
+    ]
+    meta = pq.ParquetFile(lake / "playback" / "dt=2026-11-29" / "hour=08" / name).metadata
+    assert meta.num_rows == 60
+    assert meta.row_group(0).column(0).compression == "ZSTD"
+    assert meta.schema.to_arrow_schema() == arrow_schema(schema)
+
+    glob = f"{lake}/playback/**/*.parquet"
+    rows = duckdb.sql(
+        f"select hour, count(*), count(distinct event_id), min(event_time), max(position_seconds)"
+        f" from read_parquet('{glob}', hive_partitioning=true, hive_types={{'hour': INTEGER}})"
+        " group by hour order by hour"
+    ).fetchall()
+    assert [(r[0], r[1], r[2]) for r in rows] == [(8, 60, 60), (9, 30, 30)]
+    assert rows[0][3] == datetime(2026, 11, 29, 8, tzinfo=UTC)
+    assert rows[1][4] == 89 * 60
+
+
+def test_a_flush_with_bad_lines_writes_them_to_the_error_prefix(lake: Path) -> None:
+    values = [ndjson(event(0), {"id": "bad", "at": "nope"}), b"[1,2]"]
+    now = datetime(2026, 12, 24, 18, tzinfo=UTC)
+    plan = plan_flush(batch(values), lake=lake, sink="s", table="t", schema=SCHEMA, now=now)
+    ProgressStore(lake, "s").commit_flush("events", 1, 0, 1, plan.files)
+    assert plan.rows == 1
+    folder = lake / "_errors" / "t" / "format-conversion-failed" / "dt=2026-12-24"
+    (error_file,) = folder.iterdir()
+    records = [orjson.loads(line) for line in error_file.read_bytes().splitlines()]
+    assert [(r["source_offset"], r["source_index"]) for r in records] == [(0, 1), (1, 0)]
+    first = records[0]
+    assert first["payload"] == '{"id":"bad","at":"nope"}'
+    assert first["payload_base64"] is None
+    assert first["source_topic"] == "events" and first["source_partition"] == 1
+    assert first["error_type"] == "format-conversion-failed"
+    assert first["failed_at"] == "2026-12-24T18:00:00.000000Z"
+    assert records[1]["reason"] == "event is not a JSON object"
+
+
+def test_the_dlq_schema_converts_dlq_records() -> None:
+    record = {
+        "failed_at": "2026-11-29T08:00:00.000001Z",
+        "router": "r",
+        "error_type": "validation",
+        "reason": "missing user_id",
+        "source_topic": "raw",
+        "source_partition": 2,
+        "source_offset": 99,
+        "source_index": 3,
+        "attempts": 1,
+        "payload": "{}",
+        "payload_base64": None,
+    }
+    table = to_table(orjson.dumps(record), DLQ_SCHEMA)
+    assert table.to_pylist()[0]["failed_at"] == datetime(2026, 11, 29, 8, 0, 0, 1, tzinfo=UTC)
+    assert table.to_pylist()[0]["source_offset"] == 99
+
+
+def test_no_temporary_files_remain_after_a_flush(lake: Path) -> None:
+    plan = plan_flush(batch([ndjson(event(0))]), lake=lake, sink="s", table="t", schema=SCHEMA)
+    ProgressStore(lake, "s").commit_flush("events", 1, 0, 0, plan.files)
+    leftovers = [p for p in lake.rglob("*") if p.name.endswith(".tmp")]
+    assert leftovers == []
