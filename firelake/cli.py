@@ -48,9 +48,8 @@ def bootstrap_of(config: FirelakeConfig) -> str:
 
 
 def cmd_up(args: argparse.Namespace) -> int:
-    from streams.topics import ensure_topics
-
     from firelake.supervisor import Supervisor, pipeline_services
+    from streams.topics import ensure_topics
 
     config = _config(args)
     broker = None
@@ -217,6 +216,13 @@ def cmd_query(args: argparse.Namespace) -> int:
     result = engine.query(args.sql)
     formatter = {"table": format_table, "csv": format_csv, "json": format_json}[args.format]
     print(formatter(result))
+    # Like Athena's console: what the query cost, on stderr so piped output stays clean.
+    print(
+        f"({len(result.rows)} rows{' (truncated)' if result.truncated else ''}, "
+        f"{result.elapsed:.3f}s, {result.bytes_scanned or 0} bytes scanned, "
+        f"${result.cost_usd:.8f} at $5/TB)",
+        file=sys.stderr,
+    )
     return 0
 
 
