@@ -41,7 +41,7 @@ def local_broker(config: FirelakeConfig):  # -> firelake.broker.LocalBroker
 
 def bootstrap_of(config: FirelakeConfig) -> str:
     """The configured bootstrap address, or the local broker's."""
-    return config.kafka.bootstrap or f"127.0.0.1:{config.kafka.port}"
+    return config.bootstrap
 
 
 # --------------------------------------------------------------------------- commands

@@ -93,6 +93,10 @@ class IngestConfig:
     max_record_bytes: int = setting(MiB, "Largest record's data in bytes (Kinesis: 1 MiB).")
     max_request_bytes: int = setting(5 * MiB, "Largest request body in bytes (Kinesis: 5 MiB).")
     linger_ms: int = setting(5, "How long the Kafka producer waits to fill a batch, in ms.")
+    max_inflight_requests: int = setting(
+        16, "Requests parsed and produced at once; more wait slot_wait_seconds, then get 503."
+    )
+    slot_wait_seconds: float = setting(5.0, "How long a request waits for an in-flight slot.")
 
 
 @dataclass(frozen=True)
@@ -192,6 +196,11 @@ class FirelakeConfig:
     streams: Mapping[str, StreamConfig] = setting({}, "Streams by name.")
     routers: Mapping[str, RouterConfig] = setting({}, "Router agents by name.")
     sinks: Mapping[str, SinkConfig] = setting({}, "Parquet sinks by name.")
+
+    @property
+    def bootstrap(self) -> str:
+        """The broker address: ``kafka.bootstrap``, else the local broker on ``kafka.port``."""
+        return self.kafka.bootstrap or f"127.0.0.1:{self.kafka.port}"
 
     @property
     def lake_root(self) -> Path:
@@ -369,6 +378,8 @@ def parse_config(
     for key, port in (("kafka.port", kafka.port), ("ingest.port", ingest.port)):
         _check_positive(source, key, port, 0, 65535)
     _check_positive(source, "ingest.max_records", ingest.max_records, 1, 500)
+    _check_positive(source, "ingest.max_inflight_requests", ingest.max_inflight_requests, 1, 1024)
+    _check_positive(source, "ingest.slot_wait_seconds", ingest.slot_wait_seconds, 0, 60)
     _check_positive(source, "ingest.max_record_bytes", ingest.max_record_bytes, 1, MiB)
     _check_positive(source, "ingest.max_request_bytes", ingest.max_request_bytes, 1, 5 * MiB)
 

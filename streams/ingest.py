@@ -79,7 +79,7 @@ _THROTTLE_ERRORS: tuple[type[BaseException], ...] = (
 
 def kafka_bootstrap(config: FirelakeConfig) -> str:
     """The broker address: ``kafka.bootstrap``, else the local broker on ``kafka.port``."""
-    return config.kafka.bootstrap or f"127.0.0.1:{config.kafka.port}"
+    return config.bootstrap
 
 
 def _json(status: int, payload: Any) -> web.Response:
@@ -388,15 +388,15 @@ class IngestServer:
         config: FirelakeConfig,
         port: int | None = None,
         create_topics: bool = True,
-        max_inflight: int = DEFAULT_MAX_INFLIGHT,
-        slot_wait_s: float = DEFAULT_SLOT_WAIT_S,
+        max_inflight: int | None = None,
+        slot_wait_s: float | None = None,
     ) -> None:
         self.config = config
         self.host = config.ingest.host
         self.requested_port = config.ingest.port if port is None else port
         self.create_topics = create_topics
-        self.max_inflight = max_inflight
-        self.slot_wait_s = slot_wait_s
+        self.max_inflight = max_inflight or config.ingest.max_inflight_requests
+        self.slot_wait_s = config.ingest.slot_wait_seconds if slot_wait_s is None else slot_wait_s
         self.app: web.Application | None = None
         self._producer: AIOKafkaProducer | None = None
         self._runner: web.AppRunner | None = None
