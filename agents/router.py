@@ -39,6 +39,8 @@ from firelake.log import setup_logging
 
 __all__ = [
     "DEFAULT_MAX_INFLIGHT",
+    "DRAIN_TIMEOUT_SECONDS",
+    "STATS_INTERVAL_SECONDS",
     "DeliveryError",
     "app_id",
     "build_app",
@@ -87,6 +89,7 @@ class _DeliveryWindow:
         self.slots = asyncio.Semaphore(max_inflight)
         self.pending: set[asyncio.Future[Any]] = set()
         self.failure: DeliveryError | None = None
+        self.crashing: asyncio.Future[Any] | None = None
 
     async def send(self, event: Any, outgoing: Sequence[Outgoing]) -> None:
         """Send one raw message's envelopes; its ack follows their delivery."""
@@ -135,9 +138,8 @@ class _DeliveryWindow:
             self.failure = failure
             # The agent may be idle, waiting for input: crash the worker from here so it
             # does not sit on an unacked message (Faust would wait for it forever).
-            crash = asyncio.ensure_future(self.app.crash(failure))
-            self.pending.add(crash)
-            crash.add_done_callback(self.pending.discard)
+            # (Kept apart from ``pending``: drain() must not wait for the crash itself.)
+            self.crashing = asyncio.ensure_future(self.app.crash(failure))
 
     async def drain(self, timeout: float) -> None:
         """Wait (bounded) for in-flight deliveries so their inputs get acked before commit."""
@@ -214,6 +216,14 @@ def build_app(
 
     async def route(stream: faust.StreamT) -> None:
         window = _DeliveryWindow(app, max_inflight)
+        log.info(
+            "router %s: reading %s as group %s; routes %s; dead letters to %s",
+            router_name,
+            spec.source,
+            app_id(router_name),
+            dict(spec.routes),
+            spec.dlq,
+        )
         try:
             async for event in stream.noack().events():
                 message = event.message

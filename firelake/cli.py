@@ -161,8 +161,7 @@ def cmd_router(args: argparse.Namespace) -> int:
             f"routers.{args.name}",
             f"no such router (configured: {', '.join(config.routers) or 'none'})",
         )
-    run_router(config, args.name)
-    return 0
+    return run_router(config, args.name)
 
 
 def cmd_sink(args: argparse.Namespace) -> int:

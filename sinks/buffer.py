@@ -196,6 +196,10 @@ class PartitionBuffer:
             return None
         return self.started_at + self.limits.max_seconds
 
+    def is_full(self) -> bool:
+        """True when the count or size bound is reached (checked after every message)."""
+        return self.events >= self.limits.max_events or self.nbytes >= self.limits.max_bytes
+
     def flush_reason(self, now: float | None = None) -> str | None:
         """Which bound is reached ('events', 'bytes' or 'seconds'), or None."""
         if self.first_offset < 0:

@@ -64,9 +64,12 @@ SINK_CRASH_POINTS = (*CRASH_POINTS, "after_commit")
 
 #: Longest wait in one poll, so a stop request or an idle buffer's deadline is seen soon.
 POLL_MS = 500
-#: Most messages (envelopes) one poll returns; with max_bytes this bounds a buffer's
-#: overshoot past its limit to one poll.
+#: Most messages (envelopes) one poll returns.
 MAX_RECORDS = 5_000
+#: Kafka group session: a crashed sink's partitions move on after this long. 6 s is the
+#: broker's default minimum; flushes run in a thread, so heartbeats never wait on pyarrow.
+SESSION_TIMEOUT_MS = 6_000
+HEARTBEAT_INTERVAL_MS = 1_500
 
 
 class SinkError(ValueError):
@@ -184,12 +187,15 @@ class ParquetSink:
         self.max_records = max_records
         self.stats = SinkStats()
         self._lock = asyncio.Lock()
+        #: Bumped by every rebalance callback, so a poll can tell its records went stale.
+        self._generation = 0
         self._consumer: AIOKafkaConsumer | None = None
 
     # ----------------------------------------------------------------- rebalancing
 
     async def _on_assigned(self, assigned: list[TopicPartition]) -> None:
         async with self._lock:
+            self._generation += 1
             for tp in assigned:
                 if tp.topic != self.topic:
                     continue
@@ -209,6 +215,7 @@ class ParquetSink:
     async def _on_revoked(self, revoked: list[TopicPartition]) -> None:
         # The lock waits out a flush in flight; what is still buffered is dropped.
         async with self._lock:
+            self._generation += 1
             self.buffers.drop(tp.partition for tp in revoked if tp.topic == self.topic)
 
     # ----------------------------------------------------------------- flushing
@@ -246,21 +253,31 @@ class ParquetSink:
         return outcomes
 
     async def flush(self, partitions: Sequence[int]) -> list[FlushOutcome]:
-        """Flush the given partitions' buffers, then commit their Kafka offsets."""
+        """Flush the given partitions' buffers now, then commit their Kafka offsets."""
         async with self._lock:
-            # A rebalance may have dropped or emptied a partition since it was found due.
-            pending = set(self.buffers.pending())
-            batches = [self.buffers.take(p) for p in partitions if p in pending]
-            if not batches:
-                return []
-            work = asyncio.ensure_future(asyncio.to_thread(self._flush_batches, batches))
-            try:
-                outcomes = await asyncio.shield(work)
-            except asyncio.CancelledError:
-                # Let the thread finish its flush (a half-done one is recovered anyway,
-                # but a finished one saves re-reading), then go on being cancelled.
-                await asyncio.wait([work])
-                raise
+            outcomes = await self._write(self._take(partitions))
+        await self._after_flush(outcomes)
+        return outcomes
+
+    def _take(self, partitions: Sequence[int]) -> list[Batch]:
+        # Call with the lock held: a rebalance may have dropped or emptied a partition.
+        pending = set(self.buffers.pending())
+        return [self.buffers.take(p) for p in partitions if p in pending]
+
+    async def _write(self, batches: list[Batch]) -> list[FlushOutcome]:
+        # Call with the lock held, so a revocation waits for the flush to finish.
+        if not batches:
+            return []
+        work = asyncio.ensure_future(asyncio.to_thread(self._flush_batches, batches))
+        try:
+            return await asyncio.shield(work)
+        except asyncio.CancelledError:
+            # Let the thread finish its flush (a half-done one is recovered anyway, but a
+            # finished one saves re-reading), then go on being cancelled.
+            await asyncio.wait([work])
+            raise
+
+    async def _after_flush(self, outcomes: Sequence[FlushOutcome]) -> None:
         for outcome in outcomes:
             self.stats.flushes += 1
             self.stats.rows += outcome.rows
@@ -278,7 +295,40 @@ class ParquetSink:
                 f", {outcome.bad_lines} failed conversion" if outcome.bad_lines else "",
             )
         await self._commit(outcomes)
-        return outcomes
+
+    def _buffer(self, records: dict[TopicPartition, list]) -> list[Batch]:
+        """Append polled messages; returns the batches that filled up (call with the lock)."""
+        full: list[Batch] = []
+        for tp, messages in records.items():
+            buffer = self.buffers.get(tp.partition)
+            for message in messages:
+                buffer.append(
+                    message.offset,
+                    message.value,
+                    message_event_count(message.value, message.headers),
+                    message.timestamp,
+                )
+                # Checked per message, so a batch overshoots its bound by one message at
+                # most, however many messages one poll returns.
+                if buffer.is_full():
+                    full.append(buffer.take())
+            self.stats.messages += len(messages)
+        return full
+
+    async def _poll_once(self, consumer: AIOKafkaConsumer) -> None:
+        records = await consumer.getmany(
+            timeout_ms=self._poll_timeout_ms(), max_records=self.max_records
+        )
+        generation = self._generation
+        async with self._lock:
+            if generation != self._generation:
+                # A rebalance ran while we waited for the lock: these records predate the
+                # positions it set, and the consumer fetches them again from there.
+                return
+            batches = self._buffer(records)
+            batches += self._take(self.buffers.due())
+            outcomes = await self._write(batches)
+        await self._after_flush(outcomes)
 
     async def _commit(self, outcomes: Sequence[FlushOutcome]) -> None:
         # Advisory: the lake already holds the truth, so a failed commit is only logged.
@@ -312,6 +362,8 @@ class ParquetSink:
             client_id=f"{kafka.client_id}-sink-{self.name}",
             enable_auto_commit=False,
             auto_offset_reset="earliest",
+            session_timeout_ms=SESSION_TIMEOUT_MS,
+            heartbeat_interval_ms=HEARTBEAT_INTERVAL_MS,
         )
         self._consumer = consumer
         consumer.subscribe([self.topic], listener=_Listener(self))
@@ -320,22 +372,7 @@ class ParquetSink:
         try:
             try:
                 while not stop.is_set():
-                    records = await consumer.getmany(
-                        timeout_ms=self._poll_timeout_ms(), max_records=self.max_records
-                    )
-                    for tp, messages in records.items():
-                        buffer = self.buffers.get(tp.partition)
-                        for message in messages:
-                            buffer.append(
-                                message.offset,
-                                message.value,
-                                message_event_count(message.value, message.headers),
-                                message.timestamp,
-                            )
-                        self.stats.messages += len(messages)
-                    due = self.buffers.due()
-                    if due:
-                        await self.flush(due)
+                    await self._poll_once(consumer)
             except asyncio.CancelledError:
                 # Cancellation is how the CLI stops services: finish like a stop request.
                 await asyncio.shield(self.flush(self.buffers.pending()))

@@ -9,7 +9,6 @@ invalid one is in the DLQ with its reason; then stops the router with SIGTERM.
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import signal
 import subprocess
@@ -29,9 +28,10 @@ from kafka.admin import KafkaAdminClient, NewTopic
 
 from agents.router import app_id
 from firelake.config import FirelakeConfig, load_config
-from firelake.testing import _rename, example_data, sample_event
+from firelake.testing import example_dict, sample_event, write_config
 from streams.envelope import decode, encode
 from streams.partitioning import partition_for_key
+from streams.topics import ensure_topics
 
 pytestmark = pytest.mark.kafka
 
@@ -40,57 +40,19 @@ WAIT_SECONDS = 60.0
 STOP_SECONDS = 30.0
 
 
-# ---------------------------------------------------------------- helpers (lead may move)
-
-
-def _toml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (int, float)):
-        return repr(value)
-    if isinstance(value, str):
-        return json.dumps(value)  # a JSON string is a valid TOML basic string
-    if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
-    raise TypeError(f"cannot write {type(value).__name__} {value!r} as a TOML value")
-
-
-def to_toml(data: Mapping[str, Any], prefix: tuple[str, ...] = ()) -> str:
-    """A tiny TOML writer for config dicts: tables, strings, numbers, bools, lists."""
-    scalars = [(k, v) for k, v in data.items() if not isinstance(v, Mapping)]
-    tables = [(k, v) for k, v in data.items() if isinstance(v, Mapping)]
-    out: list[str] = []
-    if prefix and (scalars or not tables):
-        out.append("[" + ".".join(json.dumps(p) for p in prefix) + "]")
-    out.extend(f"{json.dumps(k)} = {_toml_value(v)}" for k, v in scalars)
-    if out:
-        out.append("")
-    for key, table in tables:
-        out.append(to_toml(table, (*prefix, key)))
-    return "\n".join(out)
-
-
 def write_example_config(path: Path, bootstrap: str, lake: Path, suffix: str) -> FirelakeConfig:
     """The example config with unique names, written as TOML and loaded back."""
-    raw = _rename(example_data(), suffix)
-    raw.setdefault("kafka", {})["bootstrap"] = bootstrap
-    raw.setdefault("lake", {})["root"] = str(lake)
-    path.write_text(to_toml(raw), encoding="utf-8")
+    write_config(path, example_dict(bootstrap, lake, suffix))
     return load_config(path, environ={})
 
 
 def create_topics(
     config: FirelakeConfig, bootstrap: str, overrides: Mapping[str, Mapping[str, str]] | None = None
 ) -> None:
-    """The config's topics: streams.topics.ensure_topics when present, else kafka-python.
-
-    ``overrides`` gives topic configs for some streams (always created here directly).
+    """The config's topics, with ensure_topics; ``overrides`` gives some streams topic configs
+    (those are created here directly, to make the broker refuse the router's output).
     """
-    try:
-        from streams.topics import ensure_topics  # type: ignore[import-not-found]
-    except ImportError:
-        ensure_topics = None
-    if ensure_topics is not None and not overrides:
+    if not overrides:
         ensure_topics(config, bootstrap)
         return
     overrides = overrides or {}
@@ -194,8 +156,8 @@ async def _consume(
         tps = [TopicPartition(t, p) for t, n in topics.items() for p in range(n)]
         consumer.assign(tps)
         await consumer.seek_to_beginning(*tps)
-        while time.monotonic() < deadline and any(len(got[t]) < want[t] for t in topics):
-            batches = await consumer.getmany(timeout_ms=500)
+
+        def take(batches: dict[TopicPartition, list[Any]]) -> None:
             for tp, records in batches.items():
                 for record in records:
                     envelope = decode(record.value, record.headers, record.key)
@@ -203,15 +165,11 @@ async def _consume(
                         got[tp.topic].append(
                             (tp.partition, (orjson.loads(line), envelope.key_at(index), record))
                         )
+
+        while time.monotonic() < deadline and any(len(got[t]) < want[t] for t in topics):
+            take(await consumer.getmany(timeout_ms=500))
         # A short extra read shows duplicates, if the router wrote any.
-        extra = await consumer.getmany(timeout_ms=1000)
-        for tp, records in extra.items():
-            for record in records:
-                envelope = decode(record.value, record.headers, record.key)
-                for index, line in enumerate(envelope.lines):
-                    got[tp.topic].append(
-                        (tp.partition, (orjson.loads(line), envelope.key_at(index), record))
-                    )
+        take(await consumer.getmany(timeout_ms=1000))
     finally:
         await consumer.stop()
     return got
@@ -236,7 +194,8 @@ def start_router(
 
 
 def tail(log_path: Path) -> str:
-    return tail(log_path)
+    """The end of a router log, for assertion messages."""
+    return log_path.read_text(errors="replace")[-3000:]
 
 
 @pytest.fixture
@@ -376,3 +335,29 @@ def test_router_crashes_without_committing_when_kafka_refuses_its_output(
     assert "could not deliver the envelopes routed from" in log_path.read_text(errors="replace")
     committed = committed_offsets(kafka_bootstrap, app_id(router_name), raw.name)
     assert committed.get(partition, -1) <= 0, committed  # the refused input is not committed
+
+
+def test_cli_refuses_an_unknown_router_and_a_missing_bootstrap(tmp_path: Path, lake: Path) -> None:
+    from agents.router import main
+
+    config_path = tmp_path / "firelake.toml"
+    write_example_config(config_path, "", lake, "cli")
+    assert main(["--config", str(config_path), "--router", "nope"]) == 2
+    env = {k: v for k, v in os.environ.items() if k != "FIRELAKE_KAFKA_BOOTSTRAP"}
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "agents.router",
+            "--config",
+            str(config_path),
+            "--router",
+            "clickstream-cli",
+        ],
+        cwd=tmp_path,
+        env={**env, "PYTHONPATH": str(REPO)},
+        capture_output=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert b"kafka.bootstrap is empty" in result.stderr

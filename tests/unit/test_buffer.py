@@ -53,6 +53,16 @@ def test_buffer_flushes_at_max_events() -> None:
     assert len(buffer) == 3
 
 
+def test_is_full_ignores_time_and_says_when_a_bound_is_reached() -> None:
+    clock = FixedClock()
+    buffer = PartitionBuffer("t", 0, LIMITS, clock)
+    buffer.append(0, b"x", 9, 1)
+    clock.advance(60)
+    assert not buffer.is_full()
+    buffer.append(1, b"x", 1, 1)
+    assert buffer.is_full()
+
+
 def test_buffer_flushes_at_max_bytes() -> None:
     buffer = PartitionBuffer("t", 0, LIMITS, FixedClock())
     buffer.append(0, b"x" * 999, 1, 1)
