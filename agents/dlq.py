@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import base64
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -22,7 +22,19 @@ import orjson
 
 from agents.validation import format_timestamp
 
-__all__ = ["DEFAULT_MAX_PAYLOAD_BYTES", "DeadLetters", "dlq_line", "dlq_record"]
+__all__ = [
+    "DEFAULT_MAX_PAYLOAD_BYTES",
+    "HEADER_ATTEMPTS",
+    "HEADER_FIRST_ATTEMPT",
+    "DeadLetters",
+    "dlq_line",
+    "dlq_record",
+    "redrive_state",
+]
+
+#: Headers of a redriven event: tries so far, and the time of the first (canonical form).
+HEADER_ATTEMPTS = "fl-attempts"
+HEADER_FIRST_ATTEMPT = "fl-first-attempt"
 
 #: Largest payload one DLQ record stores, in bytes as stored (JSON-escaped text or base64).
 DEFAULT_MAX_PAYLOAD_BYTES = 256 * 1024
@@ -40,12 +52,16 @@ def dlq_record(
     source_index: int,
     attempts: int = 1,
     failed_at: str,
+    first_attempt_at: str | None = None,
+    source_key: str | None = None,
     max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
 ) -> dict[str, Any]:
     """One DLQ record as a dict in DLQ_SCHEMA field order.
 
-    ``failed_at`` is a canonical timestamp string; ``source_index`` is -1 when the whole
-    message failed (no event lines could be read from it).
+    ``failed_at`` is a canonical timestamp string and also the last attempt's time;
+    ``first_attempt_at`` is when the event was first tried (before any retry or redrive;
+    default: ``failed_at``). ``attempts`` counts every try, redrives included.
+    ``source_index`` is -1 when the whole message failed (no event lines could be read).
     """
     original_size = len(payload)
     while True:
@@ -70,6 +86,9 @@ def dlq_record(
         "attempts": attempts,
         "payload": text,
         "payload_base64": encoded,
+        "first_attempt_at": first_attempt_at or failed_at,
+        "last_attempt_at": failed_at,
+        "source_key": source_key,
     }
 
 
@@ -81,6 +100,23 @@ def _stored(payload: bytes) -> tuple[str | None, str | None]:
         # A cut can split a multi-byte character; that is stored as base64 like any other
         # invalid UTF-8, so the kept bytes are always exactly the original ones.
         return None, base64.b64encode(payload).decode("ascii")
+
+
+def redrive_state(headers: Sequence[tuple[str, bytes]] | None) -> tuple[int, str | None]:
+    """(attempts of this try, first attempt time) from a message's headers.
+
+    A message without redrive headers is a first try: (1, None).
+    """
+    attempts, first = 1, None
+    for name, value in headers or ():
+        if name == HEADER_ATTEMPTS:
+            try:
+                attempts = int(value) + 1
+            except ValueError:
+                pass  # a foreign header: count this as a first try
+        elif name == HEADER_FIRST_ATTEMPT:
+            first = value.decode("ascii", "replace") or None
+    return attempts, first
 
 
 def dlq_line(record: dict[str, Any]) -> bytes:
@@ -118,8 +154,11 @@ class DeadLetters:
         source_offset: int,
         source_index: int,
         failed_at: str | None = None,
+        attempts: int = 1,
+        first_attempt_at: str | None = None,
+        source_key: str | None = None,
     ) -> dict[str, Any]:
-        """A DLQ record of this router (attempts=1: the router does not retry bad data)."""
+        """A DLQ record of this router; ``attempts`` and ``first_attempt_at`` as tried."""
         return dlq_record(
             payload,
             error_type,
@@ -130,5 +169,8 @@ class DeadLetters:
             source_offset=source_offset,
             source_index=source_index,
             failed_at=failed_at or self.now(),
+            attempts=attempts,
+            first_attempt_at=first_attempt_at,
+            source_key=source_key,
             max_payload_bytes=self.max_payload_bytes,
         )

@@ -1,18 +1,33 @@
-"""The router as a Faust agent: the thin Kafka edge around :class:`agents.routing.Router`.
+"""The router's Kafka edge: Lambda event-source-mapping semantics, exactly-once output.
 
-Yle's Router Lambda with its event source mapping becomes one Faust agent on the router's
-source stream, in consumer group ``firelake-router-<name>``. For each raw message (an
-envelope of events) the agent asks the pure :class:`~agents.routing.Router` for the outgoing
-envelopes and sends each to its explicit partition with its headers.
+Yle's Router Lambda with its event source mapping becomes a worker in consumer group
+``firelake-router-<name>`` reading the router's source streams. Like the mapping, it reads
+**batches per partition** (``batch_size`` events or ``batch_window_seconds``, whichever comes
+first), hands each raw message to the pure :class:`~agents.routing.Router`, and delivers what
+comes out. Several workers of one router share the partitions (one consumer group).
 
-Delivery before acknowledgement: the agent iterates a ``noack`` stream, and a raw message is
-acked (made committable) only when Kafka has acknowledged every envelope made from it, so a
-crash never loses events (at-least-once; the lake sink deduplicates). Messages are routed
-while earlier ones are still in flight, bounded by ``max_inflight`` raw messages, so the
-agent pays one broker round trip per window, not per message. Faust does flush its producer
-before committing offsets, but a flush does not report failed sends; the delivery futures
-do. A failed delivery crashes the worker (its input stays uncommitted and is routed again
-after a restart); bad *data* never does: it becomes DLQ records.
+**Exactly-once into the destination streams.** Each source partition has its own
+transactional producer (``transactional.id = <group>-<topic>-<partition>``). A batch's
+outgoing envelopes, its DLQ records *and* the batch's source offsets are committed in one
+Kafka transaction, so a batch is either wholly routed and consumed, or not at all. After a
+crash (even SIGKILL) the next owner of the partition opens the same transactional id, which
+aborts the dead worker's open transaction and fences it; the uncommitted input is routed
+again and only its committed copy is ever visible to ``read_committed`` readers. Readers of
+the typed streams and the DLQ **must** consume with ``isolation_level="read_committed"``.
+
+Why not Faust's ``processing_guarantee="exactly_once"``: faust-streaming keys its
+transactional producers by the *destination* partition (it assumes co-partitioned output)
+and logs, rather than raises, failed commits (faust-streaming issues #177, #323, #517);
+a router sends to other topics with other partition counts, so it manages its
+transactions itself with aiokafka, which the Faust worker only wrapped here anyway.
+
+**Failures** (:class:`agents.retry.RetryPolicy`): a batch whose delivery fails is retried
+whole, with exponential backoff and full jitter, until ``max_retry_attempts`` or
+``max_record_age_seconds`` runs out; then — a partial batch failure, like
+``ReportBatchItemFailures`` — only the events of the envelopes Kafka refused go to the DLQ
+(``delivery_failed``, with attempts and first/last attempt time) and the rest is delivered.
+If even that fails, the worker exits non-zero with its input uncommitted. Bad *data* never
+stops a partition: it becomes DLQ records at once.
 
 Run it as ``python -m agents.router --config FILE --router NAME``.
 """
@@ -21,46 +36,48 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
-import os
-import shutil
+import random
+import signal
 import sys
-import tempfile
+import time
 from collections.abc import Sequence
-from pathlib import Path
+from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
-import faust
-from mode import CrashingSupervisor
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener
+from aiokafka.errors import KafkaError, ProducerFenced
+from aiokafka.structs import TopicPartition
 
+from agents.metrics import EdgeStats, RouterCollector, serve_metrics
 from agents.routing import DEFAULT_MAX_ENVELOPE_BYTES, Outgoing, Router
+from agents.validation import DELIVERY_FAILED
 from firelake.config import ConfigError, FirelakeConfig, load_config
 from firelake.log import setup_logging
+from streams.envelope import HEADER_COUNT, decode
 
 __all__ = [
-    "DEFAULT_MAX_INFLIGHT",
-    "DRAIN_TIMEOUT_SECONDS",
     "STATS_INTERVAL_SECONDS",
     "DeliveryError",
+    "RouterWorker",
     "app_id",
-    "build_app",
     "main",
     "run_router",
+    "transactional_id",
 ]
 
 log = logging.getLogger("firelake.router")
 
-#: Most raw messages whose outgoing envelopes may await Kafka's acknowledgement at once.
-DEFAULT_MAX_INFLIGHT = 64
-#: How long a stopping agent waits for in-flight deliveries before giving up on them
-#: (their inputs stay uncommitted and are routed again by the next worker).
-DRAIN_TIMEOUT_SECONDS = 10.0
-#: How often the agent logs its counters.
+#: How often the worker logs its counters.
 STATS_INTERVAL_SECONDS = 60.0
+#: Largest fetch per partition: a few full envelopes.
+_FETCH_BYTES = 8 * 1024 * 1024
 
 
 class DeliveryError(RuntimeError):
-    """Kafka did not accept an outgoing envelope; names the source message and the cause."""
+    """Kafka did not accept a batch even after its retries and its DLQ fallback."""
 
     def __init__(self, topic: str, partition: int, offset: int, cause: BaseException) -> None:
         self.topic = topic
@@ -73,183 +90,406 @@ class DeliveryError(RuntimeError):
 
 
 def app_id(router_name: str) -> str:
-    """The Faust app id of a router, which is also its Kafka consumer group."""
+    """The consumer group of a router (also the prefix of its transactional ids)."""
     return f"firelake-router-{router_name}"
 
 
-class _DeliveryWindow:
-    """Outgoing envelopes awaiting Kafka, per raw message; acks the message when all land.
+def transactional_id(router_name: str, topic: str, partition: int) -> str:
+    """The transactional id owning one source partition's output (stable across workers)."""
+    return f"{app_id(router_name)}-{topic}-{partition}"
 
-    Bounded by a semaphore of ``max_inflight`` raw messages: the agent stops reading when
-    the window is full, which is the back pressure Faust's stream buffer passes upstream.
-    """
 
-    def __init__(self, app: faust.App, max_inflight: int) -> None:
-        self.app = app
-        self.slots = asyncio.Semaphore(max_inflight)
-        self.pending: set[asyncio.Future[Any]] = set()
-        self.failure: DeliveryError | None = None
-        self.crashing: asyncio.Future[Any] | None = None
+def _event_count(headers: Sequence[tuple[str, bytes]] | None) -> int:
+    for name, value in headers or ():
+        if name == HEADER_COUNT:
+            try:
+                return max(1, int(value))
+            except ValueError:
+                return 1
+    return 1
 
-    async def send(self, event: Any, outgoing: Sequence[Outgoing]) -> None:
-        """Send one raw message's envelopes; its ack follows their delivery."""
-        if self.failure is not None:
-            raise self.failure
-        message = event.message
-        if not outgoing:  # cannot happen for a routed message, but an empty one needs an ack
-            event.ack()
+
+@dataclass
+class _Routed:
+    """One raw message and what the router made of it."""
+
+    record: Any
+    outgoing: list[Outgoing]
+
+
+@dataclass
+class _Pending:
+    """Records read from one partition, not yet routed."""
+
+    records: list[Any] = field(default_factory=list)
+    events: int = 0
+    since: float = 0.0
+
+
+class _Listener(ConsumerRebalanceListener):
+    def __init__(self, worker: RouterWorker) -> None:
+        self.worker = worker
+
+    async def on_partitions_revoked(self, revoked: Any) -> None:
+        await self.worker.on_revoked(set(revoked))
+
+    async def on_partitions_assigned(self, assigned: Any) -> None:
+        await self.worker.on_assigned(set(assigned))
+
+
+class RouterWorker:
+    """One worker process of a router: consume, route, deliver transactionally."""
+
+    def __init__(
+        self,
+        config: FirelakeConfig,
+        router_name: str,
+        bootstrap: str | None = None,
+        *,
+        router: Router | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.router = router or Router(config, router_name)
+        self.spec = self.router.spec
+        self.name = router_name
+        self.group = app_id(router_name)
+        self.bootstrap = bootstrap or config.kafka.bootstrap
+        if not self.bootstrap:
+            raise ValueError(
+                f"{config.source}: kafka.bootstrap is empty; start the broker first or set "
+                "FIRELAKE_KAFKA_BOOTSTRAP"
+            )
+        self.client_id = f"{config.kafka.client_id}-router-{router_name}"
+        self.policy = self.router.policy
+        self.rng = rng or random.Random()
+        self.edge = EdgeStats()
+        self.collector = RouterCollector(router_name, self.router.stats, self.edge)
+        self.consumer: AIOKafkaConsumer | None = None
+        self.producers: dict[TopicPartition, AIOKafkaProducer] = {}
+        self.pending: dict[TopicPartition, _Pending] = {}
+        # Held while batches are routed and committed: a rebalance waits for them, so a
+        # revoked partition never has a transaction in flight when its new owner starts.
+        self.lock = asyncio.Lock()
+
+    # ------------------------------------------------------------------ rebalance
+
+    async def on_revoked(self, revoked: set[TopicPartition]) -> None:
+        async with self.lock:
+            for tp in revoked:
+                self.pending.pop(tp, None)  # read, not committed: the next owner reads it
+                producer = self.producers.pop(tp, None)
+                if producer is not None:
+                    await producer.stop()
+                if self.router.dedup is not None:
+                    self.router.dedup.drop_partition(tp.topic, tp.partition)
+            if revoked:
+                log.info("router %s: revoked %s", self.name, sorted(map(tuple, revoked)))
+
+    async def on_assigned(self, assigned: set[TopicPartition]) -> None:
+        log.info("router %s: assigned %s", self.name, sorted(map(tuple, assigned)))
+        consumer = self.consumer
+        if consumer is None or self.spec.starting_position != "AT_TIMESTAMP" or not assigned:
             return
-        await self.slots.acquire()
-        try:
-            producer = self.app.producer
+        fresh = [tp for tp in assigned if await consumer.committed(tp) is None]
+        if not fresh:
+            return
+        moment = datetime.fromisoformat(self.spec.starting_timestamp)
+        stamp = int(moment.timestamp() * 1000)
+        found = await consumer.offsets_for_times({tp: stamp for tp in fresh})
+        ends = await consumer.end_offsets(fresh)
+        for tp in fresh:
+            meta = found.get(tp)
+            consumer.seek(tp, meta.offset if meta is not None else ends[tp])
+
+    # ------------------------------------------------------------------ delivery
+
+    async def _producer(self, tp: TopicPartition) -> AIOKafkaProducer:
+        producer = self.producers.get(tp)
+        if producer is None:
+            producer = AIOKafkaProducer(
+                bootstrap_servers=self.bootstrap,
+                client_id=self.client_id,
+                transactional_id=transactional_id(self.name, tp.topic, tp.partition),
+                enable_idempotence=True,
+                acks="all",
+                linger_ms=5,
+                max_batch_size=DEFAULT_MAX_ENVELOPE_BYTES + 64 * 1024,
+                max_request_size=1024 * 1024,
+            )
+            # start() initialises the transactional id: aborts a dead owner's open
+            # transaction and fences it, before this worker writes anything.
+            await producer.start()
+            self.producers[tp] = producer
+        return producer
+
+    async def _transaction(
+        self, producer: AIOKafkaProducer, tp: TopicPartition, out: list[Outgoing], next_offset: int
+    ) -> list[BaseException | None]:
+        """One transaction: every message and the source offset; per-message errors.
+
+        Raises when the transaction did not commit; the list says which sends failed.
+        """
+        errors: list[BaseException | None] = [None] * len(out)
+        async with producer.transaction():
             futures = [
                 await producer.send(
-                    o.stream,
-                    key=o.key,
-                    value=o.value,
-                    partition=o.partition,
-                    timestamp=None,
-                    headers=o.headers,
+                    o.stream, o.value, key=o.key, partition=o.partition, headers=o.headers
                 )
-                for o in outgoing
+                for o in out
             ]
-        except BaseException as exc:
-            self.slots.release()
-            if isinstance(exc, Exception):
-                raise DeliveryError(message.topic, message.partition, message.offset, exc) from exc
-            raise
-        together = asyncio.gather(*futures)
-        self.pending.add(together)
-        together.add_done_callback(lambda done: self._delivered(event, done))
+            results = await asyncio.gather(*futures, return_exceptions=True)
+            for index, result in enumerate(results):
+                if isinstance(result, BaseException):
+                    errors[index] = result
+            if any(errors):
+                raise _SendFailed(errors)
+            await producer.send_offsets_to_transaction({tp: next_offset}, self.group)
+        return errors
 
-    def _delivered(self, event: Any, done: asyncio.Future[Any]) -> None:
-        self.pending.discard(done)
-        self.slots.release()
-        if done.cancelled():
-            return  # shutting down: the input stays unacked and is routed again later
-        exc = done.exception()
-        if exc is None:
-            event.ack()
-            return
-        message = event.message
-        failure = DeliveryError(message.topic, message.partition, message.offset, exc)
-        log.error("%s", failure)
-        if self.failure is None:
-            self.failure = failure
-            # The agent may be idle, waiting for input: crash the worker from here so it
-            # does not sit on an unacked message (Faust would wait for it forever).
-            # (Kept apart from ``pending``: drain() must not wait for the crash itself.)
-            self.crashing = asyncio.ensure_future(self.app.crash(failure))
-
-    async def drain(self, timeout: float) -> None:
-        """Wait (bounded) for in-flight deliveries so their inputs get acked before commit."""
-        waiting = [f for f in self.pending if not f.done()]
-        if waiting:
-            _done, late = await asyncio.wait(waiting, timeout=timeout)
-            if late:
+    async def _deliver(self, tp: TopicPartition, routed: list[_Routed]) -> None:
+        """Commit one partition's batch with retries, then its DLQ fallback."""
+        out = [o for r in routed for o in r.outgoing]
+        next_offset = routed[-1].record.offset + 1
+        first_attempt = self.router.dead_letters.now()
+        retries = 0
+        while True:
+            producer = await self._producer(tp)
+            try:
+                await self._transaction(producer, tp, out, next_offset)
+                self.edge.batches += 1
+                return
+            except ProducerFenced:
+                # A newer worker owns this partition now: it re-reads what we did not commit.
+                log.warning("router %s: fenced on %s; leaving it", self.name, tuple(tp))
+                self.producers.pop(tp, None)
+                await producer.stop()
+                return
+            except (KafkaError, _SendFailed, OSError) as exc:
+                failure = exc
+            oldest = min((r.record.timestamp for r in routed), default=None)
+            if self.policy.may_retry(retries) and not self.policy.too_old(oldest, time.time()):
+                delay = self.policy.delay(retries, self.rng)
+                retries += 1
+                self.edge.retries += 1
                 log.warning(
-                    "%d raw messages still awaiting delivery after %.0fs; they will be "
-                    "routed again",
-                    len(late),
-                    timeout,
+                    "router %s: batch from %s[%d] failed (%s); retry %d in %.2fs",
+                    self.name,
+                    tp.topic,
+                    tp.partition,
+                    _describe(failure),
+                    retries,
+                    delay,
                 )
+                await self._reset(tp, producer)
+                await asyncio.sleep(delay)
+                continue
+            break
+        # Out of budget: dead-letter only the events of the refused messages.
+        self.edge.delivery_failures += 1
+        failed = failure.errors if isinstance(failure, _SendFailed) else [failure] * len(out)
+        replacement = self._dead_letter_failed(routed, failed, retries + 1, first_attempt)
+        await self._reset(tp, producer)
+        producer = await self._producer(tp)
+        try:
+            await self._transaction(producer, tp, replacement, next_offset)
+            self.edge.batches += 1
+        except (KafkaError, _SendFailed, OSError) as exc:
+            first = routed[0].record
+            raise DeliveryError(tp.topic, tp.partition, first.offset, exc) from exc
 
+    async def _reset(self, tp: TopicPartition, producer: AIOKafkaProducer) -> None:
+        """Replace a producer whose transaction failed: the next one starts clean.
 
-def build_app(
-    config: FirelakeConfig,
-    router_name: str,
-    bootstrap: str | None = None,
-    *,
-    max_inflight: int = DEFAULT_MAX_INFLIGHT,
-    datadir: str | os.PathLike[str] | None = None,
-    router: Router | None = None,
-) -> faust.App:
-    """A Faust app running router ``router_name`` of ``config`` against ``bootstrap``.
+        (Re-initialising the transactional id aborts whatever the failed one left open,
+        whether its error was abortable or fatal.)
+        """
+        self.producers.pop(tp, None)
+        with contextlib.suppress(Exception):
+            await producer.stop()
 
-    ``bootstrap`` defaults to ``config.kafka.bootstrap`` (comma-separated host:port list).
-    ``datadir`` is Faust's scratch folder (nothing is stored there: tables are in memory);
-    by default a fresh temporary folder. ``router`` lets tests inject a prepared Router.
-    """
-    router = router or Router(config, router_name)
-    spec = router.spec
-    bootstrap = bootstrap or config.kafka.bootstrap
-    if not bootstrap:
-        raise ValueError(
-            f"{config.source}: kafka.bootstrap is empty; start the broker first or set "
-            "FIRELAKE_KAFKA_BOOTSTRAP"
+    def _dead_letter_failed(
+        self,
+        routed: list[_Routed],
+        errors: list[BaseException | None],
+        attempts: int,
+        first_attempt: str,
+    ) -> list[Outgoing]:
+        """The batch's messages with every refused one replaced by DLQ records."""
+        keep: list[Outgoing] = []
+        dead: list[Outgoing] = []
+        position = 0
+        now = self.router.dead_letters.now()
+        for item in routed:
+            record = item.record
+            envelope = None
+            records: list[dict[str, Any]] = []
+            for o in item.outgoing:
+                error = errors[position]
+                position += 1
+                if error is None:
+                    keep.append(o)
+                    continue
+                if envelope is None:
+                    envelope = decode(record.value, record.headers, record.key)
+                for index in dict.fromkeys(o.origins):
+                    records.append(
+                        self.router.dead_letters.record(
+                            envelope.lines[index],
+                            DELIVERY_FAILED,
+                            f"{o.stream}[{o.partition}] refused: {_describe(error)}",
+                            source_topic=record.topic,
+                            source_partition=record.partition,
+                            source_offset=record.offset,
+                            source_index=index,
+                            failed_at=now,
+                            attempts=attempts,
+                            first_attempt_at=first_attempt,
+                            source_key=envelope.key_at(index),
+                        )
+                    )
+            counts = self.router.stats.dead_lettered
+            counts[DELIVERY_FAILED] = counts.get(DELIVERY_FAILED, 0) + len(records)
+            self.router.emit_dead(records, record.partition, dead)
+        return keep + dead
+
+    # ------------------------------------------------------------------ the loop
+
+    def _route(self, tp: TopicPartition, records: list[Any]) -> list[_Routed]:
+        route = self.router.route
+        routed = []
+        for record in records:
+            outgoing = route(
+                record.value,
+                record.headers,
+                record.key,
+                record.topic,
+                record.partition,
+                record.offset,
+                record.timestamp,
+            )
+            routed.append(_Routed(record, outgoing))
+        if records:
+            last = records[-1]
+            self.edge.age_s[(tp.topic, tp.partition)] = max(
+                0.0, time.time() - last.timestamp / 1000.0
+            )
+        return routed
+
+    async def _flush(self, ready: list[TopicPartition]) -> None:
+        async def one(tp: TopicPartition) -> None:
+            pending = self.pending.pop(tp)
+            routed = self._route(tp, pending.records)
+            await self._deliver(tp, routed)
+
+        await asyncio.gather(*(one(tp) for tp in ready))
+
+    def _update_lag(self, batches: dict[TopicPartition, list[Any]]) -> None:
+        """Lag of each partition just read: its high watermark minus the next offset."""
+        consumer = self.consumer
+        assert consumer is not None
+        for tp, records in batches.items():
+            high = consumer.highwater(tp)
+            if high is not None and records:
+                self.edge.lag[(tp.topic, tp.partition)] = max(0, high - records[-1].offset - 1)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Route until ``stop`` is set; then commit what was routed and leave the group."""
+        spec = self.spec
+        self.consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.bootstrap,
+            group_id=self.group,
+            client_id=self.client_id,
+            enable_auto_commit=False,
+            auto_offset_reset="latest" if spec.starting_position == "LATEST" else "earliest",
+            # Upstream routers (pipes and filters) and redrives write transactionally.
+            isolation_level="read_committed",
+            max_partition_fetch_bytes=_FETCH_BYTES,
+            fetch_max_bytes=4 * _FETCH_BYTES,
         )
-    if max_inflight < 1:
-        raise ValueError(f"max_inflight must be >= 1, got {max_inflight}")
-    brokers = [f"kafka://{address.strip()}" for address in bootstrap.split(",") if address.strip()]
-    if datadir is None:
-        datadir = tempfile.mkdtemp(prefix=f"{app_id(router_name)}-")
-    app = faust.App(
-        app_id(router_name),
-        broker=brokers,
-        store="memory://",
-        datadir=str(datadir),
-        web_enabled=False,
-        # Our topics are created by streams/topics with their configured partitions and
-        # retention: Faust must never declare topics, nor make its leader-election topic.
-        topic_allow_declare=False,
-        topic_disable_leader=True,
-        key_serializer="raw",
-        value_serializer="raw",
-        consumer_auto_offset_reset="earliest",
-        producer_acks=-1,
-        producer_linger=0.005,
-        # Envelopes are up to DEFAULT_MAX_ENVELOPE_BYTES plus headers; Kafka's default
-        # message.max.bytes (1 MiB) is the real ceiling.
-        producer_max_request_size=1024 * 1024,
-        producer_max_batch_size=DEFAULT_MAX_ENVELOPE_BYTES + 64 * 1024,
-        # One raw message holds hundreds of events: a small buffer bounds memory.
-        stream_buffer_maxsize=256,
-        broker_commit_interval=1.0,
-        agent_supervisor=CrashingSupervisor,
-    )
-    source = app.topic(
-        spec.source,
-        key_serializer="raw",
-        value_serializer="raw",
-        allow_empty=True,  # a tombstone is bad data for the DLQ, not a reason to crash
-    )
-
-    async def route(stream: faust.StreamT) -> None:
-        window = _DeliveryWindow(app, max_inflight)
+        self.consumer.subscribe(list(spec.sources), listener=_Listener(self))
+        await self.consumer.start()
         log.info(
-            "router %s: reading %s as group %s; routes %s; dead letters to %s",
-            router_name,
-            spec.source,
-            app_id(router_name),
+            "router %s: reading %s as group %s; routes %s; rules %d; filters %d; DLQ %s",
+            self.name,
+            ", ".join(spec.sources),
+            self.group,
             dict(spec.routes),
+            len(spec.rules),
+            len(spec.filters),
             spec.dlq,
         )
+        window = spec.batch_window_seconds
+        next_stats = time.monotonic() + STATS_INTERVAL_SECONDS
         try:
-            async for event in stream.noack().events():
-                message = event.message
-                stamp = message.timestamp
-                outgoing = router.route(
-                    message.value,
-                    message.headers,
-                    message.key,
-                    message.topic,
-                    message.partition,
-                    message.offset,
-                    # Faust turns the record's epoch ms into float seconds; round it back.
-                    round(stamp * 1000) if stamp is not None else None,
-                )
-                await window.send(event, outgoing)
+            while not stop.is_set():
+                wait_ms = int(window * 1000) if not self.pending else 10
+                batches = await self.consumer.getmany(timeout_ms=max(10, wait_ms))
+                now = time.monotonic()
+                async with self.lock:
+                    assigned = self.consumer.assignment()
+                    for tp, records in batches.items():
+                        if tp not in assigned:
+                            continue
+                        pending = self.pending.get(tp)
+                        if pending is None:
+                            pending = self.pending[tp] = _Pending(since=now)
+                        pending.records.extend(records)
+                        pending.events += sum(_event_count(r.headers) for r in records)
+                    ready = [
+                        tp
+                        for tp, p in self.pending.items()
+                        if p.events >= spec.batch_size or now - p.since >= window
+                    ]
+                    if ready:
+                        await self._flush(ready)
+                self._update_lag(batches)
+                if now >= next_stats:
+                    next_stats = now + STATS_INTERVAL_SECONDS
+                    log.info("router %s: %s %s", self.name, self.router.stats, self.edge)
+            # A clean stop routes and commits what was read, so a restart repeats nothing.
+            async with self.lock:
+                if self.pending:
+                    await self._flush(list(self.pending))
         finally:
-            await window.drain(DRAIN_TIMEOUT_SECONDS)
-            log.info("router %s stopping: %s", router_name, router.stats)
+            log.info("router %s stopping: %s", self.name, self.router.stats)
+            with contextlib.suppress(Exception):
+                await self.consumer.stop()
+            for producer in list(self.producers.values()):
+                with contextlib.suppress(Exception):
+                    await producer.stop()
+            self.producers.clear()
+            if self.router.transform is not None:
+                self.router.transform.close()
 
-    app.agent(source, name=f"router-{router_name}", supervisor_strategy=CrashingSupervisor)(route)
 
-    @app.timer(STATS_INTERVAL_SECONDS)
-    async def report() -> None:
-        log.info("router %s: %s", router_name, router.stats)
+class _SendFailed(Exception):
+    """Some sends of a transaction failed; ``errors`` holds each message's error or None."""
 
-    return app
+    def __init__(self, errors: list[BaseException | None]) -> None:
+        self.errors = errors
+        first = next(e for e in errors if e is not None)
+        super().__init__(f"{sum(e is not None for e in errors)} sends failed, first: {first!r}")
+
+
+def _describe(error: BaseException | None) -> str:
+    if isinstance(error, _SendFailed):
+        error = next(e for e in error.errors if e is not None)
+    return f"{type(error).__name__}: {error}"
+
+
+async def serve_router(
+    config: FirelakeConfig, router_name: str, bootstrap: str | None = None
+) -> None:
+    """Run one worker until SIGTERM/SIGINT (raises DeliveryError on a lost batch)."""
+    worker = RouterWorker(config, router_name, bootstrap)
+    spec = worker.spec
+    if spec.metrics_port:
+        serve_metrics(worker.collector, spec.metrics_port, tries=max(spec.workers, 2))
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await worker.run(stop)
 
 
 def run_router(
@@ -259,32 +499,20 @@ def run_router(
     *,
     loglevel: str = "info",
 ) -> int:
-    """Run the router's Faust worker in this process until SIGTERM/SIGINT; its exit code."""
-    datadir = Path(tempfile.mkdtemp(prefix=f"{app_id(router_name)}-"))
+    """Run a router worker in this process until SIGTERM/SIGINT; its exit code."""
+    del loglevel  # logging is set up by the caller (firelake.log)
     try:
-        app = build_app(config, router_name, bootstrap, datadir=datadir)
-        worker = faust.Worker(
-            app,
-            loglevel=loglevel,
-            quiet=True,
-            redirect_stdouts=False,
-            override_logging=False,
-        )
-        # The terminal spinner writes cursor escapes into log files; firelake logs instead.
-        worker.spinner = None
-        try:
-            worker.execute_from_commandline()
-        except SystemExit as exc:
-            return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-        return 0
-    finally:
-        shutil.rmtree(datadir, ignore_errors=True)
+        asyncio.run(serve_router(config, router_name, bootstrap))
+    except DeliveryError as exc:
+        log.error("%s", exc)
+        return 1
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m agents.router --config FILE --router NAME``."""
     parser = argparse.ArgumentParser(
-        prog="python -m agents.router", description="Run one Firelake router agent."
+        prog="python -m agents.router", description="Run one Firelake router worker."
     )
     parser.add_argument("--config", help="Firelake TOML file (default: firelake.toml or example)")
     parser.add_argument("--router", required=True, help="Router name (key under [routers])")
@@ -303,9 +531,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"firelake router: {exc}", file=sys.stderr)
         return 2
     try:
-        return run_router(
-            config, args.router, args.bootstrap, loglevel=(args.log_level or "info").lower()
-        )
+        return run_router(config, args.router, args.bootstrap)
     except ValueError as exc:
         print(f"firelake router: {exc}", file=sys.stderr)
         return 2

@@ -25,11 +25,18 @@ from typing import Any
 
 import orjson
 
-from agents.dlq import DEFAULT_MAX_PAYLOAD_BYTES, DeadLetters, dlq_line
+from agents.dedup import DedupWindow
+from agents.dlq import DEFAULT_MAX_PAYLOAD_BYTES, DeadLetters, dlq_line, redrive_state
+from agents.enrich import date_hour, stable_event_id
+from agents.filters import compile_pattern, compile_patterns
+from agents.retry import RetryPolicy
+from agents.transform import Ok, ProcessingFailed, TransformRunner, load_transform
 from agents.validation import (
     ENVELOPE_ERROR,
     NO_ROUTE,
+    PROCESSING_FAILED,
     TOO_LARGE,
+    TOO_OLD,
     ValidationError,
     Validator,
     canonical_to_epoch_ms,
@@ -47,6 +54,7 @@ __all__ = [
     "Outgoing",
     "Router",
     "RouterStats",
+    "policy_of",
 ]
 
 #: Most events in one outgoing envelope.
@@ -67,6 +75,8 @@ class Outgoing:
     value: bytes
     headers: list[tuple[str, bytes]] | None
     key: bytes | None
+    #: Index in the incoming message of each event line (to dead-letter a failed delivery).
+    origins: tuple[int, ...] = ()
 
 
 @dataclass
@@ -80,6 +90,9 @@ class RouterStats:
     messages: int = 0
     events_in: int = 0
     routed: int = 0
+    filtered: int = 0
+    duplicates: int = 0
+    dropped: int = 0
     dead_lettered: dict[str, int] = field(default_factory=dict)
 
     @property
@@ -102,6 +115,7 @@ class _Group:
     validator: Validator | None
     time_field: str
     destinations: tuple[_Destination, ...]
+    stamps_date: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,20 +123,32 @@ class _Route:
     groups: tuple[_Group, ...]
     stamps_receive_time: bool
     fan_out: bool
+    targets: tuple[str, ...] = ()
 
 
 class _Buffer:
     """Event lines bound for one (stream, partition), sealed into bounded envelopes."""
 
-    __slots__ = ("keyed", "keys", "lines", "size", "tmax", "tmin")
+    __slots__ = ("keyed", "keys", "lines", "origins", "size", "tmax", "tmin")
 
     def __init__(self, keyed: bool) -> None:
         self.keyed = keyed
         self.lines: list[bytes] = []
+        self.origins: list[int] = []
         self.keys: list[str] = []
         self.size = 0
         self.tmin = ""
         self.tmax = ""
+
+
+def policy_of(spec: RouterConfig) -> RetryPolicy:
+    """The retry budget a router's configuration declares."""
+    return RetryPolicy(
+        max_attempts=spec.max_retry_attempts,
+        base_delay_s=spec.retry_base_seconds,
+        max_delay_s=spec.retry_max_seconds,
+        max_record_age_s=spec.max_record_age_seconds,
+    )
 
 
 @functools.lru_cache(maxsize=65_536)
@@ -143,6 +169,8 @@ class Router:
         max_envelope_bytes: int = DEFAULT_MAX_ENVELOPE_BYTES,
         max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
         clock: Callable[[], float] = time.time,
+        dedup: DedupWindow | None = None,
+        transform: TransformRunner | None = None,
     ) -> None:
         spec = config.routers.get(name)
         if spec is None:
@@ -159,6 +187,33 @@ class Router:
         self.clock = clock
         self.dead_letters = DeadLetters(name, clock, max_payload_bytes)
         self.stats = RouterStats()
+        self.policy = policy_of(spec)
+        self.dedup = (
+            dedup
+            if dedup is not None
+            else DedupWindow(spec.dedup_window_seconds, spec.dedup_max_ids)
+        )
+        if not self.dedup.enabled:
+            self.dedup = None
+        if transform is None and spec.transform:
+            transform = TransformRunner(
+                load_transform(spec.transform),
+                mode=spec.transform_mode,
+                timeout_s=spec.transform_timeout_seconds,
+                bisect=spec.bisect_on_error,
+                policy=self.policy,
+            )
+        self.transform = transform
+        self._config = config
+        self._filter = compile_patterns(spec.filters, f"routers.{name}.filters")
+        self._rules = tuple(
+            (compile_pattern(pattern, f"routers.{name}.rules[{i}]"), targets)
+            for i, (pattern, targets) in enumerate(spec.rules)
+        )
+        self._rule_plans: dict[tuple[str, ...], _Route] = {}
+        self._id_field = spec.event_id_field
+        self._date_field = spec.date_field
+        self._hour_field = spec.hour_field
         self._route_field = spec.route_field
         self._receive_field = spec.receive_time_field
         self._known_routes = ", ".join(sorted(spec.routes))
@@ -180,14 +235,40 @@ class Router:
                 time_field = schema.time_field if schema is not None else ""
                 by_schema[slot] = (validator, time_field, [])
             by_schema[slot][2].append(destination)
-        groups = tuple(_Group(v, t, tuple(d)) for v, t, d in by_schema.values())
+        groups = tuple(
+            _Group(v, t, tuple(d), bool(t) and self._declares_date(v))
+            for v, t, d in by_schema.values()
+        )
         stamps = bool(self._receive_field) and any(
             g.validator is not None and g.validator.schema.field_named(self._receive_field)
             for g in groups
         )
-        return _Route(groups, stamps, len(groups) > 1)
+        return _Route(groups, stamps, len(groups) > 1, tuple(targets))
+
+    def _declares_date(self, validator: Validator | None) -> bool:
+        if validator is None:
+            return False
+        schema = validator.schema
+        return any(
+            bool(name) and schema.field_named(name) is not None
+            for name in (self._date_field, self._hour_field)
+        )
 
     # ------------------------------------------------------------------ routing
+
+    def _targets_plan(self, value: Any, event: dict[str, Any]) -> _Route | None:
+        """The plan for an event: its route value's streams plus every matching rule's."""
+        plan = self._routes.get(value) if type(value) is str else None
+        if not self._rules:
+            return plan
+        extra = tuple(t for matcher, targets in self._rules if matcher(event) for t in targets)
+        if not extra:
+            return plan
+        targets = (plan.targets if plan is not None else ()) + extra
+        cached = self._rule_plans.get(targets)
+        if cached is None:
+            cached = self._rule_plans[targets] = self._plan(self._config, targets)
+        return cached
 
     def route(
         self,
@@ -199,15 +280,22 @@ class Router:
         offset: int,
         timestamp_ms: int | None,
     ) -> list[Outgoing]:
-        """The messages to send for one incoming message, typed envelopes first, then DLQ."""
+        """The messages to send for one incoming message, typed envelopes first, then DLQ.
+
+        Per event, in order: parse; filter (EventBridge patterns; no match: skipped); event
+        id and idempotency window (a repeat is skipped); the user transform (Firehose
+        semantics); route by value and rules; enrich; validate per destination schema.
+        """
         stats = self.stats
         stats.messages += 1
         out: list[Outgoing] = []
-        buffers: dict[tuple[str, int], _Buffer] = {}
         dead: list[dict[str, Any]] = []
         failed_at = ""
+        attempts, first_attempt = redrive_state(headers)
 
-        def dead_letter(payload: bytes, index: int, error_type: str, reason: str) -> None:
+        def dead_letter(
+            payload: bytes, index: int, error_type: str, reason: str, event_key: str | None
+        ) -> None:
             nonlocal failed_at
             if not failed_at:  # one clock read per message, not per bad event
                 failed_at = self.dead_letters.now()
@@ -221,6 +309,9 @@ class Router:
                     source_offset=offset,
                     source_index=index,
                     failed_at=failed_at,
+                    attempts=attempts,
+                    first_attempt_at=first_attempt,
+                    source_key=event_key,
                 )
             )
             counts = stats.dead_lettered
@@ -229,40 +320,88 @@ class Router:
         try:
             envelope = decode(value, headers, key)
         except EnvelopeError as exc:
-            dead_letter(value or b"", -1, ENVELOPE_ERROR, f"envelope: {exc}")
-            self._emit_dead(dead, partition, out)
+            key_text = key.decode("utf-8", "replace") if key is not None else None
+            dead_letter(value or b"", -1, ENVELOPE_ERROR, f"envelope: {exc}", key_text)
+            self.emit_dead(dead, partition, out)
             return out
 
         lines = envelope.lines
         keys = envelope.keys
-        keyed = keys is not None
         stats.events_in += len(lines)
-        receive_time = self._receive_time(timestamp_ms)
-        route_field = self._route_field
-        receive_field = self._receive_field
-        routes = self._routes
-        max_bytes = self.max_envelope_bytes
-        routed = 0
+        if self.policy.too_old(timestamp_ms, self.clock()):
+            # Lambda's MaximumRecordAgeInSeconds: a record this old is not processed.
+            age = self.clock() - (timestamp_ms or 0) / 1000.0
+            limit = self.policy.max_record_age_s
+            reason = f"record is {age:.0f}s old; max_record_age_seconds is {limit:g}"
+            for index, line in enumerate(lines):
+                dead_letter(line, index, TOO_OLD, reason, keys[index] if keys else None)
+            self.emit_dead(dead, partition, out)
+            return out
 
+        # Phase 1: parse, filter, deduplicate.
+        # (index, line, key, event, pristine: the event is exactly its line's JSON)
+        accepted: list[tuple[int, bytes, str | None, dict[str, Any], bool]] = []
+        matches = self._filter
+        id_field = self._id_field
+        dedup = self.dedup
         for index, line in enumerate(lines):
             event_key = keys[index] if keys is not None else None
             try:
                 event = parse_event(line)
             except ValidationError as exc:
-                dead_letter(line, index, exc.error_type, exc.reason)
+                dead_letter(line, index, exc.error_type, exc.reason, event_key)
                 continue
+            if matches is not None and not matches(event):
+                stats.filtered += 1
+                continue
+            pristine = True
+            if id_field:
+                event_id = event.get(id_field)
+                if type(event_id) is not str or not event_id:
+                    event_id = event[id_field] = stable_event_id(line)
+                    pristine = False
+                if dedup is not None and not dedup.check(topic, partition, event_id):
+                    stats.duplicates += 1
+                    continue
+            accepted.append((index, line, event_key, event, pristine))
+
+        # Phase 2: the user transform, Firehose style.
+        if self.transform is not None and accepted:
+            results = self.transform([item[3] for item in accepted])
+            kept = []
+            for item, result in zip(accepted, results, strict=True):
+                if isinstance(result, Ok):
+                    kept.append((item[0], item[1], item[2], result.event, False))
+                elif isinstance(result, ProcessingFailed):
+                    dead_letter(item[1], item[0], PROCESSING_FAILED, result.message, item[2])
+                else:
+                    stats.dropped += 1
+            accepted = kept
+
+        # Phase 3: route, enrich, validate, pack envelopes.
+        buffers: dict[tuple[str, int], _Buffer] = {}
+        receive_time = self._receive_time(timestamp_ms)
+        route_field = self._route_field
+        receive_field = self._receive_field
+        date_field, hour_field = self._date_field, self._hour_field
+        max_bytes = self.max_envelope_bytes
+        keyed = keys is not None
+        routed = 0
+        for index, line, event_key, event, pristine in accepted:
             route_value = event.get(route_field)
-            plan = routes.get(route_value) if type(route_value) is str else None
+            plan = self._targets_plan(route_value, event)
             if plan is None:
-                dead_letter(line, index, NO_ROUTE, self._no_route_reason(event, route_value))
+                reason = self._no_route_reason(event, route_value)
+                dead_letter(line, index, NO_ROUTE, reason, event_key)
                 continue
             if plan.stamps_receive_time:
                 event[receive_field] = receive_time
             key_cost = len(event_key) + 3 if event_key is not None else 0
             for group in plan.groups:
                 if group.validator is None:
-                    # A stream without a schema takes the event exactly as it came.
-                    data, when = line, ""
+                    # A stream without a schema takes the event as it came (plus its id).
+                    data = line if pristine else orjson.dumps(event)
+                    when = ""
                 else:
                     try:
                         checked = group.validator(event)
@@ -271,16 +410,26 @@ class Router:
                         if plan.fan_out:
                             streams = ", ".join(d.stream for d in group.destinations)
                             reason = f"for {streams}: {reason}"
-                        dead_letter(line, index, exc.error_type, reason)
+                        dead_letter(line, index, exc.error_type, reason, event_key)
                         continue
-                    data = orjson.dumps(checked)
                     when = checked.get(group.time_field, "") if group.time_field else ""
+                    if group.stamps_date and type(when) is str:
+                        parts = date_hour(when)
+                        if parts is not None:
+                            if checked is event:
+                                checked = dict(event)
+                            if date_field:
+                                checked[date_field] = parts[0]
+                            if hour_field:
+                                checked[hour_field] = parts[1]
+                    data = orjson.dumps(checked)
                 if len(data) + key_cost > max_bytes:
                     dead_letter(
                         line,
                         index,
                         TOO_LARGE,
                         f"event is {len(data)} bytes; envelopes hold at most {max_bytes}",
+                        event_key,
                     )
                     continue
                 for dest in group.destinations:
@@ -291,7 +440,9 @@ class Router:
                     routed += 1
                     if dest.single:
                         key_bytes = event_key.encode("utf-8") if event_key is not None else None
-                        out.append(Outgoing(dest.stream, dest_partition, data, None, key_bytes))
+                        out.append(
+                            Outgoing(dest.stream, dest_partition, data, None, key_bytes, (index,))
+                        )
                         continue
                     slot = (dest.stream, dest_partition)
                     buffer = buffers.get(slot)
@@ -305,6 +456,7 @@ class Router:
                         out.append(self._seal(dest.stream, dest_partition, buffer))
                         buffer = buffers[slot] = _Buffer(keyed)
                     buffer.lines.append(data)
+                    buffer.origins.append(index)
                     if event_key is not None:
                         buffer.keys.append(event_key)
                     buffer.size += cost
@@ -318,7 +470,7 @@ class Router:
         stats.routed += routed
         for (stream, dest_partition), buffer in buffers.items():
             out.append(self._seal(stream, dest_partition, buffer))
-        self._emit_dead(dead, partition, out)
+        self.emit_dead(dead, partition, out)
         return out
 
     def _receive_time(self, timestamp_ms: int | None) -> str:
@@ -345,9 +497,9 @@ class Router:
         time_max = canonical_to_epoch_ms(buffer.tmax) if buffer.tmax else 0
         value, headers = encode(buffer.lines, keys, time_min, time_max)
         message_key = keys[0].encode("utf-8") if keys else None
-        return Outgoing(stream, partition, value, headers, message_key)
+        return Outgoing(stream, partition, value, headers, message_key, tuple(buffer.origins))
 
-    def _emit_dead(self, dead: list[dict[str, Any]], partition: int, out: list[Outgoing]) -> None:
+    def emit_dead(self, dead: list[dict[str, Any]], partition: int, out: list[Outgoing]) -> None:
         """DLQ records go to the DLQ partition of their source partition, bounded envelopes."""
         if not dead:
             return

@@ -25,13 +25,16 @@ import orjson
 from firelake.config import Schema
 
 __all__ = [
+    "DELIVERY_FAILED",
     "ENVELOPE_ERROR",
     "ERROR_TYPES",
     "INVALID_JSON",
     "MISSING_FIELD",
     "NOT_AN_OBJECT",
     "NO_ROUTE",
+    "PROCESSING_FAILED",
     "TOO_LARGE",
+    "TOO_OLD",
     "WRONG_TYPE",
     "ValidationError",
     "Validator",
@@ -51,6 +54,9 @@ WRONG_TYPE = "wrong_type"
 NO_ROUTE = "no_route"
 ENVELOPE_ERROR = "envelope_error"
 TOO_LARGE = "too_large"
+TOO_OLD = "record_too_old"
+PROCESSING_FAILED = "processing_failed"
+DELIVERY_FAILED = "delivery_failed"
 
 #: Every error type a DLQ record may carry.
 ERROR_TYPES = (
@@ -61,6 +67,9 @@ ERROR_TYPES = (
     NO_ROUTE,
     ENVELOPE_ERROR,
     TOO_LARGE,
+    TOO_OLD,
+    PROCESSING_FAILED,
+    DELIVERY_FAILED,
 )
 
 _INT64_MIN = -(2**63)

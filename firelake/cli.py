@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
 import signal
 import sys
@@ -164,6 +165,51 @@ def cmd_router(args: argparse.Namespace) -> int:
     return run_router(config, args.name)
 
 
+def _dlq_stream(config: FirelakeConfig, name: str | None) -> str:
+    if name is None:
+        name = next((r.dlq for r in config.routers.values()), None)
+    if name is None or name not in config.streams:
+        raise ConfigError(config.source, "streams", f"no DLQ stream {name!r}")
+    return name
+
+
+def cmd_dlq(args: argparse.Namespace) -> int:
+    from agents.dlq_tools import Selection, read_dlq, redrive, summarize
+
+    config = _config(args)
+    stream = _dlq_stream(config, args.stream)
+    bootstrap = bootstrap_of(config)
+    selection = Selection(args.reason, args.since, args.until)
+    if args.action == "redrive":
+        report = redrive(
+            config, bootstrap, stream, selection, rate=args.rate, show_progress=not args.quiet
+        )
+        print(
+            f"redriven {report.redriven}; already redriven before {report.skipped_already}; "
+            f"not selected {report.not_selected}; {report.seconds:.1f}s"
+        )
+        return 0
+    partitions = config.streams[stream].partitions
+    records = [r for r in read_dlq(bootstrap, stream, partitions) if selection(r.record)]
+    if args.action == "ls":
+        print(f"{'count':>8}  {'error_type':<20} source stream")
+        for (error_type, topic), count in summarize(records).most_common():
+            print(f"{count:>8}  {error_type:<20} {topic}")
+        print(f"{len(records):>8}  total in {stream}")
+        return 0
+    for item in records[: args.limit]:
+        print(json.dumps(item.record, ensure_ascii=False))
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from agents.status import render, router_status
+
+    config = _config(args)
+    print(render(router_status(config, bootstrap_of(config))))
+    return 0
+
+
 def cmd_sink(args: argparse.Namespace) -> int:
     from sinks.sink import run_sinks
 
@@ -309,6 +355,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=None, help="override ingest.port (0: any free)")
     p = command("router", cmd_router, "run one router agent")
     p.add_argument("--name", required=True, help="router name from the configuration")
+    p = command("dlq", cmd_dlq, "list, show or redrive dead-lettered events")
+    p.add_argument("action", choices=["ls", "show", "redrive"])
+    p.add_argument("--stream", default=None, help="DLQ stream (default: the first router's)")
+    p.add_argument("--reason", default=None, help="only this error_type")
+    p.add_argument("--since", default=None, help="only failed_at >= this (canonical time)")
+    p.add_argument("--until", default=None, help="only failed_at < this (canonical time)")
+    p.add_argument("--limit", type=int, default=10, help="records `show` prints")
+    p.add_argument("--rate", type=float, default=1000.0, help="redrive events per second")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    command("status", cmd_status, "routers' consumer lag per partition and live counters")
     p = command("sink", cmd_sink, "run Parquet sinks")
     group = p.add_mutually_exclusive_group(required=True)
     group.add_argument("--name", help="sink name from the configuration")

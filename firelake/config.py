@@ -167,6 +167,48 @@ class RouterConfig:
     routes: Mapping[str, tuple[str, ...]] = setting({}, "Field value -> destination stream(s).")
     dlq: str = setting("dlq", "Stream that receives events that fail validation or have no route.")
     receive_time_field: str = setting("receive_time", "Field the router sets to the receive time.")
+    sources: tuple[str, ...] = setting(
+        (), "Every stream the router reads: 'source' may be a list (the first is 'source')."
+    )
+    rules: tuple[tuple[Mapping[str, Any], tuple[str, ...]], ...] = setting(
+        (), "Pattern routes: [[routers.N.rules]] pattern = {EventBridge}, streams = [...]."
+    )
+    filters: tuple[Mapping[str, Any], ...] = setting(
+        (), "EventBridge patterns; an event matching none is skipped and counted (empty: all)."
+    )
+    batch_size: int = setting(5000, "Most events per batch (one Kafka transaction), 1-100000.")
+    batch_window_seconds: float = setting(
+        0.2, "Longest a batch waits to fill before it is routed (Lambda batching window, 0-300)."
+    )
+    starting_position: str = setting(
+        "TRIM_HORIZON", "Where a new consumer group starts: TRIM_HORIZON, LATEST or AT_TIMESTAMP."
+    )
+    starting_timestamp: str = setting("", "ISO-8601 time for starting_position = AT_TIMESTAMP.")
+    event_id_field: str = setting(
+        "event_id", "Field holding the event id; set to a stable hash when missing ('' = off)."
+    )
+    date_field: str = setting("event_date", "Field set to the event's date (if a schema has it).")
+    hour_field: str = setting("event_hour", "Field set to the event's hour (if a schema has it).")
+    max_retry_attempts: int = setting(
+        3, "Retries of a failed batch before its events go to the DLQ (-1: unlimited)."
+    )
+    max_record_age_seconds: float = setting(
+        -1.0, "Records older than this (since they reached Kafka) go to the DLQ (-1: no limit)."
+    )
+    retry_base_seconds: float = setting(0.1, "First retry waits up to this (full jitter).")
+    retry_max_seconds: float = setting(5.0, "Longest wait between retries.")
+    bisect_on_error: bool = setting(True, "Split a failing transform batch to find the bad event.")
+    dedup_window_seconds: float = setting(
+        300.0, "A repeated event id within this many seconds is routed once (0: off)."
+    )
+    dedup_max_ids: int = setting(1_000_000, "Most event ids remembered per source partition.")
+    transform: str = setting("", "User transform 'module:function' (Firehose semantics), or ''.")
+    transform_mode: str = setting("batch", "'batch': f(list of events); 'event': f(event).")
+    transform_timeout_seconds: float = setting(5.0, "A transform call slower than this fails.")
+    workers: int = setting(1, "Worker processes `firelake up` runs for this router (one group).")
+    metrics_port: int = setting(
+        0, "Prometheus /metrics port on 127.0.0.1 (0: off; busy: the next free of port+workers)."
+    )
 
 
 @dataclass(frozen=True)
@@ -237,6 +279,9 @@ DLQ_SCHEMA = Schema(
         FieldSpec("attempts", "int", True),
         FieldSpec("payload", "string"),
         FieldSpec("payload_base64", "string"),
+        FieldSpec("first_attempt_at", "timestamp"),
+        FieldSpec("last_attempt_at", "timestamp"),
+        FieldSpec("source_key", "string"),
     ),
     time_field="failed_at",
 )
@@ -354,6 +399,82 @@ def _parse_routes(source: str, key: str, raw: Any) -> dict[str, tuple[str, ...]]
     return routes
 
 
+def _parse_sources(source: str, key: str, raw: Any) -> tuple[str, ...]:
+    if isinstance(raw, str) and raw:
+        return (raw,)
+    if isinstance(raw, list) and raw and all(isinstance(s, str) and s for s in raw):
+        return tuple(dict.fromkeys(raw))
+    _fail(source, key, "must be a stream name or a non-empty list of them")
+
+
+def _parse_patterns(source: str, key: str, raw: Any) -> tuple[Mapping[str, Any], ...]:
+    """EventBridge patterns, compiled once here so a bad one is refused at start."""
+    from agents.filters import PatternError, compile_pattern
+
+    if isinstance(raw, dict):
+        raw = [raw]
+    if not isinstance(raw, list):
+        _fail(source, key, "must be a pattern table or a list of them")
+    for index, pattern in enumerate(raw):
+        try:
+            compile_pattern(pattern, f"{key}[{index}]")
+        except PatternError as exc:
+            _fail(source, exc.path, exc.reason)
+    return tuple(types.MappingProxyType(dict(p)) for p in raw)
+
+
+def _parse_rules(
+    source: str, key: str, raw: Any
+) -> tuple[tuple[Mapping[str, Any], tuple[str, ...]], ...]:
+    if not isinstance(raw, list):
+        _fail(source, key, "must be an array of tables: [[routers.NAME.rules]]")
+    rules = []
+    for index, rule in enumerate(raw):
+        where = f"{key}[{index}]"
+        if not isinstance(rule, dict) or set(rule) != {"pattern", "streams"}:
+            _fail(source, where, "a rule has exactly 'pattern' and 'streams'")
+        (pattern,) = _parse_patterns(source, f"{where}.pattern", [rule["pattern"]])
+        targets = _parse_routes(source, where, {"streams": rule["streams"]})["streams"]
+        rules.append((pattern, targets))
+    return tuple(rules)
+
+
+def _check_router(source: str, key: str, spec: RouterConfig) -> None:
+    """Bounds of a router's settings (Lambda event source mapping limits where they exist)."""
+    _check_positive(source, f"{key}.batch_size", spec.batch_size, 1, 100_000)
+    _check_positive(source, f"{key}.batch_window_seconds", spec.batch_window_seconds, 0, 300)
+    _check_positive(source, f"{key}.max_retry_attempts", spec.max_retry_attempts, -1, 10_000)
+    if spec.max_record_age_seconds != -1:
+        _check_positive(
+            source, f"{key}.max_record_age_seconds", spec.max_record_age_seconds, 1, 604_800
+        )
+    _check_positive(source, f"{key}.retry_base_seconds", spec.retry_base_seconds, 0, 60)
+    _check_positive(
+        source, f"{key}.retry_max_seconds", spec.retry_max_seconds, spec.retry_base_seconds, 300
+    )
+    _check_positive(source, f"{key}.dedup_window_seconds", spec.dedup_window_seconds, 0, 86_400)
+    _check_positive(source, f"{key}.dedup_max_ids", spec.dedup_max_ids, 1, 100_000_000)
+    _check_positive(
+        source, f"{key}.transform_timeout_seconds", spec.transform_timeout_seconds, 0, 900
+    )
+    _check_positive(source, f"{key}.workers", spec.workers, 1, 64)
+    _check_positive(source, f"{key}.metrics_port", spec.metrics_port, 0, 65535)
+    positions = ("TRIM_HORIZON", "LATEST", "AT_TIMESTAMP")
+    if spec.starting_position not in positions:
+        _fail(source, f"{key}.starting_position", f"must be one of {', '.join(positions)}")
+    if spec.starting_position == "AT_TIMESTAMP":
+        try:
+            from datetime import datetime
+
+            datetime.fromisoformat(spec.starting_timestamp)
+        except ValueError:
+            _fail(source, f"{key}.starting_timestamp", "AT_TIMESTAMP needs an ISO-8601 time")
+    if spec.transform_mode not in ("batch", "event"):
+        _fail(source, f"{key}.transform_mode", "must be 'batch' or 'event'")
+    if spec.transform and (":" not in spec.transform or spec.transform.startswith(":")):
+        _fail(source, f"{key}.transform", "must be 'module:function'")
+
+
 def parse_config(
     data: Mapping[str, Any],
     source: str = "<dict>",
@@ -419,16 +540,30 @@ def parse_config(
             _fail(source, f"routers.{name}", "must be a table")
         raw = dict(raw)
         routes = _parse_routes(source, f"routers.{name}.routes", raw.pop("routes", {}))
-        spec = _section(source, f"routers.{name}", RouterConfig, raw, name=name, routes=routes)
-        stream_ref(f"routers.{name}.source", spec.source)
+        sources = _parse_sources(source, f"routers.{name}.source", raw.pop("source", ""))
+        rules = _parse_rules(source, f"routers.{name}.rules", raw.pop("rules", []))
+        filters = _parse_patterns(source, f"routers.{name}.filters", raw.pop("filters", []))
+        spec = _section(
+            source, f"routers.{name}", RouterConfig, raw, name=name, routes=routes, sources=()
+        )
+        # 'source' is also _section's own parameter name: set it (and the lists) after.
+        spec = dataclasses.replace(
+            spec, source=sources[0], sources=sources, rules=rules, filters=filters
+        )
+        for stream in sources:
+            stream_ref(f"routers.{name}.source", stream)
         stream_ref(f"routers.{name}.dlq", spec.dlq)
         if streams[spec.dlq].schema != DLQ_SCHEMA.name:
             _fail(source, f"routers.{name}.dlq", f"stream {spec.dlq!r} must declare schema = 'dlq'")
-        if not routes:
-            _fail(source, f"routers.{name}.routes", "a router needs at least one route")
+        if not routes and not rules:
+            _fail(source, f"routers.{name}.routes", "a router needs at least one route or rule")
         for value, targets in routes.items():
             for target in targets:
                 stream_ref(f"routers.{name}.routes.{value}", target)
+        for index, (_pattern, targets) in enumerate(rules):
+            for target in targets:
+                stream_ref(f"routers.{name}.rules[{index}].streams", target)
+        _check_router(source, f"routers.{name}", spec)
         routers[name] = spec
 
     sinks: dict[str, SinkConfig] = {}

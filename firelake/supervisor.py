@@ -55,10 +55,11 @@ def pipeline_services(
     cli = (sys.executable, "-m", "firelake.cli")
     config_args = ("--config", config_path) if config_path else ()
     services = [ServiceSpec("ingest", (*cli, "ingest", *config_args), env)]
-    for name in config.routers:
-        services.append(
-            ServiceSpec(f"router:{name}", (*cli, "router", "--name", name, *config_args), env)
-        )
+    for name, router in config.routers.items():
+        # Workers of one router join one consumer group and share its partitions.
+        for worker in range(router.workers):
+            label = f"router:{name}" if router.workers == 1 else f"router:{name}:{worker}"
+            services.append(ServiceSpec(label, (*cli, "router", "--name", name, *config_args), env))
     if config.sinks:
         services.append(ServiceSpec("sinks", (*cli, "sink", "--all", *config_args), env))
     return services

@@ -13,17 +13,22 @@ lines with the reason and their source partition, offset and index, and everythi
 is still written.
 
 pyarrow 26 crashes the process (a segfault, not an exception) when a JSON block starts
-with a top-level ``null`` (apache/arrow#47409). Firelake's envelope lines are compact JSON
-objects, so :func:`to_table` first checks, with two C-level byte counts, that every line
-starts with ``{``; data that does not is refused before pyarrow sees it and goes through
-the line-by-line path, where such lines become error records.
+with a top-level ``null`` (apache/arrow#47409). So :func:`to_table` cuts the data into
+chunks at line ends itself and hands each chunk to ``read_json`` as exactly one block,
+after checking — one byte per chunk, not a scan of the data — that the chunk starts with
+``{``; chunks are parsed in parallel on a small thread pool, as pyarrow would parse its own
+blocks. A ``null`` line anywhere else is harmless to pyarrow; it yields an all-null row,
+which :func:`to_table` refuses so that the bisection reports the line.
 """
 
 from __future__ import annotations
 
 import base64
 import functools
+import re
+import threading
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -47,12 +52,12 @@ from sinks.progress import PlannedFile
 
 __all__ = [
     "ARROW_TYPES",
-    "BLOCK_SIZE",
+    "CHUNK_SIZE",
     "BadLine",
     "Conversion",
     "FlushPlan",
     "HourGroup",
-    "NotObjectLinesError",
+    "NotAnEventError",
     "arrow_schema",
     "convert",
     "error_records",
@@ -71,17 +76,32 @@ ARROW_TYPES: dict[str, pa.DataType] = {
     "timestamp": pa.timestamp("us", tz="UTC"),
 }
 
-#: read_json block size: a block must hold the longest line (a DLQ line carrying a 1 MiB
-#: record base64-encoded is ~1.4 MiB), and 4 MiB parsed fastest on the 2-core machines.
-BLOCK_SIZE = 4 * 1024 * 1024
+#: Bytes of NDJSON per read_json call (one block each). A chunk always ends at a line end,
+#: so a longer line just makes a longer chunk; 2 MiB parsed fastest on the 2-core machines.
+CHUNK_SIZE = 2 * 1024 * 1024
 
-_US_PER_HOUR = 3_600_000_000
+_LEADING_SPACE = re.compile(rb"[ \t\r\n]*")
+_pool: ThreadPoolExecutor | None = None
+_pool_lock = threading.Lock()
 
 
-class NotObjectLinesError(ValueError):
-    """NDJSON holding a line that is not a JSON object (empty, ``null``, a number...).
+def _parse_pool() -> ThreadPoolExecutor:
+    # One small pool per process, shared by every sink: pyarrow releases the GIL while it
+    # parses, so chunks of one batch parse on all cores like pyarrow's own blocks would.
+    global _pool
+    with _pool_lock:
+        if _pool is None:
+            _pool = ThreadPoolExecutor(
+                max_workers=max(1, min(4, pa.cpu_count())), thread_name_prefix="firelake-json"
+            )
+        return _pool
 
-    Raised instead of handing such data to pyarrow, which may crash on it.
+
+class NotAnEventError(ValueError):
+    """A line that is no event: not a JSON object, or one with none of the table's columns.
+
+    Raised for a chunk starting with a non-object (pyarrow may crash on it) and for a batch
+    holding an all-null row (a ``null`` line or ``{}``), so the bisection isolates the line.
     """
 
 
@@ -97,32 +117,68 @@ def _parse_options(schema: Schema) -> pj.ParseOptions:
     return pj.ParseOptions(explicit_schema=arrow_schema(schema), unexpected_field_behavior="ignore")
 
 
-def _objects_only(ndjson: bytes) -> bool:
-    # Every line starts with '{' exactly when the first byte is '{' and every newline is
-    # followed by '{'. Two byte counts run at memory speed; a regex would cost a parse.
-    return ndjson[:1] == b"{" and ndjson.count(b"\n") == ndjson.count(b"\n{")
+def _chunks(ndjson: bytes) -> list[tuple[int, int]]:
+    """(start, end) byte spans of about CHUNK_SIZE that end at line ends."""
+    spans = []
+    start, size = 0, len(ndjson)
+    while start < size:
+        end = start + CHUNK_SIZE
+        if end >= size:
+            end = size
+        else:
+            newline = ndjson.rfind(b"\n", start, end)
+            if newline <= start:  # one line longer than a chunk: take it whole
+                newline = ndjson.find(b"\n", end)
+                newline = size if newline < 0 else newline
+            end = newline
+        spans.append((start, end))
+        start = end + 1
+    return spans
+
+
+def _read_chunk(buffer: pa.Buffer, start: int, end: int, schema: Schema) -> pa.Table:
+    return pj.read_json(
+        pa.BufferReader(buffer.slice(start, end - start)),
+        # One block per call: the block starts where we checked it does.
+        read_options=pj.ReadOptions(block_size=end - start + 1, use_threads=False),
+        parse_options=_parse_options(schema),
+    )
 
 
 def to_table(ndjson: bytes, schema: Schema) -> pa.Table:
     """Parse newline-delimited JSON objects into a table with exactly the schema's columns.
 
-    Columns absent from every event are all-null; fields not in the schema are ignored.
-    Raises :class:`NotObjectLinesError` for a line that is not an object and
-    ``pyarrow.ArrowInvalid`` for a value that does not convert to its column's type.
+    Columns absent from every event are all-null; fields not in the schema are ignored;
+    blank lines are skipped. Raises :class:`NotAnEventError` when a chunk starts with a
+    line that is not an object or a line yields an all-null row, and
+    ``pyarrow.ArrowInvalid`` for a line that is not JSON or a value that does not convert
+    to its column's type.
     """
     target = arrow_schema(schema)
-    if not ndjson:
+    spans = []
+    for start, end in _chunks(ndjson):
+        first = _LEADING_SPACE.match(ndjson, start, end).end()  # type: ignore[union-attr]
+        if first == end:
+            continue  # only blank lines
+        if ndjson[first : first + 1] != b"{":
+            raise NotAnEventError("event is not a JSON object")
+        spans.append((first, end))
+    if not spans:
         return target.empty_table()
-    if not _objects_only(ndjson):
-        raise NotObjectLinesError("every line must be a JSON object starting with '{'")
-    block = BLOCK_SIZE if len(ndjson) > BLOCK_SIZE else len(ndjson) + 1
-    table = pj.read_json(
-        pa.BufferReader(ndjson),
-        read_options=pj.ReadOptions(block_size=block),
-        parse_options=_parse_options(schema),
-    )
+    buffer = pa.py_buffer(ndjson)
+    if len(spans) == 1:
+        tables = [_read_chunk(buffer, *spans[0], schema)]
+    else:
+        tables = list(_parse_pool().map(lambda span: _read_chunk(buffer, *span, schema), spans))
+    table = tables[0] if len(tables) == 1 else pa.concat_tables(tables)
     if table.schema.names != target.names:
         table = table.select(target.names)
+    # An all-null row needs a null in every column; one column without nulls (any required
+    # column, normally) rules it out without looking at a single row.
+    if all(column.null_count for column in table.columns):
+        empty = functools.reduce(pc.and_, (pc.is_null(c) for c in table.columns))
+        if pc.any(empty).as_py():
+            raise NotAnEventError("event has none of the table's columns (null or {})")
     return table
 
 
@@ -144,13 +200,13 @@ class Conversion:
     bad: tuple[BadLine, ...]
 
 
-_FAILURES = (pa.ArrowInvalid, NotObjectLinesError)
+_FAILURES = (pa.ArrowInvalid, NotAnEventError)
 
 
 def _lines_of(
     value: bytes, offset: int, schema: Schema, tables: list[pa.Table], bad: list[BadLine]
 ) -> None:
-    items: list[tuple[int, bytes]] = []
+    items: list[tuple[int, bytes, bytes]] = []  # (index, line as sent, line stripped)
     for index, line in enumerate(value.split(b"\n")):
         stripped = line.strip()
         if not stripped:
@@ -158,12 +214,12 @@ def _lines_of(
         if stripped[:1] != b"{":
             bad.append(BadLine(offset, index, line, "event is not a JSON object"))
         else:
-            items.append((index, stripped))
+            items.append((index, line, stripped))
     _bisect_lines(items, offset, schema, tables, bad)
 
 
 def _bisect_lines(
-    items: Sequence[tuple[int, bytes]],
+    items: Sequence[tuple[int, bytes, bytes]],
     offset: int,
     schema: Schema,
     tables: list[pa.Table],
@@ -172,7 +228,7 @@ def _bisect_lines(
     if not items:
         return
     try:
-        tables.append(to_table(b"\n".join(line for _, line in items), schema))
+        tables.append(to_table(b"\n".join(item[2] for item in items), schema))
         return
     except _FAILURES as exc:
         if len(items) == 1:

@@ -13,6 +13,11 @@ are refused whole with the 4xx of :mod:`streams.records`.
 Only streams without a schema accept records: typed streams and DLQs carry validated events
 written by routers, which sinks trust.
 
+``POST /`` is the AWS JSON 1.1 endpoint (:mod:`streams.aws_api`): the Kinesis, Firehose
+and Glue operations existing AWS producers call, so they move here by changing only their
+``endpoint_url``. It shares this service's producer and in-flight bound; streams created
+through it are accepted by the HTTP route above too.
+
 Bounds: a body is never read past :attr:`Limits.max_body_bytes`; at most ``max_inflight``
 requests are parsed and produced at once, later ones wait up to ``slot_wait_s`` for a slot
 and are then refused with 503, so memory stays below ``max_inflight`` times 5 MiB.
@@ -21,9 +26,11 @@ and are then refused with 503, so memory stays below ``max_inflight`` times 5 Mi
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import threading
 import time
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 import aiokafka.errors as aiokafka_errors
@@ -33,11 +40,14 @@ from aiokafka import AIOKafkaProducer
 
 from firelake.config import FirelakeConfig, StreamConfig
 from streams import envelope
+from streams.aws_api import AwsBackend, AwsOptions, handle
+from streams.aws_records import AwsLimits
 from streams.records import Limits, PutRequest, RequestError, check_body_size, parse_put_records
 from streams.sequence import encode_sequence
 from streams.topics import MAX_MESSAGE_BYTES, TopicError, TopicMismatchError, ensure_topics
 
 __all__ = [
+    "AWS_KEY",
     "DEFAULT_MAX_INFLIGHT",
     "DEFAULT_SLOT_WAIT_S",
     "INGEST_KEY",
@@ -45,8 +55,10 @@ __all__ = [
     "PRODUCE_TIMEOUT_MS",
     "READ_TIMEOUT_S",
     "THROTTLED",
+    "AwsOptions",
     "Ingest",
     "IngestServer",
+    "IngestThread",
     "create_app",
     "kafka_bootstrap",
     "serve",
@@ -122,6 +134,9 @@ class Ingest:
         self.ready = True
         self._slots = asyncio.Semaphore(max_inflight)
         self._in_flight = 0
+        #: The AWS endpoint's backend, once create_app made one: its registry holds the
+        #: streams created through the Kinesis API, which this route accepts too.
+        self.aws: AwsBackend | None = None
 
     @property
     def in_flight(self) -> int:
@@ -129,13 +144,49 @@ class Ingest:
         return self._in_flight
 
     @property
+    def streams(self) -> Mapping[str, StreamConfig]:
+        """Declared streams, and those created through the Kinesis API (once it started)."""
+        if self.aws is None or not self.aws.started:
+            return self.config.streams
+        return {
+            **{n: e.stream_config() for n, e in self.aws.registry.streams.items()},
+            **self.config.streams,
+        }
+
+    @property
     def writable(self) -> Mapping[str, StreamConfig]:
         """Streams that accept records: those without a schema."""
-        return {name: s for name, s in self.config.streams.items() if not s.schema}
+        return {name: s for name, s in self.streams.items() if not s.schema}
+
+    @contextlib.asynccontextmanager
+    async def slot(self) -> AsyncIterator[None]:
+        """Hold one of the ``max_inflight`` slots; 503 after ``slot_wait_s`` without one."""
+        try:
+            async with asyncio.timeout(self.slot_wait_s):
+                await self._slots.acquire()
+        except TimeoutError:
+            raise RequestError(
+                503,
+                THROTTLED,
+                f"the ingest is busy: {self.max_inflight} requests in flight for over "
+                f"{self.slot_wait_s:g} s; retry with backoff",
+            ) from None
+        self._in_flight += 1
+        try:
+            yield
+        finally:
+            self._in_flight -= 1
+            self._slots.release()
+
+    async def lookup(self, name: str) -> StreamConfig:
+        """:meth:`stream`, re-reading the registry first for a name not known yet."""
+        if name not in self.streams and self.aws is not None:
+            await self.aws.refresh(force=True)
+        return self.stream(name)
 
     def stream(self, name: str) -> StreamConfig:
         """The stream a request names; 404 if unknown, 403 if it only takes router output."""
-        spec = self.config.streams.get(name)
+        spec = self.streams.get(name)
         accepted = ", ".join(sorted(self.writable)) or "(none)"
         if spec is None:
             raise RequestError(
@@ -154,21 +205,10 @@ class Ingest:
 
     async def put_records(self, request: web.Request) -> dict[str, Any]:
         """Handle one PutRecords request end to end; raises :class:`RequestError` on refusal."""
-        stream = self.stream(request.match_info["stream"])
+        stream = await self.lookup(request.match_info["stream"])
         # Refuse a declared oversized body before reading a byte of it.
         check_body_size(request.content_length, self.limits)
-        try:
-            async with asyncio.timeout(self.slot_wait_s):
-                await self._slots.acquire()
-        except TimeoutError:
-            raise RequestError(
-                503,
-                THROTTLED,
-                f"the ingest is busy: {self.max_inflight} requests in flight for over "
-                f"{self.slot_wait_s:g} s; retry with backoff",
-            ) from None
-        self._in_flight += 1
-        try:
+        async with self.slot():
             try:
                 async with asyncio.timeout(READ_TIMEOUT_S):
                     body = await request.read()
@@ -191,9 +231,6 @@ class Ingest:
             if stream.envelope == "single":
                 return await self._send_single(stream.name, parsed, arrival_ms)
             return await self._send_envelopes(stream.name, parsed, arrival_ms)
-        finally:
-            self._in_flight -= 1
-            self._slots.release()
 
     async def _send_envelopes(
         self, topic: str, request: PutRequest, arrival_ms: int
@@ -297,6 +334,8 @@ async def _settle(pending: list[Any]) -> list[Any]:
 
 #: Where the app keeps its :class:`Ingest`.
 INGEST_KEY = web.AppKey("firelake_ingest", Ingest)
+#: Where the app keeps the AWS endpoint's :class:`streams.aws_api.AwsBackend`.
+AWS_KEY = web.AppKey("firelake_aws", AwsBackend)
 
 
 @web.middleware
@@ -312,7 +351,8 @@ async def _json_errors(request: web.Request, handler: Any) -> web.StreamResponse
         if exc.status == 404:
             message = (
                 f"no route for {request.method} {request.path}; routes: "
-                "POST /v1/streams/{stream}/records, GET /v1/streams, GET /health"
+                "POST /v1/streams/{stream}/records, GET /v1/streams, GET /health, "
+                "POST / (AWS JSON 1.1: Kinesis, Firehose)"
             )
         else:
             message = f"{exc.reason} for {request.method} {request.path}"
@@ -327,6 +367,14 @@ async def _put_records(request: web.Request) -> web.Response:
     return _json(200, await request.app[INGEST_KEY].put_records(request))
 
 
+async def _aws(request: web.Request) -> web.Response:
+    return await handle(request, request.app[AWS_KEY])
+
+
+async def _close_aws(app: web.Application) -> None:
+    await app[AWS_KEY].close()
+
+
 async def _health(request: web.Request) -> web.Response:
     if request.app[INGEST_KEY].ready:
         return _json(200, {"status": "ok"})
@@ -334,7 +382,6 @@ async def _health(request: web.Request) -> web.Response:
 
 
 async def _list_streams(request: web.Request) -> web.Response:
-    config = request.app[INGEST_KEY].config
     streams = [
         {
             "name": spec.name,
@@ -343,7 +390,7 @@ async def _list_streams(request: web.Request) -> web.Response:
             "schema": spec.schema or None,
             "writable": not spec.schema,
         }
-        for spec in config.streams.values()
+        for spec in request.app[INGEST_KEY].streams.values()
     ]
     return _json(200, {"streams": streams})
 
@@ -353,11 +400,34 @@ def create_app(
     producer: AIOKafkaProducer,
     max_inflight: int = DEFAULT_MAX_INFLIGHT,
     slot_wait_s: float = DEFAULT_SLOT_WAIT_S,
+    aws: AwsOptions | None = None,
 ) -> web.Application:
-    """The ingest's aiohttp application over a started producer."""
+    """The ingest's aiohttp application over a started producer.
+
+    ``aws`` configures the AWS endpoint ``POST /`` (credentials, shard quota, registry
+    topic); its Kafka clients start on its first request and stop with the app.
+    """
+    from streams.firehose_api import FirehoseApi, GlueApi
+    from streams.kinesis_api import KinesisApi
+
     ingest = Ingest(config, producer, max_inflight=max_inflight, slot_wait_s=slot_wait_s)
     app = web.Application(middlewares=[_json_errors], client_max_size=ingest.limits.max_body_bytes)
     app[INGEST_KEY] = ingest
+    limits = AwsLimits(
+        max_records=ingest.limits.max_records,
+        max_record_bytes=ingest.limits.max_record_bytes,
+        max_request_bytes=ingest.limits.max_request_bytes,
+    )
+    backend = AwsBackend(config, producer, ingest.slot, limits, aws)
+    backend.services = {
+        "Kinesis_20131202": KinesisApi(backend).operations,
+        "Firehose_20150804": FirehoseApi(backend).operations,
+        "AWSGlue": GlueApi(backend).operations,
+    }
+    ingest.aws = backend
+    app[AWS_KEY] = backend
+    app.on_cleanup.append(_close_aws)
+    app.router.add_post("/", _aws)
     app.router.add_post("/v1/streams/{stream}/records", _put_records)
     app.router.add_get("/v1/streams", _list_streams)
     app.router.add_get("/health", _health)
@@ -390,8 +460,10 @@ class IngestServer:
         create_topics: bool = True,
         max_inflight: int | None = None,
         slot_wait_s: float | None = None,
+        aws: AwsOptions | None = None,
     ) -> None:
         self.config = config
+        self.aws = aws
         self.host = config.ingest.host
         self.requested_port = config.ingest.port if port is None else port
         self.create_topics = create_topics
@@ -423,7 +495,9 @@ class IngestServer:
         await producer.start()
         try:
             await self._check_topics(producer)
-            app = create_app(self.config, producer, self.max_inflight, self.slot_wait_s)
+            app = create_app(
+                self.config, producer, self.max_inflight, self.slot_wait_s, aws=self.aws
+            )
             # No access log: a log line per request costs more than a whole PutRecords.
             runner = web.AppRunner(app, access_log=None, shutdown_timeout=10.0)
             await runner.setup()
@@ -475,18 +549,84 @@ class IngestServer:
         await self.stop()
 
 
+class IngestThread:
+    """An :class:`IngestServer` on its own event loop in a background thread.
+
+    For synchronous callers — boto3 and the AWS CLI in tests, benchmarks — that block
+    their own thread: ``with IngestThread(config, port=0) as server: server.url``.
+    """
+
+    def __init__(
+        self, config: FirelakeConfig, start_timeout_s: float = 60.0, **kwargs: Any
+    ) -> None:
+        self.server = IngestServer(config, **kwargs)
+        self.start_timeout_s = start_timeout_s
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
+        self._started = threading.Event()
+        self._error: BaseException | None = None
+
+    @property
+    def url(self) -> str:
+        return self.server.url
+
+    def _run(self) -> None:
+        async def main() -> None:
+            self._loop = asyncio.get_running_loop()
+            self._stop = asyncio.Event()
+            try:
+                await self.server.start()
+            except BaseException as exc:
+                self._error = exc
+                self._started.set()
+                return
+            self._started.set()
+            try:
+                await self._stop.wait()
+            finally:
+                await self.server.stop()
+
+        asyncio.run(main())
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="ingest", daemon=True)
+        self._thread.start()
+        if not self._started.wait(self.start_timeout_s):
+            raise TimeoutError(f"the ingest did not start within {self.start_timeout_s} s")
+        if self._error is not None:
+            self._thread.join()
+            raise self._error
+
+    def stop(self, timeout_s: float = 30.0) -> None:
+        if self._thread is None:
+            return
+        if self._loop is not None and self._stop is not None and self._thread.is_alive():
+            self._loop.call_soon_threadsafe(self._stop.set)
+        self._thread.join(timeout_s)
+        self._thread = None
+
+    def __enter__(self) -> IngestThread:
+        self.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+
 async def serve(
     config: FirelakeConfig,
     ready: asyncio.Event | None = None,
     port: int | None = None,
     create_topics: bool = True,
+    aws: AwsOptions | None = None,
 ) -> None:
     """Run the ingest until cancelled; ``ready`` is set once it accepts requests.
 
     ``port`` overrides ``ingest.port`` (0 picks a free port; the log line
     ``ingest listening on http://HOST:PORT`` names it).
     """
-    server = IngestServer(config, port=port, create_topics=create_topics)
+    server = IngestServer(config, port=port, create_topics=create_topics, aws=aws)
     await server.start()
     try:
         if ready is not None:

@@ -305,27 +305,71 @@ def test_router_routes_valid_events_and_dead_letters_invalid_ones(
     assert {p: committed.get(p) for p in ends} == ends
 
 
-def test_router_crashes_without_committing_when_kafka_refuses_its_output(
+def _refusing_setup(
+    tmp_path: Path, bootstrap: str, lake: Path, suffix: str, refuse: str
+) -> tuple[Path, FirelakeConfig, str, int]:
+    """Raw events for the page stream; stream ``refuse`` ('page' or 'dlq' too) takes <= 1 KiB."""
+    config_path = tmp_path / "firelake.toml"
+    data = example_dict(bootstrap, lake, suffix)
+    router_name = next(iter(data["routers"]))
+    data["routers"][router_name].update(max_retry_attempts=2, retry_base_seconds=0.05)
+    write_config(config_path, data)
+    config = load_config(config_path, environ={})
+    spec = config.routers[router_name]
+    page_stream = spec.routes["click"][0]
+    small = {"max.message.bytes": "1024"}
+    refused = {page_stream: small} if refuse == "page" else {page_stream: small, spec.dlq: small}
+    create_topics(config, bootstrap, refused)
+    raw = config.streams[spec.source]
+    events = [sample_event(n * 997 * 6, "click") for n in range(20)]  # one user: one envelope
+    messages = _raw_envelopes([(e["user_id"], orjson.dumps(e)) for e in events], raw.partitions)
+    asyncio.run(_produce(bootstrap, raw.name, messages))
+    (partition,) = {m[0] for m in messages}
+    return config_path, config, router_name, partition
+
+
+def test_refused_output_is_retried_then_dead_lettered_with_its_attempts(
     tmp_path: Path,
     kafka_bootstrap: str,
     suffix: str,
     lake: Path,
     running: list[subprocess.Popen[bytes]],
 ) -> None:
-    config_path = tmp_path / "firelake.toml"
-    config = write_example_config(config_path, kafka_bootstrap, lake, suffix)
-    router_name = next(iter(config.routers))
-    spec = config.routers[router_name]
-    page_stream = spec.routes["click"][0]
-    # The page stream refuses messages over 1 KiB: the router's page envelope cannot land.
-    create_topics(config, kafka_bootstrap, {page_stream: {"max.message.bytes": "1024"}})
-    raw = config.streams[spec.source]
-    events = [sample_event(n * 997 * 6, "click") for n in range(20)]  # one user: one envelope
-    messages = _raw_envelopes([(e["user_id"], orjson.dumps(e)) for e in events], raw.partitions)
-    asyncio.run(_produce(kafka_bootstrap, raw.name, messages))
-    (partition,) = {m[0] for m in messages}
+    config_path, config, name, partition = _refusing_setup(
+        tmp_path, kafka_bootstrap, lake, suffix, "page"
+    )
+    spec = config.routers[name]
+    proc, log_path = start_router(tmp_path, config_path, name, kafka_bootstrap)
+    running.append(proc)
+    got = asyncio.run(
+        _consume(kafka_bootstrap, {spec.dlq: 1}, {spec.dlq: 20}, time.monotonic() + WAIT_SECONDS)
+    )
+    dead = [record for _, (record, _, _) in got[spec.dlq]]
+    assert len(dead) == 20, tail(log_path)
+    assert {d["error_type"] for d in dead} == {"delivery_failed"}
+    assert all("MessageSizeTooLarge" in d["reason"] for d in dead)
+    assert {d["attempts"] for d in dead} == {3}  # the first try and two retries
+    assert all(d["first_attempt_at"] <= d["last_attempt_at"] for d in dead)
+    assert sorted(d["source_index"] for d in dead) == list(range(20))
+    assert log_path.read_text().count("retry") >= 2
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=STOP_SECONDS) == 0, tail(log_path)
+    committed = committed_offsets(kafka_bootstrap, app_id(name), spec.source)
+    assert committed.get(partition) == 1  # consumed: its events are in the DLQ
 
-    proc, log_path = start_router(tmp_path, config_path, router_name, kafka_bootstrap)
+
+def test_router_crashes_without_committing_when_even_the_dlq_refuses(
+    tmp_path: Path,
+    kafka_bootstrap: str,
+    suffix: str,
+    lake: Path,
+    running: list[subprocess.Popen[bytes]],
+) -> None:
+    config_path, config, name, partition = _refusing_setup(
+        tmp_path, kafka_bootstrap, lake, suffix, "dlq"
+    )
+    spec = config.routers[name]
+    proc, log_path = start_router(tmp_path, config_path, name, kafka_bootstrap)
     running.append(proc)
     try:
         code = proc.wait(timeout=WAIT_SECONDS)
@@ -333,7 +377,7 @@ def test_router_crashes_without_committing_when_kafka_refuses_its_output(
         pytest.fail(f"router kept running after a failed delivery:\n{tail(log_path)}")
     assert code != 0
     assert "could not deliver the envelopes routed from" in log_path.read_text(errors="replace")
-    committed = committed_offsets(kafka_bootstrap, app_id(router_name), raw.name)
+    committed = committed_offsets(kafka_bootstrap, app_id(name), spec.source)
     assert committed.get(partition, -1) <= 0, committed  # the refused input is not committed
 
 

@@ -11,15 +11,13 @@ number produced.
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import duckdb
 import orjson
@@ -27,7 +25,7 @@ import pytest
 from aiokafka import AIOKafkaProducer
 
 from firelake.config import FirelakeConfig, load_config
-from firelake.testing import _rename, example_data, sample_event
+from firelake.testing import example_data, example_dict, sample_event, write_config
 from sinks.progress import ProgressStore
 from streams.envelope import encode
 from streams.partitioning import partition_for_key
@@ -41,45 +39,24 @@ PARTITIONS = 4
 WAIT_SECONDS = 30.0
 
 
-def _toml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (int, float)):
-        return repr(value)
-    if isinstance(value, str):
-        return json.dumps(value)  # a JSON string is a valid TOML basic string
-    if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
-    raise TypeError(f"cannot write {value!r} as TOML")
-
-
-def to_toml(data: Mapping[str, Any], prefix: tuple[str, ...] = ()) -> str:
-    """A tiny TOML writer for configuration dicts (tables, strings, numbers, lists)."""
-    scalars = [(k, v) for k, v in data.items() if not isinstance(v, Mapping)]
-    tables = [(k, v) for k, v in data.items() if isinstance(v, Mapping)]
-    out: list[str] = []
-    if prefix and (scalars or not tables):
-        out.append("[" + ".".join(json.dumps(p) for p in prefix) + "]")
-    out.extend(f"{json.dumps(k)} = {_toml_value(v)}" for k, v in scalars)
-    out.append("")
-    out.extend(to_toml(table, (*prefix, key)) for key, table in tables)
-    return "\n".join(out)
-
-
 @pytest.fixture
 def setup(kafka_bootstrap: str, lake: Path, suffix: str, tmp_path: Path):
-    """A config file whose playback sink flushes every 300 events, with its topics."""
-    raw = example_data()
-    raw["sinks"] = {"playback": {"stream": "playback-events", "table": "playback"}}
-    raw["sinks"]["playback"].update(max_events=300, max_seconds=1)
-    raw = _rename(raw, suffix)
-    raw["kafka"]["bootstrap"] = kafka_bootstrap
-    raw["lake"]["root"] = str(lake)
+    """The config (a playback sink only) and a function rewriting its file with a new
+    ``max_events``; creates the topics."""
+    data = example_data()
+    data["sinks"] = {"playback": {"stream": "playback-events", "table": "playback"}}
+    data["sinks"]["playback"]["max_seconds"] = 1
+    raw = example_dict(kafka_bootstrap, lake, suffix, data)
     path = tmp_path / "firelake.toml"
-    path.write_text(to_toml(raw), encoding="utf-8")
-    config = load_config(path, environ={})
+
+    def configure(max_events: int) -> Path:
+        (sink,) = raw["sinks"].values()
+        sink["max_events"] = max_events
+        return write_config(path, raw)
+
+    config = load_config(configure(300), environ={})
     ensure_topics(config, kafka_bootstrap)
-    yield path, config
+    yield configure, config
     delete_topics(kafka_bootstrap, config.streams)
 
 
@@ -158,21 +135,23 @@ def _uncommitted_files(store: ProgressStore, topic: str, lake: Path) -> list[Pat
 
 #: Where the sink is killed, run after run: right after a flush's data files were written
 #: (before its state and Kafka commit), after an intent, after a state, after a commit.
+#: Each run flushes at another size, so a re-read flush gets other offset ranges, hence
+#: other file names: files of an unfinished flush must be deleted, not just overwritten.
 CRASHES = ("after_files", "after_intent:2", "after_state:2", "after_commit")
 
 
 def test_killed_sink_restarts_without_losing_or_duplicating_events(
-    setup: tuple[Path, FirelakeConfig], lake: Path, tmp_path: Path
+    setup: tuple[Callable[[int], Path], FirelakeConfig], lake: Path, tmp_path: Path
 ) -> None:
-    config_path, config = setup
+    configure, config = setup
     (sink,) = config.sinks
     topic = config.sinks[sink].stream
     store = ProgressStore(lake, sink)
     last = asyncio.run(_produce(config.kafka.bootstrap, topic))
     log = tmp_path / "sink.log"
 
-    for point in CRASHES:
-        proc = _start(config_path, sink, log, point)
+    for run, point in enumerate(CRASHES):
+        proc = _start(configure(300 + 70 * run), sink, log, point)
         try:
             returncode = proc.wait(timeout=WAIT_SECONDS)
         except subprocess.TimeoutExpired:
@@ -184,7 +163,7 @@ def test_killed_sink_restarts_without_losing_or_duplicating_events(
             # The hard case is real: Parquet files are in the lake that no state covers.
             assert _uncommitted_files(store, topic, lake), "no uncommitted files after the kill"
 
-    proc = _start(config_path, sink, log, None)
+    proc = _start(configure(1_000), sink, log, None)
     try:
         _wait_caught_up(store, topic, last, proc)
     finally:

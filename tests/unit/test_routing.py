@@ -297,3 +297,114 @@ def test_receive_time_falls_back_to_the_clock_without_a_kafka_timestamp() -> Non
 def test_unknown_router_is_refused_with_the_known_ones() -> None:
     with pytest.raises(ValueError, match=r"no router named 'nope' \(declared: clickstream\)"):
         Router(make_config(), "nope")
+
+
+# ------------------------------------------------------------------ event source mapping
+
+
+def router_with(**settings: Any) -> Router:
+    router = copy.deepcopy(example_data()["routers"]["clickstream"])
+    router.update(settings)
+    return make_router(make_config(routers={"clickstream": router}))
+
+
+def test_filters_skip_and_count_events_matching_no_pattern() -> None:
+    router = router_with(filters=[{"device": ["tv", "mobile"]}])
+    events = [sample_event(n, "start") for n in range(8)]  # devices cycle over 4 values
+    out = route(router, *raw_message(events))
+    routed = events_of(out, "playback-events")
+    assert {e["device"] for _, e, _ in routed} == {"tv", "mobile"}
+    assert router.stats.filtered == 4 and len(routed) == 4
+
+
+def test_pattern_rules_fan_out_beside_value_routes() -> None:
+    router = router_with(
+        rules=[
+            {
+                "pattern": {"bitrate_kbps": [{"numeric": [">=", 3200]}]},
+                "streams": ["page-events", "playback-events"],
+            }
+        ]
+    )
+    hd, sd = sample_event(2, "start"), sample_event(1, "start")  # 3200 and 1600 kbps
+    out = route(router, *raw_message([hd, sd]))
+    assert [e["event_id"] for _, e, _ in events_of(out, "playback-events")] == [
+        hd["event_id"],
+        sd["event_id"],
+    ]
+    dead = events_of(out, "dlq")  # the page schema refuses a playback event: that branch only
+    assert [d["error_type"] for _, d, _ in dead] == ["missing_field"]
+
+
+def test_a_repeated_event_id_is_routed_once_and_ids_are_added_when_missing() -> None:
+    router = make_router()
+    event = sample_event(3, "stop")
+    anonymous = {k: v for k, v in sample_event(4, "stop").items() if k != "event_id"}
+    out = route(router, *raw_message([event, anonymous, event, anonymous]))
+    routed = [e for _, e, _ in events_of(out, "playback-events")]
+    assert len(routed) == 2 and router.stats.duplicates == 2
+    assert len(routed[1]["event_id"]) == 32  # a stable hash of the event's bytes
+    again = route(router, *raw_message([anonymous]))
+    assert events_of(again, "playback-events") == []  # a later redelivery, same window
+
+
+def test_transform_results_follow_firehose_semantics() -> None:
+    def transform(events: list[dict]) -> list[Any]:
+        from agents.transform import ProcessingFailed
+
+        out: list[Any] = []
+        for e in events:
+            if e["device"] == "tv":
+                out.append(None)  # dropped
+            elif e["device"] == "desktop":
+                out.append(ProcessingFailed("no desktops"))
+            else:
+                out.append({**e, "product": e["product"].upper()})
+        return out
+
+    from agents.transform import TransformRunner
+
+    router = Router(
+        make_config(), "clickstream", clock=lambda: NOW, transform=TransformRunner(transform)
+    )
+    events = [sample_event(n, "start") for n in range(4)]
+    out = route(router, *raw_message(events))
+    routed = [e for _, e, _ in events_of(out, "playback-events")]
+    assert [e["product"] for e in routed] == [
+        events[0]["product"].upper(),
+        events[3]["product"].upper(),
+    ]
+    (dead,) = [d for _, d, _ in events_of(out, "dlq")]
+    assert dead["error_type"] == "processing_failed" and dead["reason"] == "no desktops"
+    assert dead["payload"] == orjson.dumps(events[1]).decode()
+    assert router.stats.dropped == 1
+
+
+def test_redriven_events_count_attempts_and_keep_the_first_attempt_time() -> None:
+    router = make_router()
+    bad = orjson.dumps({**sample_event(5, "start"), "event_type": "nope"})
+    headers = [("fl-attempts", b"2"), ("fl-first-attempt", b"2026-11-01T00:00:00.000000Z")]
+    out = router.route(bad, headers, b"user-5", "raw-events", 0, 9, RECEIVED_MS)
+    (dead,) = [d for _, d, _ in events_of(out, "dlq")]
+    assert dead["attempts"] == 3
+    assert dead["first_attempt_at"] == "2026-11-01T00:00:00.000000Z"
+    assert dead["last_attempt_at"] == dead["failed_at"]
+    assert dead["source_key"] == "user-5"
+
+
+def test_records_past_the_maximum_age_go_to_the_dlq() -> None:
+    router = router_with(max_record_age_seconds=30)
+    out = router.route(
+        *raw_message([sample_event(1)]), None, "raw-events", 0, 1, int((NOW - 31) * 1000)
+    )
+    assert [d["error_type"] for _, d, _ in events_of(out, "dlq")] == ["record_too_old"]
+
+
+def test_date_and_hour_are_stamped_when_the_schema_declares_them() -> None:
+    data = copy.deepcopy(example_data())
+    data["schemas"]["playback"]["fields"].update(event_date="string", event_hour="int")
+    router = make_router(parse_config(data, source="<test>", environ={}))
+    ((_, routed, _),) = events_of(
+        route(router, *raw_message([sample_event(3600, "start")])), "playback-events"
+    )
+    assert (routed["event_date"], routed["event_hour"]) == ("2026-11-29", 9)

@@ -1,0 +1,274 @@
+"""Replay: re-deliver a time or offset range of a stream, into itself or another stream.
+
+``firelake replay <stream> --from <time|offset> [--to <time|offset>] [--into <stream>]``
+calls :func:`run_replay`. A position is an ISO 8601 time (``2026-11-29T08:00:00Z``), epoch
+milliseconds written ``@1764403200000``, a Kafka offset (a plain integer, the same on every
+partition), or ``earliest`` / ``latest``; times become offsets with Kafka's offsets-for-times
+(the first message at or after the time), so ``--from`` is inclusive and ``--to`` exclusive.
+
+Messages are copied whole — envelopes stay envelopes, headers are kept — with a
+``fl-replayed-from: <topic>/<partition>/<offset>`` header added and a fresh timestamp (an
+old one would put the copy at the front of retention). They keep their partition when
+the target has as many partitions; otherwise an envelope is split by its records'
+partition keys so each record lands where its key belongs. The end of the range is fixed
+when the replay starts, so replaying a stream into itself terminates.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from tqdm import tqdm
+
+from streams import envelope
+from streams.partitioning import partition_for_key
+from streams.topics import MAX_MESSAGE_BYTES
+
+__all__ = [
+    "HEADER_REPLAYED_FROM",
+    "Position",
+    "ReplayError",
+    "ReplayReport",
+    "parse_position",
+    "replay",
+    "run_replay",
+]
+
+#: Header naming where a replayed message came from.
+HEADER_REPLAYED_FROM = "fl-replayed-from"
+#: Sends queued before their acks are awaited (bounds memory, keeps batches full).
+WINDOW = 2000
+
+
+class ReplayError(ValueError):
+    """A replay that cannot run: names the stream or position at fault."""
+
+
+@dataclass(frozen=True)
+class Position:
+    """One end of a range: ``kind`` is offset, time (epoch ms), earliest or latest."""
+
+    kind: str
+    value: int = 0
+
+
+def parse_position(text: str) -> Position:
+    """Parse ``--from`` / ``--to``; ReplayError names what was expected."""
+    text = text.strip()
+    if text in ("earliest", "latest"):
+        return Position(text)
+    if re.fullmatch(r"\d+", text):
+        return Position("offset", int(text))
+    if re.fullmatch(r"@\d+", text):
+        return Position("time", int(text[1:]))
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise ReplayError(
+            f"{text!r} is not a position: give an ISO time (2026-11-29T08:00:00Z), "
+            "@<epoch ms>, an offset, earliest or latest"
+        ) from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return Position("time", int(moment.timestamp() * 1000))
+
+
+@dataclass
+class ReplayReport:
+    """What a replay copied."""
+
+    source: str
+    target: str
+    messages: int = 0
+    events: int = 0
+    ranges: dict[int, tuple[int, int]] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    def __str__(self) -> str:
+        return (
+            f"replayed {self.messages} messages ({self.events} events) from {self.source} "
+            f"into {self.target} in {self.seconds:.1f} s"
+        )
+
+
+async def _offsets(
+    consumer: AIOKafkaConsumer,
+    tps: list[TopicPartition],
+    position: Position,
+    begin: dict[TopicPartition, int],
+    end: dict[TopicPartition, int],
+) -> dict[TopicPartition, int]:
+    if position.kind == "earliest":
+        return dict(begin)
+    if position.kind == "latest":
+        return dict(end)
+    if position.kind == "offset":
+        return {tp: max(begin[tp], min(position.value, end[tp])) for tp in tps}
+    found = await consumer.offsets_for_times({tp: position.value for tp in tps})
+    return {tp: (hit.offset if hit is not None else end[tp]) for tp, hit in found.items()}
+
+
+def _split(
+    message: Any, partitions: int
+) -> list[tuple[int, bytes, list[tuple[str, bytes]], bytes | None]]:
+    """An envelope re-split by its keys' partitions in a target of another size."""
+    headers = list(message.headers or ())
+    try:
+        env = envelope.decode(message.value, headers, message.key)
+    except envelope.EnvelopeError:
+        env = None
+    if env is None or not env.batched or env.keys is None:
+        key = message.key.decode("utf-8", "replace") if message.key is not None else ""
+        partition = partition_for_key(key, partitions) if key else message.partition % partitions
+        return [(partition, message.value or b"", headers, message.key)]
+    groups: dict[int, tuple[list[bytes], list[str]]] = {}
+    for line, key in zip(env.lines, env.keys, strict=True):
+        lines, keys = groups.setdefault(partition_for_key(key, partitions), ([], []))
+        lines.append(line)
+        keys.append(key)
+    extra = [(k, v) for k, v in headers if not k.startswith("fl-")]
+    out = []
+    for partition, (lines, keys) in groups.items():
+        value, env_headers = envelope.encode(lines, keys, env.time_min, env.time_max)
+        out.append((partition, value, env_headers + extra, keys[0].encode("utf-8")))
+    return out
+
+
+def _event_count(headers: Sequence[tuple[str, bytes]] | None) -> int:
+    for key, value in headers or ():
+        if key == envelope.HEADER_COUNT:
+            try:
+                return int(value)
+            except ValueError:
+                return 1
+    return 1
+
+
+async def replay(
+    bootstrap: str,
+    stream: str,
+    start: Position,
+    end: Position | None = None,
+    into: str | None = None,
+    progress: bool = True,
+    timeout_s: float = 3600.0,
+) -> ReplayReport:
+    """Copy ``stream``'s messages in [start, end) into ``into`` (default: itself)."""
+    target = into or stream
+    report = ReplayReport(stream, target)
+    began = time.monotonic()
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, client_id="firelake-replay", enable_auto_commit=False
+    )
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap,
+        client_id="firelake-replay",
+        acks="all",
+        enable_idempotence=True,
+        max_request_size=MAX_MESSAGE_BYTES,
+        linger_ms=5,
+    )
+    await consumer.start()
+    try:
+        await producer.start()
+        try:
+            existing = await consumer.topics()
+            for name, role in ((stream, "stream"), (target, "target stream")):
+                if name not in existing:
+                    raise ReplayError(f"{role} {name!r} does not exist")
+            # The topics exist, so the producer's metadata lookups answer at once.
+            source_parts = await producer.partitions_for(stream)
+            target_parts = await producer.partitions_for(target)
+            same = len(target_parts) == len(source_parts)
+            tps = [TopicPartition(stream, p) for p in sorted(source_parts)]
+            consumer.assign(tps)
+            begin = await consumer.beginning_offsets(tps)
+            last = await consumer.end_offsets(tps)
+            first = await _offsets(consumer, tps, start, begin, last)
+            stop = await _offsets(consumer, tps, end or Position("latest"), begin, last)
+            report.ranges = {tp.partition: (first[tp], stop[tp]) for tp in tps}
+            total = sum(max(0, stop[tp] - first[tp]) for tp in tps)
+            bar = tqdm(total=total, unit="msg", desc=f"replay {stream}", disable=not progress)
+            pending: list[asyncio.Future[Any]] = []
+            try:
+                async with asyncio.timeout(timeout_s):
+                    for tp in tps:
+                        if first[tp] >= stop[tp]:
+                            continue
+                        consumer.seek(tp, first[tp])
+                        done = False
+                        while not done:
+                            batch = (await consumer.getmany(tp, timeout_ms=1000)).get(tp, [])
+                            for message in batch:
+                                if message.offset >= stop[tp]:
+                                    done = True
+                                    break
+                                origin = f"{stream}/{tp.partition}/{message.offset}".encode()
+                                if same:
+                                    parts = [
+                                        (
+                                            tp.partition,
+                                            message.value or b"",
+                                            list(message.headers or ()),
+                                            message.key,
+                                        )
+                                    ]
+                                else:
+                                    parts = _split(message, len(target_parts))
+                                for partition, value, headers, key in parts:
+                                    pending.append(
+                                        await producer.send(
+                                            target,
+                                            value,
+                                            key=key,
+                                            partition=partition,
+                                            headers=[*headers, (HEADER_REPLAYED_FROM, origin)],
+                                        )
+                                    )
+                                report.messages += 1
+                                report.events += _event_count(message.headers)
+                                bar.update(1)
+                                if message.offset + 1 >= stop[tp]:
+                                    done = True
+                            if len(pending) >= WINDOW:
+                                await asyncio.gather(*pending)
+                                pending.clear()
+                            if not batch and await consumer.position(tp) >= stop[tp]:
+                                done = True
+                    await asyncio.gather(*pending)
+            finally:
+                bar.close()
+        finally:
+            await producer.stop()
+    finally:
+        await consumer.stop()
+    report.seconds = time.monotonic() - began
+    return report
+
+
+def run_replay(
+    bootstrap: str,
+    stream: str,
+    start: str,
+    end: str | None = None,
+    into: str | None = None,
+    progress: bool = True,
+) -> ReplayReport:
+    """The CLI's entry: parse the positions, replay, return the report."""
+    return asyncio.run(
+        replay(
+            bootstrap,
+            stream,
+            parse_position(start),
+            parse_position(end) if end else None,
+            into,
+            progress,
+        )
+    )

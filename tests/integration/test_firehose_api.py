@@ -1,0 +1,291 @@
+"""The Firehose (and Glue) API through real boto3 clients, into Parquet via the real sink."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+from botocore.config import Config
+
+from firelake.cli import main as firelake_main
+from firelake.config import load_config
+from firelake.testing import example_dict, sample_event, write_config
+from queries.engine import QueryEngine
+from sinks.sink import run_sinks
+from streams.aws_api import AwsOptions
+from streams.ingest import IngestThread
+from streams.registry import aload_registry
+from streams.resources import registry_config
+from streams.topics import delete_topics
+
+pytestmark = pytest.mark.kafka
+
+ROLE = "arn:aws:iam::000000000000:role/firehose"
+BUCKET = "arn:aws:s3:::lake"
+
+
+@pytest.fixture
+def setup(
+    kafka_bootstrap: str, lake: Path, suffix: str, tmp_path: Path
+) -> Iterator[dict[str, Any]]:
+    raw = example_dict(kafka_bootstrap, lake, suffix)
+    config_file = write_config(tmp_path / "firelake.toml", raw)
+    cfg = load_config(config_file, environ={})
+    registry_topic = f"_firelake_registry-{suffix}"
+    topics = [registry_topic, *cfg.streams]
+    server = IngestThread(cfg, port=0, aws=AwsOptions(registry_topic=registry_topic))
+    server.start()
+    try:
+        yield {
+            "server": server,
+            "config": cfg,
+            "config_file": config_file,
+            "registry_topic": registry_topic,
+            "topics": topics,
+        }
+    finally:
+        server.stop()
+        delete_topics(kafka_bootstrap, topics)
+
+
+def client(server: IngestThread, service: str) -> Any:
+    return boto3.client(
+        service,
+        endpoint_url=server.url,
+        region_name="eu-north-1",
+        aws_access_key_id="AKIDTEST",
+        aws_secret_access_key="secret",
+        config=Config(retries={"max_attempts": 1, "mode": "standard"}),
+    )
+
+
+def destination(table: str, schema_table: str, **extra: Any) -> dict[str, Any]:
+    dest: dict[str, Any] = {
+        "RoleARN": ROLE,
+        "BucketARN": BUCKET,
+        "Prefix": f"{table}/",
+        "ErrorOutputPrefix": f"_errors/{table}/",
+        "BufferingHints": {"SizeInMBs": 1, "IntervalInSeconds": 1},
+        "CompressionFormat": "UNCOMPRESSED",
+        "DataFormatConversionConfiguration": {
+            "Enabled": True,
+            "SchemaConfiguration": {
+                "RoleARN": ROLE,
+                "DatabaseName": "default",
+                "TableName": schema_table,
+            },
+            "InputFormatConfiguration": {"Deserializer": {"OpenXJsonSerDe": {}}},
+            "OutputFormatConfiguration": {
+                "Serializer": {"ParquetSerDe": {"Compression": "SNAPPY"}}
+            },
+        },
+    }
+    dest.update(extra)
+    return dest
+
+
+def count_rows(lake: Path, table: str) -> int:
+    with QueryEngine(lake) as engine:
+        if table not in engine.tables:
+            return 0
+        return int(engine.query(f"SELECT count(*) FROM {table}").rows[0][0])
+
+
+def test_put_record_batch_5000_records_reach_the_lake(
+    setup: dict[str, Any], kafka_bootstrap: str, lake: Path, suffix: str, capsys: Any
+) -> None:
+    server: IngestThread = setup["server"]
+    firehose, glue, kinesis = (client(server, s) for s in ("firehose", "glue", "kinesis"))
+    table = f"clicks_{suffix}"
+
+    # A Glue table holds the schema, as on AWS.
+    glue.create_table(
+        DatabaseName="default",
+        TableInput={
+            "Name": "clicks",
+            "StorageDescriptor": {
+                "Columns": [
+                    {"Name": "event_id", "Type": "string"},
+                    {"Name": "event_type", "Type": "string"},
+                    {"Name": "event_time", "Type": "timestamp"},
+                    {"Name": "user_id", "Type": "string"},
+                    {"Name": "page", "Type": "string"},
+                    {"Name": "position_seconds", "Type": "bigint"},
+                ]
+            },
+            "Parameters": {"firelake.time_field": "event_time"},
+        },
+    )
+    assert [
+        c["Type"]
+        for c in glue.get_table(DatabaseName="default", Name="clicks")["Table"][
+            "StorageDescriptor"
+        ]["Columns"]
+    ][:3] == ["string", "string", "timestamp"]
+
+    name = f"clicks-{suffix}"
+    arn = firehose.create_delivery_stream(
+        DeliveryStreamName=name,
+        DeliveryStreamType="DirectPut",
+        ExtendedS3DestinationConfiguration=destination(table, "clicks"),
+    )["DeliveryStreamARN"]
+    assert arn.endswith(f":deliverystream/{name}")
+    setup["topics"].append(f"firehose-{name}")
+    described = firehose.describe_delivery_stream(DeliveryStreamName=name)[
+        "DeliveryStreamDescription"
+    ]
+    assert described["DeliveryStreamStatus"] == "ACTIVE"
+    s3 = described["Destinations"][0]["ExtendedS3DestinationDescription"]
+    assert (s3["Prefix"], s3["BufferingHints"]["SizeInMBs"]) == (f"{table}/", 1)
+    assert name in firehose.list_delivery_streams()["DeliveryStreamNames"]
+
+    # A second delivery stream reads a Kinesis stream, converting to a firelake.toml schema.
+    source = f"pages-{suffix}"
+    setup["topics"].append(source)
+    kinesis.create_stream(StreamName=source, ShardCount=2)
+    from_stream = f"pages-{suffix}"
+    page_table = f"pages_{suffix}"
+    firehose.create_delivery_stream(
+        DeliveryStreamName=from_stream,
+        DeliveryStreamType="KinesisStreamAsSource",
+        KinesisStreamSourceConfiguration={
+            "KinesisStreamARN": f"arn:aws:kinesis:eu-north-1:000000000000:stream/{source}",
+            "RoleARN": ROLE,
+        },
+        ExtendedS3DestinationConfiguration=destination(page_table, "page"),
+    )
+
+    # 5 000 records, newline-terminated as producers write them for S3.
+    events = [sample_event(n, "page_view") for n in range(5000)]
+    for start in range(0, 5000, 500):
+        answer = firehose.put_record_batch(
+            DeliveryStreamName=name,
+            Records=[
+                {"Data": (json.dumps(e) + "\n").encode()} for e in events[start : start + 500]
+            ],
+        )
+        assert answer["FailedPutCount"] == 0
+        assert len(answer["RequestResponses"]) == 500
+        assert all("RecordId" in r for r in answer["RequestResponses"])
+    firehose.put_record(DeliveryStreamName=name, Record={"Data": b"not json at all\n"})
+    kinesis.put_records(
+        StreamName=source,
+        Records=[
+            {"Data": json.dumps(e).encode(), "PartitionKey": e["user_id"]} for e in events[:300]
+        ],
+    )
+    with pytest.raises(firehose.exceptions.InvalidArgumentException, match="KinesisStreamAsSource"):
+        firehose.put_record(DeliveryStreamName=from_stream, Record={"Data": b"{}"})
+
+    # The sinks of both delivery streams, from the registry, as `firelake up` would run them.
+    async def run() -> None:
+        registry = await aload_registry(kafka_bootstrap, setup["registry_topic"])
+        merged = registry_config(setup["config"], registry)
+        sinks = [registry.deliveries[name].sink_name, registry.deliveries[from_stream].sink_name]
+        stop = asyncio.Event()
+        task = asyncio.create_task(run_sinks(merged, sinks, stop))
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline and not task.done():
+            if count_rows(lake, table) >= 5000 and count_rows(lake, page_table) >= 300:
+                break
+            await asyncio.sleep(0.5)
+        stop.set()
+        await asyncio.wait_for(task, 60)
+
+    asyncio.run(run())
+    assert count_rows(lake, table) == 5000
+    assert count_rows(lake, page_table) == 300
+    errors = list((lake / "_errors" / table).rglob("*.jsonl"))
+    assert errors and "not json at all" in errors[0].read_text()
+
+    # `firelake query` over the lake sees them.
+    assert (
+        firelake_main(
+            [
+                "query",
+                f"SELECT count(DISTINCT event_id) AS n FROM {table}",
+                "--config",
+                str(setup["config_file"]),
+                "--format",
+                "csv",
+            ]
+        )
+        == 0
+    )
+    assert "5000" in capsys.readouterr().out
+
+    firehose.delete_delivery_stream(DeliveryStreamName=from_stream)
+    firehose.delete_delivery_stream(DeliveryStreamName=name)
+    assert name not in firehose.list_delivery_streams()["DeliveryStreamNames"]
+
+
+def test_what_cannot_be_mapped_is_refused_naming_the_field(
+    setup: dict[str, Any], suffix: str
+) -> None:
+    firehose = client(setup["server"], "firehose")
+    table = f"t_{suffix}"
+
+    def refused(fragment: str, error: str = "InvalidArgumentException", **kwargs: Any) -> None:
+        with pytest.raises(getattr(firehose.exceptions, error)) as info:
+            firehose.create_delivery_stream(DeliveryStreamName=f"bad-{suffix}", **kwargs)
+        assert fragment in str(info.value), str(info.value)
+
+    refused(
+        "DataFormatConversionConfiguration: is required",
+        ExtendedS3DestinationConfiguration={"RoleARN": ROLE, "BucketARN": BUCKET},
+    )
+    refused(
+        "Prefix: 'x/!{partitionKeyFromQuery:a}/' cannot be mapped",
+        ExtendedS3DestinationConfiguration=destination(
+            table, "page", Prefix="x/!{partitionKeyFromQuery:a}/"
+        ),
+    )
+    refused(
+        "CompressionFormat: 'GZIP'",
+        ExtendedS3DestinationConfiguration=destination(table, "page", CompressionFormat="GZIP"),
+    )
+    refused(
+        "no Glue table default.nope", ExtendedS3DestinationConfiguration=destination(table, "nope")
+    )
+    refused(
+        "ErrorOutputPrefix",
+        ExtendedS3DestinationConfiguration=destination(table, "page", ErrorOutputPrefix="err/"),
+    )
+    refused(
+        "S3DestinationConfiguration: is not supported",
+        S3DestinationConfiguration={"RoleARN": ROLE, "BucketARN": BUCKET},
+    )
+    orc = destination(table, "page")
+    orc["DataFormatConversionConfiguration"]["OutputFormatConfiguration"] = {
+        "Serializer": {"OrcSerDe": {}}
+    }
+    refused("ORC is not supported", ExtendedS3DestinationConfiguration=orc)
+    refused(
+        "is written by",
+        error="ResourceInUseException",
+        ExtendedS3DestinationConfiguration=destination("page", "page"),
+    )
+
+    with pytest.raises(firehose.exceptions.ResourceNotFoundException):
+        firehose.put_record_batch(DeliveryStreamName=f"none-{suffix}", Records=[{"Data": b"{}"}])
+    name = f"ok-{suffix}"
+    firehose.create_delivery_stream(
+        DeliveryStreamName=name, ExtendedS3DestinationConfiguration=destination(table, "page")
+    )
+    setup["topics"].append(f"firehose-{name}")
+    with pytest.raises(firehose.exceptions.ResourceInUseException):
+        firehose.create_delivery_stream(
+            DeliveryStreamName=name, ExtendedS3DestinationConfiguration=destination(table, "page")
+        )
+    with pytest.raises(Exception, match="less than or equal to 500"):
+        firehose.put_record_batch(DeliveryStreamName=name, Records=[{"Data": b"{}"}] * 501)
+    with pytest.raises(firehose.exceptions.InvalidArgumentException, match="4 MiB"):
+        firehose.put_record_batch(DeliveryStreamName=name, Records=[{"Data": b"x" * 1_000_000}] * 5)
+    with pytest.raises(Exception, match="1024000"):
+        firehose.put_record(DeliveryStreamName=name, Record={"Data": b"x" * 1_024_001})

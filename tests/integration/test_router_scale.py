@@ -1,0 +1,224 @@
+"""Integration at scale on the real broker: the 100 000-event poison proof and scale-out.
+
+- 100 000 good events with 1 % poison mixed in across 6 partitions: every good event routed
+  exactly once and in key order, every poison event in the DLQ with its reason, no retries
+  (bad data never blocks a partition), lag 0 in ``firelake status``.
+- Two workers of one router; one is SIGKILLed mid-stream: every event is routed and none
+  twice in the destination streams as ``read_committed`` readers see them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from aiokafka import AIOKafkaConsumer
+from aiokafka.structs import TopicPartition
+
+from agents.status import router_status, scrape
+from firelake.config import FirelakeConfig, load_config
+from firelake.testing import example_data, example_dict, sample_event, write_config
+from streams.envelope import decode
+from streams.topics import ensure_topics
+from tests.integration.test_router import _produce, _raw_envelopes, start_router, tail
+from tests.integration.test_router import running as running  # the fixture
+
+pytestmark = pytest.mark.kafka
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def router_config(
+    tmp_path: Path, bootstrap: str, lake: Path, suffix: str, partitions: int = 6, **settings: Any
+) -> tuple[Path, FirelakeConfig, str]:
+    """The example with a 6-partition raw stream and router settings; (path, config, router)."""
+    data = example_data()
+    data["streams"]["raw-events"]["partitions"] = partitions
+    data["routers"]["clickstream"].update(settings)
+    path = tmp_path / "firelake.toml"
+    write_config(path, example_dict(bootstrap, lake, suffix, data=data))
+    config = load_config(path, environ={})
+    ensure_topics(config, bootstrap)
+    return path, config, next(iter(config.routers))
+
+
+async def read_committed(
+    bootstrap: str, topics: dict[str, int], want: int, deadline: float
+) -> dict[str, list[tuple[int, dict[str, Any], str | None]]]:
+    """(partition, event, key) per topic, as read_committed readers see them, until ``want``
+    events in all, plus a short extra read that would show duplicates."""
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, enable_auto_commit=False, isolation_level="read_committed"
+    )
+    await consumer.start()
+    got: dict[str, list[tuple[int, dict[str, Any], str | None]]] = {t: [] for t in topics}
+    try:
+        tps = [TopicPartition(t, p) for t, n in topics.items() for p in range(n)]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+
+        def take(batches: dict[TopicPartition, list[Any]]) -> None:
+            for tp, records in batches.items():
+                for record in records:
+                    envelope = decode(record.value, record.headers, record.key)
+                    for index, line in enumerate(envelope.lines):
+                        got[tp.topic].append(
+                            (tp.partition, orjson.loads(line), envelope.key_at(index))
+                        )
+
+        while time.monotonic() < deadline and sum(map(len, got.values())) < want:
+            take(await consumer.getmany(timeout_ms=500, max_records=5000))
+        take(await consumer.getmany(timeout_ms=1500))
+    finally:
+        await consumer.stop()
+    return got
+
+
+def assert_once_in_key_order(received: list[tuple[int, dict[str, Any], str | None]]) -> None:
+    counts = Counter(e["event_id"] for _, e, _ in received)
+    twice = [i for i, c in counts.items() if c > 1]
+    assert not twice, f"{len(twice)} events routed twice, e.g. {twice[:3]}"
+    per_key: dict[str, list[str]] = {}
+    for _, event, key in received:
+        per_key.setdefault(str(key), []).append(event["event_id"])
+    for key, ids in per_key.items():
+        assert ids == sorted(ids), f"order of key {key}"
+
+
+POISON = (
+    (b"{broken", "invalid_json"),
+    (b'"a string"', "not_an_object"),
+    ({"event_type": "bogus"}, "no_route"),
+    ({"event_time": "never"}, "wrong_type"),
+)
+
+
+def poison(n: int) -> tuple[bytes, str]:
+    """The n-th poison event; JSON ones get their own id (a shared id is a duplicate)."""
+    line, error_type = POISON[n % len(POISON)]
+    if isinstance(line, dict):
+        line = orjson.dumps({**sample_event(n, "start"), **line, "event_id": f"poison-{n}"})
+    return line, error_type
+
+
+def test_100k_events_with_1_percent_poison_across_6_partitions(
+    tmp_path: Path, kafka_bootstrap: str, suffix: str, lake: Path, running: list
+) -> None:
+    port = free_port()
+    path, config, name = router_config(
+        tmp_path, kafka_bootstrap, lake, suffix, metrics_port=port, workers=1
+    )
+    spec = config.routers[name]
+    good = 100_000
+    records: list[tuple[str, bytes]] = []
+    expected_dead: Counter[str] = Counter()
+    for n in range(good):
+        event = sample_event(n)
+        records.append((event["user_id"], orjson.dumps(event)))
+        if n % 99 == 50:  # 1 % poison, spread over every key and partition
+            line, error_type = poison(n)
+            records.append((f"user-{n % 997}", line))
+            expected_dead[error_type] += 1
+    # Ingest-sized envelopes: 500 records a request, one envelope per partition.
+    messages = []
+    for start in range(0, len(records), 500):
+        messages.extend(_raw_envelopes(records[start : start + 500], 6))
+    asyncio.run(_produce(kafka_bootstrap, spec.source, messages))
+
+    proc, log_path = start_router(tmp_path, path, name, kafka_bootstrap)
+    running.append(proc)
+    playback, page = spec.routes["start"][0], spec.routes["click"][0]
+    topics = {playback: 4, page: 4, spec.dlq: 1}
+    want = good + sum(expected_dead.values())
+    got = asyncio.run(read_committed(kafka_bootstrap, topics, want, time.monotonic() + 110))
+    assert proc.poll() is None, tail(log_path)
+
+    routed = got[playback] + got[page]
+    assert len({e["event_id"] for _, e, _ in routed}) == good, tail(log_path)
+    assert_once_in_key_order(got[playback])
+    assert_once_in_key_order(got[page])
+    dead = Counter(d["error_type"] for _, d, _ in got[spec.dlq])
+    assert dead == expected_dead
+    assert all(d["reason"] and d["source_index"] >= 0 for _, d, _ in got[spec.dlq])
+
+    metrics = scrape(f"http://127.0.0.1:{port}/metrics")
+    assert metrics["events_in"] == want
+    assert metrics["retried"] == 0  # poison never blocked a partition: no batch retried
+    assert metrics["dead_lettered"] == sum(expected_dead.values())
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        (status,) = router_status(config, kafka_bootstrap)
+        if sum(status.lag.values()) == 0:
+            break
+        time.sleep(0.5)
+    assert sum(status.lag.values()) == 0 and len(status.lag) == 6
+    assert status.counters["routed"] == good
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=30) == 0, tail(log_path)
+
+
+def test_two_workers_one_sigkilled_mid_stream_route_every_event_once(
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    kafka_bootstrap: str,
+    suffix: str,
+    lake: Path,
+    running: list,
+) -> None:
+    path, config, name = router_config(
+        tmp_path, kafka_bootstrap, lake, suffix, batch_size=500, batch_window_seconds=0.05
+    )
+    spec = config.routers[name]
+    monkeypatch.setenv("PYTHONUNBUFFERED", "1")  # the victim's log must survive SIGKILL
+    workers = []
+    for index in range(2):
+        worker_dir = tmp_path / f"w{index}"
+        worker_dir.mkdir()
+        proc, log_path = start_router(worker_dir, path, name, kafka_bootstrap)
+        running.append(proc)
+        workers.append((proc, log_path))
+    total, rounds = 24_000, 12
+    per_round = total // rounds
+    victim, survivor = workers
+    for round_ in range(rounds):
+        events = [sample_event(n) for n in range(round_ * per_round, (round_ + 1) * per_round)]
+        records = [(e["user_id"], orjson.dumps(e)) for e in events]
+        messages = []
+        for start in range(0, len(records), 200):
+            messages.extend(_raw_envelopes(records[start : start + 200], 6))
+        asyncio.run(_produce(kafka_bootstrap, spec.source, messages))
+        if round_ == rounds // 2:
+            # Both workers must hold partitions (the group has settled) before the kill.
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline and not all(
+                "assigned [(" in log.read_text() for _, log in workers
+            ):
+                time.sleep(0.2)
+            # Mid-stream, while it holds partitions and open transactions.
+            os.kill(victim[0].pid, signal.SIGKILL)
+            victim[0].wait(timeout=10)
+        time.sleep(0.3)
+    playback, page = spec.routes["start"][0], spec.routes["click"][0]
+    got = asyncio.run(
+        read_committed(kafka_bootstrap, {playback: 4, page: 4}, total, time.monotonic() + 90)
+    )
+    assert survivor[0].poll() is None, tail(survivor[1])
+    routed = got[playback] + got[page]
+    assert_once_in_key_order(got[playback])
+    assert_once_in_key_order(got[page])
+    assert len(routed) == total, f"{len(routed)} of {total}:\n{tail(survivor[1])}"
+    assert "assigned [(" in victim[1].read_text(), "the victim never held a partition"
+    taken_over = survivor[1].read_text().count("assigned [(")
+    assert taken_over >= 2, "the survivor never took the victim's partitions over"
