@@ -377,9 +377,20 @@ class RouterWorker:
 
     async def _flush(self, ready: list[TopicPartition]) -> None:
         async def one(tp: TopicPartition) -> None:
-            pending = self.pending.pop(tp)
-            routed = self._route(tp, pending.records)
-            await self._deliver(tp, routed)
+            # batch_size caps a batch (Lambda's BatchSize): a big fetch becomes several
+            # transactions, in offset order.
+            records = self.pending.pop(tp).records
+            chunk: list[Any] = []
+            events = 0
+            for record in records:
+                count = _event_count(record.headers)
+                if chunk and events + count > self.spec.batch_size:
+                    await self._deliver(tp, self._route(tp, chunk))
+                    chunk, events = [], 0
+                chunk.append(record)
+                events += count
+            if chunk:
+                await self._deliver(tp, self._route(tp, chunk))
 
         await asyncio.gather(*(one(tp) for tp in ready))
 

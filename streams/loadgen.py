@@ -279,7 +279,8 @@ class EventGenerator:
         kind = rng.choice(INVALID_KINDS)
         if kind == "missing_field":
             second = "page" if "page" in event else "content_id"
-            del event[rng.choice(("event_id", "event_time", "user_id", second))]
+            # Not event_id: the router gives an event without one a stable id (enrichment).
+            del event[rng.choice(("event_time", "user_id", second))]
         elif kind == "wrong_type":
             if "position_seconds" in event:
                 event["position_seconds"] = f"{event['position_seconds']}s"

@@ -140,3 +140,32 @@ def test_unreadable_and_malformed_files(tmp_path: Path) -> None:
         load_config(bad)
     assert info.value.key == "(syntax)"
     assert str(bad) in str(info.value)
+
+
+# ------------------------------------------------------------------ router settings (issue 4)
+
+
+@pytest.mark.parametrize(
+    ("setting", "value", "key", "phrase"),
+    [
+        ("batch_size", 0, "routers.clickstream.batch_size", "between 1 and 100000"),
+        ("starting_position", "NOW", "routers.clickstream.starting_position", "TRIM_HORIZON"),
+        ("starting_position", "AT_TIMESTAMP", "routers.clickstream.starting_timestamp", "ISO"),
+        ("max_retry_attempts", -2, "routers.clickstream.max_retry_attempts", "between -1"),
+        ("max_record_age_seconds", 0.5, "routers.clickstream.max_record_age_seconds", "between 1"),
+        ("transform", "nocolon", "routers.clickstream.transform", "module:function"),
+        ("filters", [{"device": "tv"}], "routers.clickstream.filters[0].device", "non-empty list"),
+        ("rules", [{"pattern": {"a": [1]}}], "routers.clickstream.rules[0]", "'streams'"),
+        ("source", ["raw-events", "ghost"], "routers.clickstream.source", "unknown stream"),
+    ],
+)
+def test_router_settings_are_checked(setting: str, value: object, key: str, phrase: str) -> None:
+    from firelake.config import ConfigError, parse_config
+    from firelake.testing import example_data
+
+    data = example_data()
+    data["routers"]["clickstream"][setting] = value
+    with pytest.raises(ConfigError) as caught:
+        parse_config(data, source="<test>", environ={})
+    assert caught.value.key == key
+    assert phrase in caught.value.reason
