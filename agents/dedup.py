@@ -65,13 +65,6 @@ class DedupWindow:
         self._expire(ids, now)
         return True
 
-    def forget(self, topic: str, partition: int, event_ids: list[str]) -> None:
-        """Un-remember ids whose routing was rolled back (their batch will be routed again)."""
-        ids = self._seen.get((topic, partition))
-        if ids is not None:
-            for event_id in event_ids:
-                ids.pop(event_id, None)
-
     def drop_partition(self, topic: str, partition: int) -> None:
         """Forget a partition this worker no longer owns."""
         self._seen.pop((topic, partition), None)

@@ -26,8 +26,10 @@ __all__ = [
     "DLQ_SCHEMA",
     "EXAMPLE_CONFIG",
     "FIELD_TYPES",
+    "SCALAR_TYPES",
     "ConfigError",
     "FieldSpec",
+    "FieldType",
     "FirelakeConfig",
     "IngestConfig",
     "KafkaConfig",
@@ -40,6 +42,7 @@ __all__ = [
     "describe",
     "load_config",
     "parse_config",
+    "parse_field_type",
 ]
 
 MiB = 1024 * 1024
@@ -47,8 +50,12 @@ MiB = 1024 * 1024
 #: The Yle clickstream configuration that ships with Firelake and runs when no file is given.
 EXAMPLE_CONFIG = Path(__file__).parent / "examples" / "yle.toml"
 
-#: Column types a schema may declare, and what an event's JSON value must be for each.
-FIELD_TYPES = ("string", "int", "float", "bool", "timestamp")
+#: Column types a schema may declare. The last four take parameters, written in a TOML
+#: string as ``decimal(10,2)``, ``list<string>``, ``struct<a:int,b:list<string>>`` and
+#: ``map<string,int>`` (see :func:`parse_field_type`); timestamps are µs UTC, dates days.
+FIELD_TYPES = ("string", "int", "float", "bool", "timestamp", "date", "decimal", "list", "struct", "map")
+#: Parameterless column types (map keys must be one of these).
+SCALAR_TYPES = FIELD_TYPES[:6]
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,200}$")
 _TABLE_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,100}$")
@@ -112,6 +119,111 @@ class QueryConfig:
 
     threads: int = setting(2, "DuckDB worker threads.")
     max_rows: int = setting(10_000, "Most rows a query returns (results are held in memory).")
+
+
+@dataclass(frozen=True)
+class FieldType:
+    """A parsed column type: its kind and, for the parametric kinds, what it holds.
+
+    ``params`` is ``(precision, scale)`` for decimal; ``items`` the element type of a list,
+    the ``(key, value)`` types of a map, the ``(name, type)`` fields of a struct.
+    """
+
+    kind: str
+    params: tuple[int, ...] = ()
+    items: tuple[FieldType, ...] = ()
+    names: tuple[str, ...] = ()
+
+    def __str__(self) -> str:
+        if self.kind == "decimal":
+            return f"decimal({self.params[0]},{self.params[1]})"
+        if self.kind == "list":
+            return f"list<{self.items[0]}>"
+        if self.kind == "map":
+            return f"map<{self.items[0]},{self.items[1]}>"
+        if self.kind == "struct":
+            inner = ",".join(f"{n}:{t}" for n, t in zip(self.names, self.items, strict=True))
+            return f"struct<{inner}>"
+        return self.kind
+
+
+_TYPE_TOKEN = re.compile(r"\s*([A-Za-z_][A-Za-z0-9_]*|\d+|[<>(),:])")
+
+
+def parse_field_type(text: str) -> FieldType:
+    """Parse a column type such as ``map<string,list<decimal(10,2)>>``; ValueError if bad."""
+    tokens = []
+    position = 0
+    stripped = text.rstrip()
+    while position < len(stripped):
+        match = _TYPE_TOKEN.match(stripped, position)
+        if match is None:
+            raise ValueError(f"unexpected {stripped[position:]!r}")
+        tokens.append(match.group(1))
+        position = match.end()
+    tokens.append("")
+    index = 0
+
+    def take(expected: str | None = None) -> str:
+        nonlocal index
+        token = tokens[index]
+        if expected is not None and token != expected:
+            raise ValueError(f"expected {expected!r} at {token or 'the end'!r}")
+        index += 1
+        return token
+
+    def parse() -> FieldType:
+        kind = take().lower()
+        if kind in SCALAR_TYPES:
+            return FieldType(kind)
+        if kind == "decimal":
+            take("(")
+            precision = take()
+            take(",")
+            scale = take()
+            take(")")
+            if not (precision.isdigit() and scale.isdigit()):
+                raise ValueError("decimal takes (precision,scale) integers")
+            p, s = int(precision), int(scale)
+            if not 1 <= p <= 38 or s > p:
+                raise ValueError(f"decimal({p},{s}): precision 1-38 and scale <= precision")
+            return FieldType("decimal", (p, s))
+        if kind == "list":
+            take("<")
+            item = parse()
+            take(">")
+            return FieldType("list", items=(item,))
+        if kind == "map":
+            take("<")
+            key = parse()
+            take(",")
+            value = parse()
+            take(">")
+            if key.kind not in SCALAR_TYPES:
+                raise ValueError(f"map keys must be scalar, got {key}")
+            return FieldType("map", items=(key, value))
+        if kind == "struct":
+            take("<")
+            names: list[str] = []
+            items: list[FieldType] = []
+            while True:
+                name = take()
+                if not _TABLE_RE.match(name) or name in names:
+                    raise ValueError(f"bad or repeated struct field name {name!r}")
+                take(":")
+                names.append(name)
+                items.append(parse())
+                if take() == ">":
+                    break
+                if tokens[index - 1] != ",":
+                    raise ValueError("struct fields are separated by ','")
+            return FieldType("struct", items=tuple(items), names=tuple(names))
+        raise ValueError(f"unknown type {kind!r} (known: {', '.join(FIELD_TYPES)})")
+
+    result = parse()
+    if tokens[index]:
+        raise ValueError(f"unexpected {tokens[index]!r} after the type")
+    return result
 
 
 @dataclass(frozen=True)
@@ -222,6 +334,54 @@ class SinkConfig:
     max_bytes: int = setting(64 * MiB, "Flush a partition's buffer at this many bytes (1-128 MiB).")
     max_seconds: float = setting(10.0, "Flush a buffer this many seconds after its first event.")
     compression: str = setting("zstd", "Parquet compression codec.")
+    destination: str = setting(
+        "", "Where the table goes: '' = the lake root, a local folder or s3://bucket/prefix."
+    )
+    prefix: str = setting(
+        "dt=!{timestamp:yyyy-MM-dd}/hour=!{timestamp:HH}/",
+        "Partition folders under <table>/: Firehose Prefix expressions "
+        "!{timestamp:<pattern>} and !{partitionKeyFromQuery:<column>}.",
+    )
+    error_prefix: str = setting(
+        "_errors/!{table}/!{firehose:error-output-type}/dt=!{timestamp:yyyy-MM-dd}/",
+        "Where records that fail conversion go (Firehose ErrorOutputPrefix; !{table} too).",
+    )
+    unknown_fields: str = setting(
+        "drop", "Event fields outside the schema: 'drop', or 'keep' in one JSON column."
+    )
+    unknown_column: str = setting("_unknown", "The JSON column unknown_fields = 'keep' fills.")
+    case_insensitive: bool = setting(
+        False, "Match JSON keys to columns ignoring case (OpenX SerDe CaseInsensitive)."
+    )
+    dots_to_underscores: bool = setting(
+        False, "Read JSON key 'a.b' as column a_b (OpenX ConvertDotsInJsonKeysToUnderscores)."
+    )
+    column_to_json_key: Mapping[str, str] = setting(
+        {}, "Column -> JSON key it is read from (OpenX ColumnToJsonKeyMappings)."
+    )
+    archive: bool = setting(
+        False, "Also keep the raw events as gzip JSON lines (Firehose S3 backup)."
+    )
+    archive_prefix: str = setting(
+        "_archive/!{table}/dt=!{timestamp:yyyy-MM-dd}/hour=!{timestamp:HH}/",
+        "Where the raw archive goes (arrival time).",
+    )
+    memory_limit_bytes: int = setting(
+        256 * MiB, "Most bytes all this sink's buffers hold; at the limit the largest flush."
+    )
+    max_open_partitions: int = setting(
+        500, "Most output partitions buffered at once; beyond it the oldest buffer flushes."
+    )
+    s3_endpoint_url: str = setting("", "S3 endpoint URL ('' = AWS; MinIO, moto for tests).")
+    s3_region: str = setting("us-east-1", "S3 region.")
+    s3_access_key_id: str = setting("", "S3 access key ('' = boto3's default credential chain).")
+    s3_secret_access_key: str = setting("", "S3 secret key ('' = boto3's default chain).")
+    compact_target_bytes: int = setting(
+        128 * MiB, "`firelake compact` merges small files into files near this size."
+    )
+    compact_grace_seconds: float = setting(
+        300.0, "Files a compaction replaced are deleted this long after (running queries)."
+    )
 
 
 @dataclass(frozen=True)
@@ -368,12 +528,12 @@ def _parse_schema(source: str, name: str, raw: Any) -> Schema:
     for column, type_name in fields_raw.items():
         if not _TABLE_RE.match(column):
             _fail(source, f"{key}.fields.{column}", "column names are letters, digits and _")
-        if type_name not in FIELD_TYPES:
-            _fail(
-                source,
-                f"{key}.fields.{column}",
-                f"unknown type {type_name!r} (known: {', '.join(FIELD_TYPES)})",
-            )
+        if not isinstance(type_name, str):
+            _fail(source, f"{key}.fields.{column}", f"a type is a string, got {type_name!r}")
+        try:
+            type_name = str(parse_field_type(type_name))
+        except ValueError as exc:
+            _fail(source, f"{key}.fields.{column}", f"type {type_name!r}: {exc}")
         specs.append(FieldSpec(column, type_name, column in required))
     time_field = raw.get("time_field", "")
     if not isinstance(time_field, str):
@@ -475,6 +635,33 @@ def _check_router(source: str, key: str, spec: RouterConfig) -> None:
         _fail(source, f"{key}.transform", "must be 'module:function'")
 
 
+def _check_sink(source: str, key: str, spec: SinkConfig) -> None:
+    """A sink's settings that the type check alone does not cover."""
+    if spec.unknown_fields not in ("drop", "keep"):
+        _fail(source, f"{key}.unknown_fields", "must be 'drop' or 'keep'")
+    if not _TABLE_RE.match(spec.unknown_column):
+        _fail(source, f"{key}.unknown_column", "column names are letters, digits and _")
+    if spec.destination and not (
+        spec.destination.startswith("s3://") or "://" not in spec.destination
+    ):
+        _fail(source, f"{key}.destination", "must be a local folder or s3://bucket/prefix")
+    if spec.destination.startswith("s3://") and not spec.destination[5:].split("/")[0]:
+        _fail(source, f"{key}.destination", "s3:// needs a bucket name")
+    _check_positive(source, f"{key}.memory_limit_bytes", spec.memory_limit_bytes, MiB)
+    _check_positive(source, f"{key}.max_open_partitions", spec.max_open_partitions, 1, 100_000)
+    _check_positive(source, f"{key}.compact_target_bytes", spec.compact_target_bytes, MiB)
+    _check_positive(source, f"{key}.compact_grace_seconds", spec.compact_grace_seconds, 0)
+    # The templates are checked by the module that renders them (no sinks import at parse
+    # time for the rest of the config, as with router patterns).
+    from sinks.prefix import PrefixError, parse_prefix
+
+    for field_name in ("prefix", "error_prefix", "archive_prefix"):
+        try:
+            parse_prefix(getattr(spec, field_name))
+        except PrefixError as exc:
+            _fail(source, f"{key}.{field_name}", str(exc))
+
+
 def parse_config(
     data: Mapping[str, Any],
     source: str = "<dict>",
@@ -569,10 +756,24 @@ def parse_config(
     sinks: dict[str, SinkConfig] = {}
     tables_seen: dict[str, str] = {}
     for name, raw in table("sinks").items():
-        spec = _section(source, f"sinks.{name}", SinkConfig, raw, name=name)
+        if not isinstance(raw, dict):
+            _fail(source, f"sinks.{name}", "must be a table")
+        raw = dict(raw)
+        mapping = raw.pop("column_to_json_key", {})
+        if not isinstance(mapping, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) and v for k, v in mapping.items()
+        ):
+            _fail(source, f"sinks.{name}.column_to_json_key", "must be a table of column = key")
+        spec = _section(
+            source,
+            f"sinks.{name}",
+            SinkConfig,
+            raw,
+            name=name,
+            column_to_json_key=types.MappingProxyType(dict(mapping)),
+        )
         stream_ref(f"sinks.{name}.stream", spec.stream)
-        if not streams[spec.stream].schema:
-            _fail(source, f"sinks.{name}.stream", f"stream {spec.stream!r} declares no schema")
+        _check_sink(source, f"sinks.{name}", spec)
         if not _TABLE_RE.match(spec.table):
             _fail(source, f"sinks.{name}.table", "table names are letters, digits and _")
         if spec.table in tables_seen:

@@ -1,55 +1,46 @@
-"""Where the sink puts things in the lake, and what it names them.
+"""What the sink names things in its destination (a lake folder or an S3 prefix).
 
-The lake layout is Hive-style, so DuckDB (and Athena) prune by folder::
+Keys are ``/``-separated paths relative to the destination root; the layout is Hive-style
+(the prefix template, ``sinks.prefix``, makes the folders), so DuckDB and Athena prune::
 
-    <lake>/<table>/dt=YYYY-MM-DD/hour=HH/part-<topic>-p<partition>-<first>-<last>.parquet
-    <lake>/_errors/<table>/format-conversion-failed/dt=YYYY-MM-DD/part-...jsonl
-    <lake>/_firelake/sinks/<sink>/<topic>/<partition>.json          (progress state)
-    <lake>/_firelake/sinks/<sink>/<topic>/<partition>.intent.json   (flush in progress)
+    <table>/<prefix>/part-<topic>-p<partition>-<first>-<last>.parquet
+    <error prefix>/part-<topic>-p<partition>-<first>-<last>.jsonl
+    <archive prefix>/part-<topic>-p<partition>-<first>-<last>.jsonl.gz
+    _firelake/sinks/<sink>/<topic>/<partition>.json          (progress state)
+    _firelake/sinks/<sink>/<topic>/<partition>.intent.json   (flush in progress)
+    _firelake/tables/<table>/manifest.json                   (compaction, sinks.compaction)
 
 Data file names are a pure function of the source topic, partition and offset range, so a
 flush that is written again after a crash replaces its own files instead of adding copies.
-Temporary files start with a dot and end in ``.tmp``: no ``*.parquet`` glob ever sees them.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
+import re
 
 __all__ = [
+    "COMPACTED_PREFIX",
     "ERRORS_DIR",
     "FORMAT_CONVERSION_FAILED",
     "STATE_DIR",
     "data_file_name",
-    "error_dir",
     "error_file_name",
-    "intent_path",
-    "partition_dir",
-    "state_path",
-    "tmp_path",
+    "intent_key",
+    "manifest_key",
+    "parse_data_file_name",
+    "state_key",
 ]
 
-#: Top-level lake folder for records the sink could not convert (Firehose's error prefix).
+#: Top-level folder for records the sink could not convert (Firehose's error prefix).
 ERRORS_DIR = "_errors"
-#: Top-level lake folder for the sinks' own bookkeeping (never a table: tables match [A-Za-z_]).
+#: Top-level folder for the sinks' own bookkeeping (never a table: tables match [A-Za-z_]).
 STATE_DIR = "_firelake"
 #: Error category folder, named like Firehose's ``format-conversion-failed`` output.
 FORMAT_CONVERSION_FAILED = "format-conversion-failed"
+#: Name start of a compaction's output file: readers use it only once the manifest says so.
+COMPACTED_PREFIX = "compacted-"
 
-
-def _check_hour(dt: str, hour: int) -> None:
-    # dt comes from strftime in parquet.py; a malformed one would silently create a folder
-    # DuckDB's hive_partitioning then reads as a different type, so refuse it loudly.
-    if len(dt) != 10 or dt[4] != "-" or dt[7] != "-" or not dt.replace("-", "").isdigit():
-        raise ValueError(f"dt must be YYYY-MM-DD, got {dt!r}")
-    if not 0 <= hour <= 23:
-        raise ValueError(f"hour must be 0-23, got {hour!r}")
-
-
-def partition_dir(lake: Path, table: str, dt: str, hour: int) -> Path:
-    """The folder of one table's hour: ``<lake>/<table>/dt=<dt>/hour=<HH>``."""
-    _check_hour(dt, hour)
-    return lake / table / f"dt={dt}" / f"hour={hour:02d}"
+_DATA_RE = re.compile(r"^part-(.+)-p(\d+)-(\d{20})-(\d{20})(?:-s\d+)?\.parquet$")
 
 
 def _base_name(topic: str, partition: int, first_offset: int, last_offset: int) -> str:
@@ -62,18 +53,24 @@ def _base_name(topic: str, partition: int, first_offset: int, last_offset: int) 
     return f"part-{topic}-p{partition}-{first_offset:020d}-{last_offset:020d}"
 
 
-def data_file_name(topic: str, partition: int, first_offset: int, last_offset: int) -> str:
+def data_file_name(
+    topic: str, partition: int, first_offset: int, last_offset: int, variant: int = 0
+) -> str:
     """The deterministic Parquet file name of a flush of ``topic``/``partition``.
 
-    Offsets are zero-padded to 20 digits so names sort in offset order.
+    Offsets are zero-padded to 20 digits so names sort in offset order; ``variant`` n > 0
+    (an inferred schema that could not be unified into one file) adds ``-s<n>``.
     """
-    return _base_name(topic, partition, first_offset, last_offset) + ".parquet"
+    suffix = f"-s{variant}" if variant else ""
+    return _base_name(topic, partition, first_offset, last_offset) + suffix + ".parquet"
 
 
-def error_dir(lake: Path, table: str, dt: str) -> Path:
-    """The folder for a table's records that failed conversion on day ``dt``."""
-    _check_hour(dt, 0)
-    return lake / ERRORS_DIR / table / FORMAT_CONVERSION_FAILED / f"dt={dt}"
+def parse_data_file_name(name: str) -> tuple[str, int, int, int] | None:
+    """(topic, partition, first, last) of a sink's data file name, None for other names."""
+    match = _DATA_RE.match(name)
+    if match is None:
+        return None
+    return match.group(1), int(match.group(2)), int(match.group(3)), int(match.group(4))
 
 
 def error_file_name(topic: str, partition: int, first_offset: int, last_offset: int) -> str:
@@ -81,23 +78,25 @@ def error_file_name(topic: str, partition: int, first_offset: int, last_offset: 
     return _base_name(topic, partition, first_offset, last_offset) + ".jsonl"
 
 
-def _sink_dir(lake: Path, sink: str, topic: str) -> Path:
+def _sink_dir(sink: str, topic: str) -> str:
     for name, value in (("sink", sink), ("topic", topic)):
         if "/" in value or value in ("", ".", ".."):
             raise ValueError(f"{name} {value!r} cannot be a folder name")
-    return lake / STATE_DIR / "sinks" / sink / topic
+    return f"{STATE_DIR}/sinks/{sink}/{topic}"
 
 
-def state_path(lake: Path, sink: str, topic: str, partition: int) -> Path:
+def state_key(sink: str, topic: str, partition: int) -> str:
     """The progress state file of one (sink, topic, partition)."""
-    return _sink_dir(lake, sink, topic) / f"{partition}.json"
+    return f"{_sink_dir(sink, topic)}/{partition}.json"
 
 
-def intent_path(lake: Path, sink: str, topic: str, partition: int) -> Path:
+def intent_key(sink: str, topic: str, partition: int) -> str:
     """The intent file of the flush in progress for one (sink, topic, partition)."""
-    return _sink_dir(lake, sink, topic) / f"{partition}.intent.json"
+    return f"{_sink_dir(sink, topic)}/{partition}.intent.json"
 
 
-def tmp_path(path: Path) -> Path:
-    """The temporary sibling a file is written to before it is renamed into place."""
-    return path.with_name(f".{path.name}.tmp")
+def manifest_key(table: str) -> str:
+    """The compaction manifest of a table (which compacted files are live, which retired)."""
+    if "/" in table or table in ("", ".", ".."):
+        raise ValueError(f"table {table!r} cannot be a folder name")
+    return f"{STATE_DIR}/tables/{table}/manifest.json"
