@@ -29,6 +29,10 @@ __all__ = ["build_parser", "main"]
 log = logging.getLogger("firelake")
 
 
+class UsageError(ValueError):
+    """A command line that parses but cannot be carried out as given."""
+
+
 def _config(args: argparse.Namespace) -> FirelakeConfig:
     return load_config(args.config)
 
@@ -211,18 +215,24 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_sink(args: argparse.Namespace) -> int:
+    from sinks.fleet import run_sink_fleet
     from sinks.sink import run_sinks
+    from streams.registry import load_registry
+    from streams.resources import registry_config
 
     config = _config(args)
-    names = list(config.sinks) if args.all else [args.name]
-    for name in names:
-        if name not in config.sinks:
-            raise ConfigError(
-                config.source,
-                f"sinks.{name}",
-                f"no such sink (configured: {', '.join(config.sinks) or 'none'})",
-            )
-    _run_async(run_sinks(config, names))
+    if args.all:
+        # Declared sinks, plus one per Firehose delivery stream, as they come and go.
+        _run_async(run_sink_fleet(config))
+        return 0
+    config = registry_config(config, load_registry(config.bootstrap))
+    if args.name not in config.sinks:
+        raise ConfigError(
+            config.source,
+            f"sinks.{args.name}",
+            f"no such sink (configured: {', '.join(config.sinks) or 'none'})",
+        )
+    _run_async(run_sinks(config, [args.name]))
     return 0
 
 
@@ -246,6 +256,19 @@ def cmd_send(args: argparse.Namespace) -> int:
             seed=args.seed,
             show_progress=not args.quiet,
         )
+    )
+    print(report)
+    return 0
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    config = _config(args)
+    if not args.stream or not args.from_:
+        raise UsageError("replay needs a stream and --from (a time, @epoch-ms or an offset)")
+    from streams.replay import run_replay
+
+    report = run_replay(
+        config.bootstrap, args.stream, args.from_, args.to, args.into, progress=not args.quiet
     )
     print(report)
     return 0
@@ -381,6 +404,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--invalid-ratio", type=float, default=0.0, help="share of bad events (0-1)")
     p.add_argument("--seed", type=int, default=None, help="seed for reproducible events")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p = command("replay", cmd_replay, "re-deliver a time or offset range of a stream")
+    p.add_argument("stream", nargs="?", help="the stream to read")
+    p.add_argument(
+        "--from",
+        dest="from_",
+        default=None,
+        help="ISO time, @epoch-ms, offset, earliest or latest (inclusive)",
+    )
+    p.add_argument("--to", default=None, help="same forms, exclusive (default: the end now)")
+    p.add_argument("--into", default=None, help="target stream (default: the same stream)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
     p = command("query", cmd_query, "run SQL over the lake with DuckDB")
     p.add_argument("sql", help="the SQL; each lake table is a view")
     p.add_argument("--format", choices=["table", "csv", "json"], default="table")
@@ -403,7 +437,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except Exception as exc:  # a clear last line instead of a traceback for known errors
         name = type(exc).__name__
-        if name in {"BrokerError", "TopicMismatchError", "QueryError", "SendError"}:
+        if name in {
+            "BrokerError",
+            "TopicMismatchError",
+            "QueryError",
+            "SendError",
+            "UsageError",
+            "ReplayError",
+        }:
             print(f"firelake: {exc}", file=sys.stderr)
             return 1
         raise

@@ -104,6 +104,12 @@ class IngestConfig:
         16, "Requests parsed and produced at once; more wait slot_wait_seconds, then get 503."
     )
     slot_wait_seconds: float = setting(5.0, "How long a request waits for an in-flight slot.")
+    aws_access_keys: str = setting(
+        "", "Access keys the AWS endpoint accepts, 'AKID[:SECRET],...'; empty accepts any."
+    )
+    shard_write_quota: bool = setting(
+        False, "Enforce Kinesis' per-shard write quota (1 MiB/s, 1 000 records/s)."
+    )
 
 
 @dataclass(frozen=True)

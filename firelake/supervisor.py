@@ -60,8 +60,8 @@ def pipeline_services(
         for worker in range(router.workers):
             label = f"router:{name}" if router.workers == 1 else f"router:{name}:{worker}"
             services.append(ServiceSpec(label, (*cli, "router", "--name", name, *config_args), env))
-    if config.sinks:
-        services.append(ServiceSpec("sinks", (*cli, "sink", "--all", *config_args), env))
+    # Always: Firehose delivery streams created through the API get their sinks here too.
+    services.append(ServiceSpec("sinks", (*cli, "sink", "--all", *config_args), env))
     return services
 
 

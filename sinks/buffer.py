@@ -7,6 +7,11 @@ be flushed when ``max_events``, ``max_bytes`` or ``max_seconds`` (since its firs
 is reached, whichever comes first; the sink checks the time bound even when no messages
 arrive, so an idle buffer still flushes on time.
 
+Besides the raw counts that drive the hints, a buffer holds what the sink converted from
+its messages (``add_rows``): Arrow rows per output folder, the lines that failed, and
+their exact memory size, which ``sinks.memory`` bounds across all buffers. It keeps the
+raw message values only when asked (the raw archive needs them).
+
 Time comes from an injectable clock (``time.monotonic`` by default); tests pass a
 :class:`FixedClock` and move it by hand, so the time bound is tested without sleeping.
 Nothing here parses events: counts come from the envelope's ``fl-count`` header.
@@ -15,8 +20,9 @@ Nothing here parses events: counts come from the envelope's ``fl-count`` header.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
 
 from streams.envelope import HEADER_COUNT, HEADER_FORMAT
 
@@ -100,7 +106,8 @@ class Batch:
     ``values`` and ``offsets`` are parallel (messages with an empty value are not in
     them); ``first_offset``..``last_offset`` covers every message consumed, empty or not,
     and is the range the flush commits. ``max_timestamp_ms`` is the latest Kafka timestamp
-    seen, used to place events that carry no event time.
+    seen, used to place events that carry no event time. ``parts`` are the converted rows
+    by output folder, ``bad`` the lines that failed, ``memory`` their size in bytes.
     """
 
     topic: str
@@ -112,20 +119,26 @@ class Batch:
     events: int
     nbytes: int
     max_timestamp_ms: int
+    parts: Mapping[str, tuple[Any, ...]] = field(default_factory=dict)
+    bad: tuple[Any, ...] = ()
+    memory: int = 0
 
 
 class PartitionBuffer:
     """The buffered messages of one source partition, with its flush bounds."""
 
     __slots__ = (
+        "_bad",
         "_clock",
         "_offsets",
+        "_parts",
         "_values",
         "events",
         "first_offset",
         "last_offset",
         "limits",
         "max_timestamp_ms",
+        "memory",
         "messages",
         "nbytes",
         "next_offset",
@@ -161,6 +174,9 @@ class PartitionBuffer:
         self.nbytes = 0
         self.max_timestamp_ms = 0
         self.started_at: float | None = None
+        self._parts: dict[str, list[Any]] = {}
+        self._bad: list[Any] = []
+        self.memory = 0
 
     def __len__(self) -> int:
         """Number of messages buffered (including empty ones)."""
@@ -171,8 +187,13 @@ class PartitionBuffer:
         """True when no message has been appended since the last take."""
         return self.first_offset < 0
 
-    def append(self, offset: int, value: bytes | None, events: int, timestamp_ms: int) -> bool:
-        """Add one message; False (and nothing changes) if its offset was seen already."""
+    def append(
+        self, offset: int, value: bytes | None, events: int, timestamp_ms: int, keep: bool = True
+    ) -> bool:
+        """Add one message; False (and nothing changes) if its offset was seen already.
+
+        ``keep=False`` counts the value without holding it (its rows come via ``add_rows``).
+        """
         if offset < self.next_offset:
             return False
         if self.first_offset < 0:
@@ -182,13 +203,27 @@ class PartitionBuffer:
         self.next_offset = offset + 1
         self.messages += 1
         if value:
-            self._values.append(value)
-            self._offsets.append(offset)
+            if keep:
+                self._values.append(value)
+                self._offsets.append(offset)
+                self.memory += len(value)
             self.events += events
             self.nbytes += len(value)
         if timestamp_ms > self.max_timestamp_ms:
             self.max_timestamp_ms = timestamp_ms
         return True
+
+    def add_rows(self, parts: Mapping[str, Sequence[Any]], bad: Sequence[Any], memory: int) -> None:
+        """Hold converted rows (by output folder), failed lines, and their size in bytes."""
+        for folder, tables in parts.items():
+            self._parts.setdefault(folder, []).extend(tables)
+        self._bad.extend(bad)
+        self.memory += memory
+
+    @property
+    def folders(self) -> frozenset[str]:
+        """The output folders the buffered rows go to (its open partitions)."""
+        return frozenset(self._parts)
 
     def deadline(self) -> float | None:
         """Clock time at which the time bound flushes this buffer, None when empty."""
@@ -232,6 +267,9 @@ class PartitionBuffer:
             events=self.events,
             nbytes=self.nbytes,
             max_timestamp_ms=self.max_timestamp_ms,
+            parts={folder: tuple(tables) for folder, tables in self._parts.items()},
+            bad=tuple(self._bad),
+            memory=self.memory,
         )
         self._reset()
         return batch

@@ -1,16 +1,16 @@
 """NDJSON envelopes to Parquet files: Firehose's record format conversion.
 
-A flush joins the buffered envelope values with ``\\n`` and parses them in one
-``pyarrow.json.read_json`` call against an explicit Arrow schema built from the Firelake
-schema — no event is ever parsed on its own in Python. The table is split by the hour of
-the schema's ``time_field`` with Arrow compute kernels, and every (dt, hour) group becomes
-one zstd Parquet file named by the batch's offset range (see ``sinks.paths``).
+A sink converts the messages of each poll as they arrive (``convert``): their values are
+joined with ``\\n`` and parsed in one ``pyarrow.json.read_json`` call against the Arrow
+schema of the table (``sinks.conversion``) — no event is parsed on its own in Python unless
+key mapping, an unknown-field column or a map column asks for the Python pass. The rows are
+then cut by output folder (``sinks.prefix``) and buffered; a flush (``plan_flush``) turns
+each folder's rows into one Parquet file named by the batch's offset range.
 
-When a batch does not convert (rare: the router validated the events) the batch is
-bisected — first by message, then by line inside a failing message — until the bad lines
-are isolated; they go to the table's ``format-conversion-failed`` error folder as JSON
-lines with the reason and their source partition, offset and index, and everything else
-is still written.
+When a batch does not convert the batch is bisected — first by message, then by line
+inside a failing message — until the bad lines are isolated; they go to the error prefix
+in Firehose's error envelope with their source partition, offset and index, and
+everything else is still written.
 
 pyarrow 26 crashes the process (a segfault, not an exception) when a JSON block starts
 with a top-level ``null`` (apache/arrow#47409). So :func:`to_table` cuts the data into
@@ -18,7 +18,8 @@ chunks at line ends itself and hands each chunk to ``read_json`` as exactly one 
 after checking — one byte per chunk, not a scan of the data — that the chunk starts with
 ``{``; chunks are parsed in parallel on a small thread pool, as pyarrow would parse its own
 blocks. A ``null`` line anywhere else is harmless to pyarrow; it yields an all-null row,
-which :func:`to_table` refuses so that the bisection reports the line.
+which :func:`to_table` refuses so that the bisection reports the line. Inferred schemas
+(``read_json`` without an explicit schema) go through the same guard.
 """
 
 from __future__ import annotations

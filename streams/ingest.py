@@ -41,9 +41,10 @@ from aiokafka import AIOKafkaProducer
 from firelake.config import FirelakeConfig, StreamConfig
 from streams import envelope
 from streams.aws_api import AwsBackend, AwsOptions, handle
-from streams.aws_records import AwsLimits
+from streams.aws_records import AwsLimits, ShardQuota
 from streams.records import Limits, PutRequest, RequestError, check_body_size, parse_put_records
 from streams.sequence import encode_sequence
+from streams.sigv4 import Credentials
 from streams.topics import MAX_MESSAGE_BYTES, TopicError, TopicMismatchError, ensure_topics
 
 __all__ = [
@@ -59,6 +60,7 @@ __all__ = [
     "Ingest",
     "IngestServer",
     "IngestThread",
+    "aws_options",
     "create_app",
     "kafka_bootstrap",
     "serve",
@@ -87,6 +89,14 @@ _THROTTLE_ERRORS: tuple[type[BaseException], ...] = (
     aiokafka_errors.NotEnoughReplicasAfterAppendError,
     TimeoutError,
 )
+
+
+def aws_options(config: FirelakeConfig) -> AwsOptions:
+    """The AWS endpoint's options from ``[ingest]``: accepted keys and the shard quota."""
+    return AwsOptions(
+        credentials=Credentials.parse(config.ingest.aws_access_keys),
+        quota=ShardQuota() if config.ingest.shard_write_quota else None,
+    )
 
 
 def kafka_bootstrap(config: FirelakeConfig) -> str:
@@ -463,7 +473,7 @@ class IngestServer:
         aws: AwsOptions | None = None,
     ) -> None:
         self.config = config
-        self.aws = aws
+        self.aws = aws if aws is not None else aws_options(config)
         self.host = config.ingest.host
         self.requested_port = config.ingest.port if port is None else port
         self.create_topics = create_topics

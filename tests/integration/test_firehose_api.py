@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,14 +15,12 @@ import pytest
 from botocore.config import Config
 
 from firelake.cli import main as firelake_main
-from firelake.config import load_config
+from firelake.config import FirelakeConfig, load_config
 from firelake.testing import example_dict, sample_event, write_config
 from queries.engine import QueryEngine
-from sinks.sink import run_sinks
+from sinks.fleet import run_sink_fleet
 from streams.aws_api import AwsOptions
 from streams.ingest import IngestThread
-from streams.registry import aload_registry
-from streams.resources import registry_config
 from streams.topics import delete_topics
 
 pytestmark = pytest.mark.kafka
@@ -90,6 +89,31 @@ def destination(table: str, schema_table: str, **extra: Any) -> dict[str, Any]:
     return dest
 
 
+class FleetThread(threading.Thread):
+    """``sinks.fleet.run_sink_fleet`` (what ``firelake sink --all`` runs) in a thread."""
+
+    def __init__(self, config: FirelakeConfig, registry_topic: str) -> None:
+        super().__init__(daemon=True)
+        self.config, self.registry_topic = config, registry_topic
+        self.loop = asyncio.new_event_loop()
+        self.stop_event = asyncio.Event()
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            self.loop.run_until_complete(
+                run_sink_fleet(self.config, self.stop_event, self.registry_topic, 0.5)
+            )
+        except BaseException as exc:
+            self.error = exc
+
+    def stop(self) -> None:
+        self.loop.call_soon_threadsafe(self.stop_event.set)
+        self.join(60)
+        assert not self.is_alive(), "the sink fleet did not stop within 60 s"
+        assert self.error is None, repr(self.error)
+
+
 def count_rows(lake: Path, table: str) -> int:
     with QueryEngine(lake) as engine:
         if table not in engine.tables:
@@ -128,6 +152,11 @@ def test_put_record_batch_5000_records_reach_the_lake(
             "StorageDescriptor"
         ]["Columns"]
     ][:3] == ["string", "string", "timestamp"]
+
+    # The sinks process `firelake up` runs, started before any delivery stream exists: it
+    # must pick the delivery streams up from the registry as they are created.
+    fleet = FleetThread(setup["config"], setup["registry_topic"])
+    fleet.start()
 
     name = f"clicks-{suffix}"
     arn = firehose.create_delivery_stream(
@@ -183,22 +212,12 @@ def test_put_record_batch_5000_records_reach_the_lake(
     with pytest.raises(firehose.exceptions.InvalidArgumentException, match="KinesisStreamAsSource"):
         firehose.put_record(DeliveryStreamName=from_stream, Record={"Data": b"{}"})
 
-    # The sinks of both delivery streams, from the registry, as `firelake up` would run them.
-    async def run() -> None:
-        registry = await aload_registry(kafka_bootstrap, setup["registry_topic"])
-        merged = registry_config(setup["config"], registry)
-        sinks = [registry.deliveries[name].sink_name, registry.deliveries[from_stream].sink_name]
-        stop = asyncio.Event()
-        task = asyncio.create_task(run_sinks(merged, sinks, stop))
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline and not task.done():
-            if count_rows(lake, table) >= 5000 and count_rows(lake, page_table) >= 300:
-                break
-            await asyncio.sleep(0.5)
-        stop.set()
-        await asyncio.wait_for(task, 60)
-
-    asyncio.run(run())
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline and fleet.is_alive():
+        if count_rows(lake, table) >= 5000 and count_rows(lake, page_table) >= 300:
+            break
+        time.sleep(0.5)
+    fleet.stop()
     assert count_rows(lake, table) == 5000
     assert count_rows(lake, page_table) == 300
     errors = list((lake / "_errors" / table).rglob("*.jsonl"))

@@ -1,0 +1,66 @@
+"""Every sink a process should run, kept in step with the registry.
+
+Sinks declared in ``firelake.toml`` run from the start. Firehose delivery streams created
+through the AWS API (``CreateDeliveryStream``) live in the registry topic
+(:mod:`streams.registry`); the fleet re-reads it every few seconds and starts a sink for each
+new delivery stream and stops (flushing first) the sink of a deleted one — the way Firehose
+starts delivering as soon as a delivery stream is ACTIVE, without a restart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from firelake.config import FirelakeConfig
+from sinks.sink import ParquetSink
+from streams.registry import REGISTRY_TOPIC, RegistryStore
+from streams.resources import registry_config
+
+__all__ = ["run_sink_fleet"]
+
+log = logging.getLogger("sinks.fleet")
+
+
+async def run_sink_fleet(
+    config: FirelakeConfig,
+    stop: asyncio.Event | None = None,
+    registry_topic: str = REGISTRY_TOPIC,
+    interval_seconds: float = 5.0,
+) -> None:
+    """Run every configured and registered sink until ``stop``; one failing stops them all."""
+    stop = stop or asyncio.Event()
+    running: dict[str, tuple[asyncio.Task[None], asyncio.Event]] = {}
+    async with RegistryStore(config.bootstrap, registry_topic) as store:
+        try:
+            while not stop.is_set():
+                merged = registry_config(config, await store.refresh())
+                for name in merged.sinks.keys() - running.keys():
+                    sink_stop = asyncio.Event()
+                    task = asyncio.create_task(ParquetSink(merged, name).run(sink_stop), name=name)
+                    running[name] = (task, sink_stop)
+                    log.info("sink %s started (stream %s)", name, merged.sinks[name].stream)
+                for name in running.keys() - merged.sinks.keys():
+                    task, sink_stop = running.pop(name)
+                    sink_stop.set()
+                    await task
+                    log.info("sink %s stopped: its delivery stream was deleted", name)
+                for name, (task, _) in running.items():
+                    if task.done():
+                        # A sink that died takes the process down; the supervisor restarts it.
+                        task.result()
+                        raise RuntimeError(f"sink {name} stopped on its own")
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), interval_seconds)
+        finally:
+            for _, sink_stop in running.values():
+                sink_stop.set()
+            results = await asyncio.gather(
+                *(t for t, _ in running.values()), return_exceptions=True
+            )
+            for name, result in zip(running, results, strict=True):
+                if isinstance(result, BaseException) and not isinstance(
+                    result, asyncio.CancelledError
+                ):
+                    log.error("sink %s failed: %r", name, result)
