@@ -48,12 +48,18 @@ def _rename(data: dict[str, Any], suffix: str) -> dict[str, Any]:
     data["streams"] = {named(k): v for k, v in data.get("streams", {}).items()}
     routers = {}
     for name, router in data.get("routers", {}).items():
-        router["source"] = named(router["source"])
+        source = router["source"]
+        router["source"] = named(source) if isinstance(source, str) else [named(s) for s in source]
         router["dlq"] = named(router.get("dlq", "dlq"))
         router["routes"] = {
             value: [named(t) for t in ([target] if isinstance(target, str) else target)]
             for value, target in router.get("routes", {}).items()
         }
+        for rule in router.get("rules", []):
+            targets = rule["streams"]
+            rule["streams"] = [
+                named(t) for t in ([targets] if isinstance(targets, str) else targets)
+            ]
         routers[named(name)] = router
     data["routers"] = routers
     sinks = {}

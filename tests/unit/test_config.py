@@ -169,3 +169,13 @@ def test_router_settings_are_checked(setting: str, value: object, key: str, phra
         parse_config(data, source="<test>", environ={})
     assert caught.value.key == key
     assert phrase in caught.value.reason
+
+
+@pytest.mark.parametrize("path", sorted(EXAMPLE_CONFIG.parent.glob("*.toml")), ids=lambda p: p.name)
+def test_every_shipped_example_loads_and_renames_consistently(path: Path) -> None:
+    data = tomllib.loads(path.read_text(encoding="utf-8"))
+    load_config(path, environ={})
+    renamed = example_dict("127.0.0.1:9", "/lake", "zz", data)
+    config = parse_config(renamed, environ={})  # every reference still resolves
+    assert all(name.endswith("-zz") for name in config.streams)
+    assert all(name.endswith("-zz") for name in config.routers)
