@@ -141,7 +141,7 @@ def _wait_healthy(url: str, process: subprocess.Popen[bytes], timeout: float = 6
     raise TimeoutError("the ingest did not become healthy")
 
 
-def run_kinesis_bench(bootstrap: str, events: int, concurrency: int) -> list[BenchResult]:
+def run_kinesis_bench(bootstrap: str, events: int, concurrency: int = 16) -> list[BenchResult]:
     """Both paths over ``events`` events; returns their results (direct path first)."""
     suffix = unique_suffix()
     stream = f"raw-events-{suffix}"

@@ -18,13 +18,13 @@ import aiohttp
 import orjson
 import pyarrow.json as pa_json
 import pyarrow.parquet as pq
-from queries.engine import QueryEngine
 
 from bench.harness import BenchResult, scratch_dir
 from firelake.broker import free_port
 from firelake.config import load_config
 from firelake.supervisor import Supervisor, pipeline_services
 from firelake.testing import example_dict, sample_event, unique_suffix, write_config
+from queries.engine import QueryEngine
 from streams.topics import ensure_topics
 
 __all__ = ["run_pipeline_bench"]
