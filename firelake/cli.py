@@ -435,19 +435,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
-    except Exception as exc:  # a clear last line instead of a traceback for known errors
-        name = type(exc).__name__
-        if name in {
-            "BrokerError",
-            "TopicMismatchError",
-            "QueryError",
-            "SendError",
-            "UsageError",
-            "ReplayError",
-        }:
-            print(f"firelake: {exc}", file=sys.stderr)
-            return 1
-        raise
+    except _expected_errors() as exc:
+        # What a user can fix (a busy port, a bad SQL, a topic mismatch): one clear line.
+        print(f"firelake: {exc}", file=sys.stderr)
+        return 1
+
+
+def _expected_errors() -> tuple[type[BaseException], ...]:
+    """Errors that describe the user's situation rather than a bug in Firelake."""
+    from firelake.broker import BrokerError
+    from queries.engine import QueryError
+    from streams.replay import ReplayError
+    from streams.topics import TopicError
+
+    return (BrokerError, QueryError, ReplayError, TopicError, UsageError)
 
 
 if __name__ == "__main__":
