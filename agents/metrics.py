@@ -27,7 +27,7 @@ log = logging.getLogger("firelake.router")
 
 @dataclass
 class EdgeStats:
-    """What the Kafka edge counts: batches, retries, and per-partition position."""
+    """What the Kafka edge of either engine counts: batches, retries, partition position."""
 
     batches: int = 0
     retries: int = 0
@@ -61,7 +61,8 @@ class RouterCollector(Collector):
         yield counter("filtered", "Events matching no filter pattern.", stats.filtered)
         yield counter("duplicates", "Repeated event ids skipped.", stats.duplicates)
         yield counter("dropped", "Events a transform dropped.", stats.dropped)
-        yield counter("batches", "Batches committed (Kafka transactions).", edge.batches)
+        # Transactional engine: Kafka transactions; Faust engine: raw messages delivered.
+        yield counter("batches", "Batches delivered and committed or acked.", edge.batches)
         yield counter("retried", "Batch delivery retries.", edge.retries)
         dead = CounterMetricFamily(
             "firelake_router_dead_lettered",

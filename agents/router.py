@@ -29,6 +29,11 @@ whole, with exponential backoff and full jitter, until ``max_retry_attempts`` or
 If even that fails, the worker exits non-zero with its input uncommitted. Bad *data* never
 stops a partition: it becomes DLQ records at once.
 
+The retry loop, the DLQ fallback and the counters are shared with the Faust engine
+(``agents/edge.py``). ``routers.<name>.engine = "faust"`` runs the router as a Faust agent
+instead (``agents/faust_agent.py``, at-least-once); :func:`run_router` and :func:`main`
+dispatch on it.
+
 Run it as ``python -m agents.router --config FILE --router NAME``.
 """
 
@@ -48,15 +53,23 @@ from datetime import datetime
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener
-from aiokafka.errors import KafkaError, ProducerFenced
+from aiokafka.errors import ProducerFenced
 from aiokafka.structs import TopicPartition
 
+from agents.edge import (
+    DeliveryError,
+    Fenced,
+    Routed,
+    SendFailed,
+    app_id,
+    deliver,
+    event_count,
+    route_records,
+)
 from agents.metrics import EdgeStats, RouterCollector, serve_metrics
 from agents.routing import DEFAULT_MAX_ENVELOPE_BYTES, Outgoing, Router
-from agents.validation import DELIVERY_FAILED
 from firelake.config import ConfigError, FirelakeConfig, load_config
 from firelake.log import setup_logging
-from streams.envelope import HEADER_COUNT, decode
 
 __all__ = [
     "STATS_INTERVAL_SECONDS",
@@ -76,45 +89,9 @@ STATS_INTERVAL_SECONDS = 60.0
 _FETCH_BYTES = 8 * 1024 * 1024
 
 
-class DeliveryError(RuntimeError):
-    """Kafka did not accept a batch even after its retries and its DLQ fallback."""
-
-    def __init__(self, topic: str, partition: int, offset: int, cause: BaseException) -> None:
-        self.topic = topic
-        self.partition = partition
-        self.offset = offset
-        self.cause = cause
-        super().__init__(
-            f"could not deliver the envelopes routed from {topic}[{partition}]@{offset}: {cause!r}"
-        )
-
-
-def app_id(router_name: str) -> str:
-    """The consumer group of a router (also the prefix of its transactional ids)."""
-    return f"firelake-router-{router_name}"
-
-
 def transactional_id(router_name: str, topic: str, partition: int) -> str:
     """The transactional id owning one source partition's output (stable across workers)."""
     return f"{app_id(router_name)}-{topic}-{partition}"
-
-
-def _event_count(headers: Sequence[tuple[str, bytes]] | None) -> int:
-    for name, value in headers or ():
-        if name == HEADER_COUNT:
-            try:
-                return max(1, int(value))
-            except ValueError:
-                return 1
-    return 1
-
-
-@dataclass
-class _Routed:
-    """One raw message and what the router made of it."""
-
-    record: Any
-    outgoing: list[Outgoing]
 
 
 @dataclass
@@ -242,138 +219,36 @@ class RouterWorker:
                 if isinstance(result, BaseException):
                     errors[index] = result
             if any(errors):
-                raise _SendFailed(errors)
+                raise SendFailed(errors)
             await producer.send_offsets_to_transaction({tp: next_offset}, self.group)
         return errors
 
-    async def _deliver(self, tp: TopicPartition, routed: list[_Routed]) -> None:
-        """Commit one partition's batch with retries, then its DLQ fallback."""
-        out = [o for r in routed for o in r.outgoing]
+    async def _deliver(self, tp: TopicPartition, routed: list[Routed]) -> None:
+        """Commit one partition's batch with the shared retries, then its DLQ fallback."""
         next_offset = routed[-1].record.offset + 1
-        first_attempt = self.router.dead_letters.now()
-        retries = 0
-        while True:
+
+        async def attempt(out: list[Outgoing]) -> None:
             producer = await self._producer(tp)
             try:
                 await self._transaction(producer, tp, out, next_offset)
-                self.edge.batches += 1
-                return
-            except ProducerFenced:
+            except ProducerFenced as exc:
                 # A newer worker owns this partition now: it re-reads what we did not commit.
                 log.warning("router %s: fenced on %s; leaving it", self.name, tuple(tp))
                 self.producers.pop(tp, None)
                 await producer.stop()
-                return
-            except (KafkaError, _SendFailed, OSError) as exc:
-                failure = exc
-            oldest = min((r.record.timestamp for r in routed), default=None)
-            if self.policy.may_retry(retries) and not self.policy.too_old(oldest, time.time()):
-                delay = self.policy.delay(retries, self.rng)
-                retries += 1
-                self.edge.retries += 1
-                log.warning(
-                    "router %s: batch from %s[%d] failed (%s); retry %d in %.2fs",
-                    self.name,
-                    tp.topic,
-                    tp.partition,
-                    _describe(failure),
-                    retries,
-                    delay,
-                )
-                await self._reset(tp, producer)
-                await asyncio.sleep(delay)
-                continue
-            break
-        # Out of budget: dead-letter only the events of the refused messages.
-        self.edge.delivery_failures += 1
-        failed = failure.errors if isinstance(failure, _SendFailed) else [failure] * len(out)
-        replacement = self._dead_letter_failed(routed, failed, retries + 1, first_attempt)
-        await self._reset(tp, producer)
-        producer = await self._producer(tp)
-        try:
-            await self._transaction(producer, tp, replacement, next_offset)
-            self.edge.batches += 1
-        except (KafkaError, _SendFailed, OSError) as exc:
-            first = routed[0].record
-            raise DeliveryError(tp.topic, tp.partition, first.offset, exc) from exc
+                raise Fenced from exc
 
-    async def _reset(self, tp: TopicPartition, producer: AIOKafkaProducer) -> None:
-        """Replace a producer whose transaction failed: the next one starts clean.
+        async def reset() -> None:
+            # Replace a producer whose transaction failed: re-initialising the transactional
+            # id aborts whatever the failed one left open, whether abortable or fatal.
+            producer = self.producers.pop(tp, None)
+            if producer is not None:
+                with contextlib.suppress(Exception):
+                    await producer.stop()
 
-        (Re-initialising the transactional id aborts whatever the failed one left open,
-        whether its error was abortable or fatal.)
-        """
-        self.producers.pop(tp, None)
-        with contextlib.suppress(Exception):
-            await producer.stop()
-
-    def _dead_letter_failed(
-        self,
-        routed: list[_Routed],
-        errors: list[BaseException | None],
-        attempts: int,
-        first_attempt: str,
-    ) -> list[Outgoing]:
-        """The batch's messages with every refused one replaced by DLQ records."""
-        keep: list[Outgoing] = []
-        dead: list[Outgoing] = []
-        position = 0
-        now = self.router.dead_letters.now()
-        for item in routed:
-            record = item.record
-            envelope = None
-            records: list[dict[str, Any]] = []
-            for o in item.outgoing:
-                error = errors[position]
-                position += 1
-                if error is None:
-                    keep.append(o)
-                    continue
-                if envelope is None:
-                    envelope = decode(record.value, record.headers, record.key)
-                for index in dict.fromkeys(o.origins):
-                    records.append(
-                        self.router.dead_letters.record(
-                            envelope.lines[index],
-                            DELIVERY_FAILED,
-                            f"{o.stream}[{o.partition}] refused: {_describe(error)}",
-                            source_topic=record.topic,
-                            source_partition=record.partition,
-                            source_offset=record.offset,
-                            source_index=index,
-                            failed_at=now,
-                            attempts=attempts,
-                            first_attempt_at=first_attempt,
-                            source_key=envelope.key_at(index),
-                        )
-                    )
-            counts = self.router.stats.dead_lettered
-            counts[DELIVERY_FAILED] = counts.get(DELIVERY_FAILED, 0) + len(records)
-            self.router.emit_dead(records, record.partition, dead)
-        return keep + dead
+        await deliver(self.router, self.edge, routed, attempt, rng=self.rng, reset=reset)
 
     # ------------------------------------------------------------------ the loop
-
-    def _route(self, tp: TopicPartition, records: list[Any]) -> list[_Routed]:
-        route = self.router.route
-        routed = []
-        for record in records:
-            outgoing = route(
-                record.value,
-                record.headers,
-                record.key,
-                record.topic,
-                record.partition,
-                record.offset,
-                record.timestamp,
-            )
-            routed.append(_Routed(record, outgoing))
-        if records:
-            last = records[-1]
-            self.edge.age_s[(tp.topic, tp.partition)] = max(
-                0.0, time.time() - last.timestamp / 1000.0
-            )
-        return routed
 
     async def _flush(self, ready: list[TopicPartition]) -> None:
         async def one(tp: TopicPartition) -> None:
@@ -383,14 +258,14 @@ class RouterWorker:
             chunk: list[Any] = []
             events = 0
             for record in records:
-                count = _event_count(record.headers)
+                count = event_count(record.headers)
                 if chunk and events + count > self.spec.batch_size:
-                    await self._deliver(tp, self._route(tp, chunk))
+                    await self._deliver(tp, route_records(self.router, self.edge, chunk))
                     chunk, events = [], 0
                 chunk.append(record)
                 events += count
             if chunk:
-                await self._deliver(tp, self._route(tp, chunk))
+                await self._deliver(tp, route_records(self.router, self.edge, chunk))
 
         await asyncio.gather(*(one(tp) for tp in ready))
 
@@ -445,7 +320,7 @@ class RouterWorker:
                         if pending is None:
                             pending = self.pending[tp] = _Pending(since=now)
                         pending.records.extend(records)
-                        pending.events += sum(_event_count(r.headers) for r in records)
+                        pending.events += sum(event_count(r.headers) for r in records)
                     ready = [
                         tp
                         for tp, p in self.pending.items()
@@ -473,21 +348,6 @@ class RouterWorker:
                 self.router.transform.close()
 
 
-class _SendFailed(Exception):
-    """Some sends of a transaction failed; ``errors`` holds each message's error or None."""
-
-    def __init__(self, errors: list[BaseException | None]) -> None:
-        self.errors = errors
-        first = next(e for e in errors if e is not None)
-        super().__init__(f"{sum(e is not None for e in errors)} sends failed, first: {first!r}")
-
-
-def _describe(error: BaseException | None) -> str:
-    if isinstance(error, _SendFailed):
-        error = next(e for e in error.errors if e is not None)
-    return f"{type(error).__name__}: {error}"
-
-
 async def serve_router(
     config: FirelakeConfig, router_name: str, bootstrap: str | None = None
 ) -> None:
@@ -510,7 +370,17 @@ def run_router(
     *,
     loglevel: str = "info",
 ) -> int:
-    """Run a router worker in this process until SIGTERM/SIGINT; its exit code."""
+    """Run the router in this process until SIGTERM/SIGINT, on its engine; its exit code.
+
+    ``routers.<name>.engine`` picks the runtime: the transactional worker here, or the
+    Faust agent (:func:`agents.faust_agent.run_faust_router`).
+    """
+    spec = config.routers.get(router_name)
+    if spec is not None and spec.engine == "faust":
+        # Imported only when chosen: Faust is a heavy import the default engine never needs.
+        from agents.faust_agent import run_faust_router
+
+        return run_faust_router(config, router_name, bootstrap, loglevel=loglevel)
     del loglevel  # logging is set up by the caller (firelake.log)
     try:
         asyncio.run(serve_router(config, router_name, bootstrap))
@@ -523,7 +393,8 @@ def run_router(
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m agents.router --config FILE --router NAME``."""
     parser = argparse.ArgumentParser(
-        prog="python -m agents.router", description="Run one Firelake router worker."
+        prog="python -m agents.router",
+        description="Run one Firelake router worker (on its configured engine).",
     )
     parser.add_argument("--config", help="Firelake TOML file (default: firelake.toml or example)")
     parser.add_argument("--router", required=True, help="Router name (key under [routers])")
@@ -542,7 +413,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"firelake router: {exc}", file=sys.stderr)
         return 2
     try:
-        return run_router(config, args.router, args.bootstrap)
+        return run_router(
+            config, args.router, args.bootstrap, loglevel=(args.log_level or "info").lower()
+        )
     except ValueError as exc:
         print(f"firelake router: {exc}", file=sys.stderr)
         return 2

@@ -26,6 +26,7 @@ __all__ = [
     "DLQ_SCHEMA",
     "EXAMPLE_CONFIG",
     "FIELD_TYPES",
+    "ROUTER_ENGINES",
     "SCALAR_TYPES",
     "ConfigError",
     "FieldSpec",
@@ -49,6 +50,10 @@ MiB = 1024 * 1024
 
 #: The Yle clickstream configuration that ships with Firelake and runs when no file is given.
 EXAMPLE_CONFIG = Path(__file__).parent / "examples" / "yle.toml"
+
+#: Router runtimes (``routers.N.engine``): the transactional aiokafka worker (the default,
+#: exactly-once output) and a Faust agent (at-least-once output).
+ROUTER_ENGINES = ("transactional", "faust")
 
 #: Column types a schema may declare. The last four take parameters, written in a TOML
 #: string as ``decimal(10,2)``, ``list<string>``, ``struct<a:int,b:list<string>>`` and
@@ -109,6 +114,11 @@ class IngestConfig:
     )
     shard_write_quota: bool = setting(
         False, "Enforce Kinesis' per-shard write quota (1 MiB/s, 1 000 records/s)."
+    )
+    workers: int = setting(
+        1,
+        "Ingest processes `firelake up` runs on the one port (SO_REUSEPORT; Linux). The "
+        "shard write quota and in-flight bound are per process.",
     )
 
 
@@ -219,10 +229,11 @@ def parse_field_type(text: str) -> FieldType:
                 take(":")
                 names.append(name)
                 items.append(parse())
-                if take() == ">":
+                separator = take()
+                if separator == ">":
                     break
-                if tokens[index - 1] != ",":
-                    raise ValueError("struct fields are separated by ','")
+                if separator != ",":
+                    raise ValueError(f"expected ',' or '>' at {separator or 'the end'!r}")
             return FieldType("struct", items=tuple(items), names=tuple(names))
         raise ValueError(f"unknown type {kind!r} (known: {', '.join(FIELD_TYPES)})")
 
@@ -277,7 +288,23 @@ class StreamConfig:
 
 @dataclass(frozen=True)
 class RouterConfig:
-    """A router agent: validates, enriches and routes events of its source stream."""
+    """A router agent: validates, enriches and routes events of its source stream.
+
+    ``engine`` picks the runtime around the same pure router core (``agents.routing``):
+
+    - ``"transactional"`` (default): an aiokafka consumer-group worker that commits each
+      batch's output and its source offsets in one Kafka transaction: exactly-once into the
+      destination streams for ``read_committed`` readers, even after a crash. Honours
+      ``batch_size``, ``batch_window_seconds`` and every ``starting_position``.
+    - ``"faust"``: a Faust agent (faust-streaming) that acks a raw message only after Kafka
+      confirmed its deliveries: at-least-once — nothing is lost, but after a crash the
+      messages routed since the last offset commit are routed again, so the destination
+      streams (and the lake) may hold duplicates. It routes one raw message at a time
+      (``batch_size`` and ``batch_window_seconds`` do not apply) and does not support
+      ``starting_position = "AT_TIMESTAMP"``.
+
+    Both share retries, the DLQ fallback, dedup, filters, transforms and metrics.
+    """
 
     name: str = setting("", "Router name: the key under [routers]; also its consumer group.")
     source: str = setting("", "Stream the router reads.")
@@ -326,6 +353,11 @@ class RouterConfig:
     workers: int = setting(1, "Worker processes `firelake up` runs for this router (one group).")
     metrics_port: int = setting(
         0, "Prometheus /metrics port on 127.0.0.1 (0: off; busy: the next free of port+workers)."
+    )
+    engine: str = setting(
+        "transactional",
+        "Router runtime: 'transactional' (aiokafka worker, exactly-once output) or 'faust' "
+        "(a Faust agent, at-least-once output).",
     )
 
 
@@ -637,6 +669,11 @@ def _check_router(source: str, key: str, spec: RouterConfig) -> None:
             _fail(source, f"{key}.starting_timestamp", "AT_TIMESTAMP needs an ISO-8601 time")
     if spec.transform_mode not in ("batch", "event"):
         _fail(source, f"{key}.transform_mode", "must be 'batch' or 'event'")
+    if spec.engine not in ROUTER_ENGINES:
+        _fail(source, f"{key}.engine", f"must be one of {', '.join(map(repr, ROUTER_ENGINES))}")
+    if spec.engine == "faust" and spec.starting_position == "AT_TIMESTAMP":
+        # Faust only knows earliest/latest for a new group; seeking by time is the worker's.
+        _fail(source, f"{key}.starting_position", "AT_TIMESTAMP needs engine = 'transactional'")
     if spec.transform and (":" not in spec.transform or spec.transform.startswith(":")):
         _fail(source, f"{key}.transform", "must be 'module:function'")
 
@@ -694,6 +731,7 @@ def parse_config(
     _check_positive(source, "ingest.max_records", ingest.max_records, 1, 500)
     _check_positive(source, "ingest.max_inflight_requests", ingest.max_inflight_requests, 1, 1024)
     _check_positive(source, "ingest.slot_wait_seconds", ingest.slot_wait_seconds, 0, 60)
+    _check_positive(source, "ingest.workers", ingest.workers, 1, 64)
     _check_positive(source, "ingest.max_record_bytes", ingest.max_record_bytes, 1, MiB)
     _check_positive(source, "ingest.max_request_bytes", ingest.max_request_bytes, 1, 5 * MiB)
 

@@ -3,7 +3,9 @@
 Produces raw envelopes (the ingest's contract) with valid playback and page events and
 invalid ones, runs ``python -m agents.router``, reads the typed streams and the DLQ back and
 checks every valid event arrived once, on its key's partition, in order per key, and every
-invalid one is in the DLQ with its reason; then stops the router with SIGTERM.
+invalid one is in the DLQ with its reason; then stops the router with SIGTERM. The tests run
+on both router engines (``routers.<name>.engine``): the transactional worker and the Faust
+agent share the routing core, the retry policy and the DLQ fallback, so they must agree.
 """
 
 from __future__ import annotations
@@ -38,11 +40,18 @@ pytestmark = pytest.mark.kafka
 REPO = Path(__file__).resolve().parents[2]
 WAIT_SECONDS = 60.0
 STOP_SECONDS = 30.0
+#: Router engines (routers.<name>.engine) every test here runs on.
+ENGINES = ("transactional", "faust")
 
 
-def write_example_config(path: Path, bootstrap: str, lake: Path, suffix: str) -> FirelakeConfig:
-    """The example config with unique names, written as TOML and loaded back."""
-    write_config(path, example_dict(bootstrap, lake, suffix))
+def write_example_config(
+    path: Path, bootstrap: str, lake: Path, suffix: str, engine: str = "transactional"
+) -> FirelakeConfig:
+    """The example config with unique names and the given router engine, as TOML, loaded."""
+    data = example_dict(bootstrap, lake, suffix)
+    for router in data["routers"].values():
+        router["engine"] = engine
+    write_config(path, data)
     return load_config(path, environ={})
 
 
@@ -209,7 +218,9 @@ def running() -> Iterator[list[subprocess.Popen[bytes]]]:
             proc.wait(timeout=10)
 
 
+@pytest.mark.parametrize("engine", ENGINES)
 def test_router_routes_valid_events_and_dead_letters_invalid_ones(
+    engine: str,
     tmp_path: Path,
     kafka_bootstrap: str,
     suffix: str,
@@ -217,7 +228,7 @@ def test_router_routes_valid_events_and_dead_letters_invalid_ones(
     running: list[subprocess.Popen[bytes]],
 ) -> None:
     config_path = tmp_path / "firelake.toml"
-    config = write_example_config(config_path, kafka_bootstrap, lake, suffix)
+    config = write_example_config(config_path, kafka_bootstrap, lake, suffix, engine)
     create_topics(config, kafka_bootstrap)
     router_name = next(iter(config.routers))
     proc, log_path = start_router(tmp_path, config_path, router_name, kafka_bootstrap)
@@ -306,13 +317,15 @@ def test_router_routes_valid_events_and_dead_letters_invalid_ones(
 
 
 def _refusing_setup(
-    tmp_path: Path, bootstrap: str, lake: Path, suffix: str, refuse: str
+    tmp_path: Path, bootstrap: str, lake: Path, suffix: str, refuse: str, engine: str
 ) -> tuple[Path, FirelakeConfig, str, int]:
     """Raw events for the page stream; stream ``refuse`` ('page' or 'dlq' too) takes <= 1 KiB."""
     config_path = tmp_path / "firelake.toml"
     data = example_dict(bootstrap, lake, suffix)
     router_name = next(iter(data["routers"]))
-    data["routers"][router_name].update(max_retry_attempts=2, retry_base_seconds=0.05)
+    data["routers"][router_name].update(
+        max_retry_attempts=2, retry_base_seconds=0.05, engine=engine
+    )
     write_config(config_path, data)
     config = load_config(config_path, environ={})
     spec = config.routers[router_name]
@@ -328,7 +341,9 @@ def _refusing_setup(
     return config_path, config, router_name, partition
 
 
+@pytest.mark.parametrize("engine", ENGINES)
 def test_refused_output_is_retried_then_dead_lettered_with_its_attempts(
+    engine: str,
     tmp_path: Path,
     kafka_bootstrap: str,
     suffix: str,
@@ -336,7 +351,7 @@ def test_refused_output_is_retried_then_dead_lettered_with_its_attempts(
     running: list[subprocess.Popen[bytes]],
 ) -> None:
     config_path, config, name, partition = _refusing_setup(
-        tmp_path, kafka_bootstrap, lake, suffix, "page"
+        tmp_path, kafka_bootstrap, lake, suffix, "page", engine
     )
     spec = config.routers[name]
     proc, log_path = start_router(tmp_path, config_path, name, kafka_bootstrap)
@@ -358,7 +373,9 @@ def test_refused_output_is_retried_then_dead_lettered_with_its_attempts(
     assert committed.get(partition) == 1  # consumed: its events are in the DLQ
 
 
+@pytest.mark.parametrize("engine", ENGINES)
 def test_router_crashes_without_committing_when_even_the_dlq_refuses(
+    engine: str,
     tmp_path: Path,
     kafka_bootstrap: str,
     suffix: str,
@@ -366,7 +383,7 @@ def test_router_crashes_without_committing_when_even_the_dlq_refuses(
     running: list[subprocess.Popen[bytes]],
 ) -> None:
     config_path, config, name, partition = _refusing_setup(
-        tmp_path, kafka_bootstrap, lake, suffix, "dlq"
+        tmp_path, kafka_bootstrap, lake, suffix, "dlq", engine
     )
     spec = config.routers[name]
     proc, log_path = start_router(tmp_path, config_path, name, kafka_bootstrap)

@@ -5,6 +5,8 @@
   (bad data never blocks a partition), lag 0 in ``firelake status``.
 - Two workers of one router; one is SIGKILLed mid-stream: every event is routed and none
   twice in the destination streams as ``read_committed`` readers see them.
+- The Faust engine's ack-after-delivery: its router is SIGKILLed mid-stream and restarted;
+  every event is in the destination streams at least once (duplicates allowed), none lost.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import signal
 import socket
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +31,13 @@ from firelake.config import FirelakeConfig, load_config
 from firelake.testing import example_data, example_dict, sample_event, write_config
 from streams.envelope import decode
 from streams.topics import ensure_topics
-from tests.integration.test_router import _produce, _raw_envelopes, start_router, tail
+from tests.integration.test_router import (
+    _produce,
+    _raw_envelopes,
+    end_offsets,
+    start_router,
+    tail,
+)
 from tests.integration.test_router import running as running  # the fixture
 
 pytestmark = pytest.mark.kafka
@@ -54,11 +63,19 @@ def router_config(
     return path, config, next(iter(config.routers))
 
 
+Received = dict[str, list[tuple[int, dict[str, Any], str | None]]]
+
+
 async def read_committed(
-    bootstrap: str, topics: dict[str, int], want: int, deadline: float
-) -> dict[str, list[tuple[int, dict[str, Any], str | None]]]:
+    bootstrap: str,
+    topics: dict[str, int],
+    want: int,
+    deadline: float,
+    enough: Callable[[Received], bool] | None = None,
+) -> Received:
     """(partition, event, key) per topic, as read_committed readers see them, until ``want``
-    events in all, plus a short extra read that would show duplicates."""
+    events in all (or until ``enough`` says so), plus a short extra read that would show
+    duplicates."""
     consumer = AIOKafkaConsumer(
         bootstrap_servers=bootstrap, enable_auto_commit=False, isolation_level="read_committed"
     )
@@ -78,7 +95,10 @@ async def read_committed(
                             (tp.partition, orjson.loads(line), envelope.key_at(index))
                         )
 
-        while time.monotonic() < deadline and sum(map(len, got.values())) < want:
+        def done() -> bool:
+            return enough(got) if enough is not None else sum(map(len, got.values())) >= want
+
+        while time.monotonic() < deadline and not done():
             take(await consumer.getmany(timeout_ms=500, max_records=5000))
         take(await consumer.getmany(timeout_ms=1500))
     finally:
@@ -95,6 +115,17 @@ def assert_once_in_key_order(received: list[tuple[int, dict[str, Any], str | Non
         per_key.setdefault(str(key), []).append(event["event_id"])
     for key, ids in per_key.items():
         assert ids == sorted(ids), f"order of key {key}"
+
+
+def produce_round(bootstrap: str, topic: str, first: int, count: int) -> None:
+    """Sample events ``first .. first+count-1`` into a 6-partition raw stream, in
+    ingest-sized envelopes of 200 records."""
+    events = [sample_event(n) for n in range(first, first + count)]
+    records = [(e["user_id"], orjson.dumps(e)) for e in events]
+    messages = []
+    for start in range(0, len(records), 200):
+        messages.extend(_raw_envelopes(records[start : start + 200], 6))
+    asyncio.run(_produce(bootstrap, topic, messages))
 
 
 POISON = (
@@ -193,12 +224,7 @@ def test_two_workers_one_sigkilled_mid_stream_route_every_event_once(
     per_round = total // rounds
     victim, survivor = workers
     for round_ in range(rounds):
-        events = [sample_event(n) for n in range(round_ * per_round, (round_ + 1) * per_round)]
-        records = [(e["user_id"], orjson.dumps(e)) for e in events]
-        messages = []
-        for start in range(0, len(records), 200):
-            messages.extend(_raw_envelopes(records[start : start + 200], 6))
-        asyncio.run(_produce(kafka_bootstrap, spec.source, messages))
+        produce_round(kafka_bootstrap, spec.source, round_ * per_round, per_round)
         if round_ == rounds // 2:
             # Both workers must hold partitions (the group has settled) before the kill.
             deadline = time.monotonic() + 60
@@ -222,3 +248,62 @@ def test_two_workers_one_sigkilled_mid_stream_route_every_event_once(
     assert "assigned [(" in victim[1].read_text(), "the victim never held a partition"
     taken_over = survivor[1].read_text().count("assigned [(")
     assert taken_over >= 2, "the survivor never took the victim's partitions over"
+
+
+def test_faust_router_sigkilled_mid_stream_loses_no_event_after_a_restart(
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    kafka_bootstrap: str,
+    suffix: str,
+    lake: Path,
+    running: list,
+) -> None:
+    path, config, name = router_config(tmp_path, kafka_bootstrap, lake, suffix, engine="faust")
+    spec = config.routers[name]
+    playback, page = spec.routes["start"][0], spec.routes["click"][0]
+    monkeypatch.setenv("PYTHONUNBUFFERED", "1")  # the victim's log must survive SIGKILL
+    victim_dir, successor_dir = tmp_path / "victim", tmp_path / "successor"
+    victim_dir.mkdir()
+    successor_dir.mkdir()
+    victim = start_router(victim_dir, path, name, kafka_bootstrap)
+    running.append(victim[0])
+    successor = None
+    total, rounds = 12_000, 12
+    per_round = total // rounds
+    for round_ in range(rounds):
+        produce_round(kafka_bootstrap, spec.source, round_ * per_round, per_round)
+        if round_ == rounds // 2:
+            # Mid-stream: only once the victim has delivered output, with input still unread.
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline and not sum(
+                end_offsets(kafka_bootstrap, playback, 4).values()
+            ):
+                time.sleep(0.2)
+            assert sum(end_offsets(kafka_bootstrap, playback, 4).values()), tail(victim[1])
+            os.kill(victim[0].pid, signal.SIGKILL)
+            victim[0].wait(timeout=10)
+            successor = start_router(successor_dir, path, name, kafka_bootstrap)
+            running.append(successor[0])
+        time.sleep(0.3)
+    assert successor is not None
+    want = {sample_event(n)["event_id"] for n in range(total)}
+
+    def ids(got: Received) -> Counter[str]:
+        return Counter(e["event_id"] for received in got.values() for _, e, _ in received)
+
+    got = asyncio.run(
+        read_committed(
+            kafka_bootstrap,
+            {playback: 4, page: 4},
+            total,
+            time.monotonic() + 90,
+            # Duplicates are allowed, so a count of events says nothing: wait for every id.
+            enough=lambda got: want <= ids(got).keys(),
+        )
+    )
+    seen = ids(got)
+    assert successor[0].poll() is None, tail(successor[1])
+    missing = want - seen.keys()
+    assert not missing, f"{len(missing)} events lost, e.g. {sorted(missing)[:3]}"
+    assert seen.keys() == want  # nothing but the events sent (duplicates are allowed)
+    assert "(faust): reading" in victim[1].read_text(), "the victim was not a Faust agent"
