@@ -202,6 +202,7 @@ class Router:
                 timeout_s=spec.transform_timeout_seconds,
                 bisect=spec.bisect_on_error,
                 policy=self.policy,
+                clock=clock,
             )
         self.transform = transform
         self._config = config
@@ -283,8 +284,9 @@ class Router:
         """The messages to send for one incoming message, typed envelopes first, then DLQ.
 
         Per event, in order: parse; filter (EventBridge patterns; no match: skipped); event
-        id and idempotency window (a repeat is skipped); the user transform (Firehose
-        semantics); route by value and rules; enrich; validate per destination schema.
+        id and idempotency window (a repeat is skipped, a redriven retry is not a repeat); the
+        user transform (Firehose semantics); route by value and rules; enrich; validate per
+        destination schema.
         """
         stats = self.stats
         stats.messages += 1
@@ -344,6 +346,7 @@ class Router:
         matches = self._filter
         id_field = self._id_field
         dedup = self.dedup
+        redriven = attempts > 1
         for index, line in enumerate(lines):
             event_key = keys[index] if keys is not None else None
             try:
@@ -360,14 +363,20 @@ class Router:
                 if type(event_id) is not str or not event_id:
                     event_id = event[id_field] = stable_event_id(line)
                     pristine = False
-                if dedup is not None and not dedup.check(topic, partition, event_id):
+                # A redriven event (attempts > 1) was dead-lettered, not routed: its id, seen
+                # on the failed try, must not make the retry a "duplicate" that vanishes.
+                if (
+                    dedup is not None
+                    and not dedup.check(topic, partition, event_id)
+                    and not redriven
+                ):
                     stats.duplicates += 1
                     continue
             accepted.append((index, line, event_key, event, pristine))
 
         # Phase 2: the user transform, Firehose style.
         if self.transform is not None and accepted:
-            results = self.transform([item[3] for item in accepted])
+            results = self.transform([item[3] for item in accepted], timestamp_ms)
             kept = []
             for item, result in zip(accepted, results, strict=True):
                 if isinstance(result, Ok):

@@ -12,7 +12,9 @@ A function that *raises* or runs past ``timeout_s`` is a retriable failure of it
 batch, as in Firehose: with ``bisect`` the batch is split in halves and each half tried
 again, down to single events, so one poison event does not fail its neighbours; a single
 event that still fails after the retry budget becomes ``ProcessingFailed`` with the error.
-Retries wait with backoff and jitter (:class:`agents.retry.RetryPolicy`).
+The budget is the router's: ``max_retry_attempts`` *and* ``max_record_age_seconds`` (measured
+from the record's Kafka timestamp), so an unlimited attempt count with an age limit still
+ends. Retries wait with backoff and jitter (:class:`agents.retry.RetryPolicy`).
 
 A timed-out call is abandoned, not killed (Python cannot kill a thread): it keeps its worker
 thread until it returns, and the next call gets a fresh thread.
@@ -112,6 +114,7 @@ class TransformRunner:
         policy: RetryPolicy | None = None,
         sleep: Callable[[float], None] = time.sleep,
         rng: random.Random | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         if mode not in ("batch", "event"):
             raise ValueError(f"mode must be 'batch' or 'event', got {mode!r}")
@@ -122,6 +125,9 @@ class TransformRunner:
         self.policy = policy or RetryPolicy()
         self.sleep = sleep
         self.rng = rng or random.Random()
+        self.clock = clock
+        # The record of the batch being transformed (see __call__): bounds its retries.
+        self._record_ms: int | None = None
         self.calls = 0
         self.failures = 0
         self.retries = 0
@@ -160,8 +166,15 @@ class TransformRunner:
 
     # ------------------------------------------------------------------ with retries
 
-    def __call__(self, events: Sequence[dict[str, Any]]) -> list[Result]:
-        """A result per event, in order; never raises for errors of the user function."""
+    def __call__(
+        self, events: Sequence[dict[str, Any]], record_ms: int | None = None
+    ) -> list[Result]:
+        """A result per event, in order; never raises for errors of the user function.
+
+        ``record_ms`` is the Kafka timestamp (epoch ms) of the events' record: retries stop
+        once it is older than the policy's maximum record age.
+        """
+        self._record_ms = record_ms
         return self._run(list(events), 0)
 
     def _run(self, events: list[dict[str, Any]], retries: int) -> list[Result]:
@@ -176,7 +189,11 @@ class TransformRunner:
                 # Firehose/Lambda bisect: retry each half on its own to isolate the bad event.
                 middle = len(events) // 2
                 return self._run(events[:middle], retries) + self._run(events[middle:], retries)
-            if self.policy.may_retry(retries):
+            # Both limits, as for deliveries: with max_retry_attempts = -1 only the record
+            # age ends the retries of an event the transform always raises on.
+            if self.policy.may_retry(retries) and not self.policy.too_old(
+                self._record_ms, self.clock()
+            ):
                 self.retries += 1
                 self.sleep(self.policy.delay(retries, self.rng))
                 return self._run(events, retries + 1)

@@ -114,6 +114,10 @@ def _toml_value(value: Any) -> str:
         return json.dumps(value)  # a JSON string is a valid TOML basic string
     if isinstance(value, (list, tuple)):
         return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    if isinstance(value, Mapping):
+        # Inside arrays only (tables elsewhere): EventBridge matchers like {numeric = [...]}.
+        items = ", ".join(f"{_toml_key(k)} = {_toml_value(v)}" for k, v in value.items())
+        return "{" + items + "}"
     raise TypeError(f"cannot write {type(value).__name__} to TOML")
 
 

@@ -21,9 +21,15 @@ import pytest
 from firelake.config import load_config
 from firelake.testing import example_dict, sample_event, write_config
 from streams.topics import ensure_topics
-from tests.integration.test_router import REPO, _produce, _raw_envelopes, start_router, tail
-from tests.integration.test_router import running as running  # the fixture
-from tests.integration.test_router_scale import read_committed
+from tests.integration.routerkit import (
+    REPO,
+    produce,
+    raw_envelopes,
+    read_committed,
+    start_router,
+    tail,
+)
+from tests.integration.routerkit import running as running  # the fixture
 
 pytestmark = pytest.mark.kafka
 
@@ -55,7 +61,7 @@ def test_redrive_after_the_fix_delivers_each_event_once_across_an_interrupt(
     orphans = [{**sample_event(n, "start"), "event_type": "rewind"} for n in range(30)]
     broken = [{**sample_event(100 + n, "start"), "event_time": "never"} for n in range(3)]
     records = [(e["user_id"], orjson.dumps(e)) for e in orphans + broken]
-    asyncio.run(_produce(kafka_bootstrap, spec.source, _raw_envelopes(records, 4)))
+    asyncio.run(produce(kafka_bootstrap, spec.source, raw_envelopes(records, 4)))
     proc, log_path = start_router(tmp_path, path, name, kafka_bootstrap)
     running.append(proc)
     dead = asyncio.run(read_committed(kafka_bootstrap, {spec.dlq: 1}, 33, time.monotonic() + 60))

@@ -24,9 +24,8 @@ import pytest
 from firelake.config import EXAMPLE_CONFIG, FirelakeConfig, load_config
 from firelake.testing import example_dict, sample_event, write_config
 from streams.topics import ensure_topics
-from tests.integration.test_router import _produce, _raw_envelopes, start_router, tail
-from tests.integration.test_router import running as running  # the fixture
-from tests.integration.test_router_scale import read_committed
+from tests.integration.routerkit import produce, raw_envelopes, read_committed, start_router, tail
+from tests.integration.routerkit import running as running  # the fixture
 
 pytestmark = pytest.mark.kafka
 
@@ -63,7 +62,7 @@ def test_fan_out_sends_each_event_to_every_stream_with_date_and_hour(
     _, named, logs = pattern("fanout", tmp_path, kafka_bootstrap, lake, suffix, running)
     events = [sample_event(n * 6, "start") for n in range(50)]
     records = [(e["user_id"], orjson.dumps(e)) for e in events]
-    asyncio.run(_produce(kafka_bootstrap, named("raw-events"), _raw_envelopes(records, 4)))
+    asyncio.run(produce(kafka_bootstrap, named("raw-events"), raw_envelopes(records, 4)))
     topics = {named("playback-events"): 4, named("live-events"): 2}
     got = asyncio.run(read_committed(kafka_bootstrap, topics, 100, time.monotonic() + 60))
     for stream in topics:
@@ -98,8 +97,8 @@ def test_priority_queue_keeps_high_priority_latency_low_under_a_backlog(
     ]
     messages = []
     for start in range(0, backlog, 500):
-        messages.extend(_raw_envelopes(low[start : start + 500], 4))
-    asyncio.run(_produce(kafka_bootstrap, named("jobs"), messages))
+        messages.extend(raw_envelopes(low[start : start + 500], 4))
+    asyncio.run(produce(kafka_bootstrap, named("jobs"), messages))
     logs = []
     for router in config.routers:
         folder = tmp_path / router
@@ -111,8 +110,8 @@ def test_priority_queue_keeps_high_priority_latency_low_under_a_backlog(
     async def send_high() -> None:
         for n in range(30):
             job = {"job_id": f"high-{n}", "priority": "high", "sent_ms": int(time.time() * 1000)}
-            await _produce(
-                kafka_bootstrap, named("jobs"), _raw_envelopes([(f"h{n}", orjson.dumps(job))], 4)
+            await produce(
+                kafka_bootstrap, named("jobs"), raw_envelopes([(f"h{n}", orjson.dumps(job))], 4)
             )
             await asyncio.sleep(0.1)
 
@@ -182,7 +181,7 @@ def test_pipes_and_filters_route_filter_and_transform(
     events[0]["user_id"] = "bot-1"  # mobile: passes the filter, dropped by the transform
     events[4]["page"] = ""  # mobile: refused by the transform
     records = [(e["user_id"], orjson.dumps(e)) for e in events]
-    asyncio.run(_produce(kafka_bootstrap, named("raw-events"), _raw_envelopes(records, 4)))
+    asyncio.run(produce(kafka_bootstrap, named("raw-events"), raw_envelopes(records, 4)))
     kept = [e for e in events[1:] if e["device"] in ("mobile", "tablet") and e["page"]]
     topics = {named("clean-clicks"): 2, named("dlq"): 1}
     got = asyncio.run(read_committed(kafka_bootstrap, topics, len(kept) + 1, time.monotonic() + 60))

@@ -16,28 +16,31 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from aiokafka.structs import TopicPartition
-from kafka import KafkaConsumer
-from kafka import TopicPartition as KafkaTopicPartition
-from kafka.admin import KafkaAdminClient, NewTopic
 
 from agents.router import app_id
 from firelake.config import FirelakeConfig, load_config
 from firelake.testing import example_dict, sample_event, write_config
-from streams.envelope import decode, encode
 from streams.partitioning import partition_for_key
-from streams.topics import ensure_topics
+from tests.integration.routerkit import (
+    REPO,
+    committed_offsets,
+    create_topics,
+    end_offsets,
+    produce,
+    raw_envelopes,
+    read_records,
+    start_router,
+    tail,
+)
+from tests.integration.routerkit import running as running  # the fixture
 
 pytestmark = pytest.mark.kafka
 
-REPO = Path(__file__).resolve().parents[2]
 WAIT_SECONDS = 60.0
 STOP_SECONDS = 30.0
 #: Router engines (routers.<name>.engine) every test here runs on.
@@ -55,70 +58,7 @@ def write_example_config(
     return load_config(path, environ={})
 
 
-def create_topics(
-    config: FirelakeConfig, bootstrap: str, overrides: Mapping[str, Mapping[str, str]] | None = None
-) -> None:
-    """The config's topics, with ensure_topics; ``overrides`` gives some streams topic configs
-    (those are created here directly, to make the broker refuse the router's output).
-    """
-    if not overrides:
-        ensure_topics(config, bootstrap)
-        return
-    overrides = overrides or {}
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=30_000)
-    try:
-        admin.create_topics(
-            [
-                NewTopic(
-                    s.name,
-                    num_partitions=s.partitions,
-                    replication_factor=1,
-                    topic_configs=dict(overrides.get(s.name, {})),
-                )
-                for s in config.streams.values()
-            ]
-        )
-    finally:
-        admin.close()
-
-
-def committed_offsets(bootstrap: str, group: str, topic: str) -> dict[int, int]:
-    """The consumer group's committed offset per partition of a topic."""
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=30_000)
-    try:
-        offsets = admin.list_group_offsets(group).get(group, {})
-    finally:
-        admin.close()
-    return {tp.partition: meta.offset for tp, meta in offsets.items() if tp.topic == topic}
-
-
-def end_offsets(bootstrap: str, topic: str, partitions: int) -> dict[int, int]:
-    """The end (next) offset of every partition of a topic."""
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap)
-    try:
-        ends = consumer.end_offsets([KafkaTopicPartition(topic, p) for p in range(partitions)])
-    finally:
-        consumer.close()
-    return {tp.partition: offset for tp, offset in ends.items()}
-
-
 # ---------------------------------------------------------------- the data
-
-
-def _raw_envelopes(
-    records: list[tuple[str, bytes]], partitions: int
-) -> list[tuple[int, bytes, list[tuple[str, bytes]], bytes]]:
-    """(partition, value, headers, key) per target partition, like the ingest writes them."""
-    by_partition: dict[int, list[tuple[str, bytes]]] = {}
-    for key, line in records:
-        by_partition.setdefault(partition_for_key(key, partitions), []).append((key, line))
-    now_ms = int(time.time() * 1000)
-    messages = []
-    for partition, items in sorted(by_partition.items()):
-        keys = [k for k, _ in items]
-        value, headers = encode([line for _, line in items], keys, now_ms, now_ms)
-        messages.append((partition, value, headers, keys[0].encode()))
-    return messages
 
 
 BAD_LINES = {
@@ -142,80 +82,14 @@ BAD_LINES = {
 }
 
 
-async def _produce(bootstrap: str, raw_topic: str, messages: list[tuple]) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
-    await producer.start()
-    try:
-        for partition, value, headers, key in messages:
-            await producer.send_and_wait(
-                raw_topic, value, key=key, partition=partition, headers=headers
-            )
-    finally:
-        await producer.stop()
-
-
 async def _consume(
     bootstrap: str, topics: dict[str, int], want: dict[str, int], deadline: float
 ) -> dict[str, list[tuple[int, Any]]]:
-    """(partition, record) per topic until each has ``want`` events (decoded envelopes)."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
-    await consumer.start()
-    got: dict[str, list[tuple[int, Any]]] = {t: [] for t in topics}
-    try:
-        tps = [TopicPartition(t, p) for t, n in topics.items() for p in range(n)]
-        consumer.assign(tps)
-        await consumer.seek_to_beginning(*tps)
-
-        def take(batches: dict[TopicPartition, list[Any]]) -> None:
-            for tp, records in batches.items():
-                for record in records:
-                    envelope = decode(record.value, record.headers, record.key)
-                    for index, line in enumerate(envelope.lines):
-                        got[tp.topic].append(
-                            (tp.partition, (orjson.loads(line), envelope.key_at(index), record))
-                        )
-
-        while time.monotonic() < deadline and any(len(got[t]) < want[t] for t in topics):
-            take(await consumer.getmany(timeout_ms=500))
-        # A short extra read shows duplicates, if the router wrote any.
-        take(await consumer.getmany(timeout_ms=1000))
-    finally:
-        await consumer.stop()
-    return got
-
-
-def start_router(
-    tmp_path: Path, config_path: Path, router_name: str, bootstrap: str
-) -> tuple[subprocess.Popen[bytes], Path]:
-    """``python -m agents.router`` as a subprocess logging into tmp_path/router.log."""
-    log_path = tmp_path / "router.log"
-    env = {**os.environ, "PYTHONPATH": str(REPO), "FIRELAKE_KAFKA_BOOTSTRAP": bootstrap}
-    command = [sys.executable, "-m", "agents.router", "--config", str(config_path)]
-    with log_path.open("wb") as log:
-        proc = subprocess.Popen(
-            [*command, "--router", router_name],
-            cwd=tmp_path,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    return proc, log_path
-
-
-def tail(log_path: Path) -> str:
-    """The end of a router log, for assertion messages."""
-    return log_path.read_text(errors="replace")[-3000:]
-
-
-@pytest.fixture
-def running() -> Iterator[list[subprocess.Popen[bytes]]]:
-    """Router processes started by a test: killed at the end if still alive."""
-    procs: list[subprocess.Popen[bytes]] = []
-    yield procs
-    for proc in procs:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(timeout=10)
+    """(partition, (event, key, Kafka record)) per topic until each has ``want`` events."""
+    got = await read_records(
+        bootstrap, topics, deadline, lambda got: all(len(got[t]) >= want[t] for t in topics)
+    )
+    return {t: [(p, (e, k, r)) for p, e, k, r in items] for t, items in got.items()}
 
 
 @pytest.mark.parametrize("engine", ENGINES)
@@ -242,7 +116,7 @@ def test_router_routes_valid_events_and_dead_letters_invalid_ones(
     records = [(e["user_id"], orjson.dumps(e)) for e in valid]
     for name, (line, _, _) in BAD_LINES.items():
         records.insert(len(records) // 2, (name, line))
-    messages = _raw_envelopes(records, raw.partitions)
+    messages = raw_envelopes(records, raw.partitions)
     # A message claiming 5 events that holds 2: the whole message goes to the DLQ.
     broken_value = b'{"a":1}\n{"b":2}'
     broken_headers = [("fl-format", b"ndjson/1"), ("fl-count", b"5")]
@@ -258,7 +132,7 @@ def test_router_routes_valid_events_and_dead_letters_invalid_ones(
         )
     )
     valid.append(single)
-    asyncio.run(_produce(kafka_bootstrap, raw.name, messages))
+    asyncio.run(produce(kafka_bootstrap, raw.name, messages))
 
     playback = [e for e in valid if e["event_type"] in ("start", "pause", "stop", "heartbeat")]
     pages = [e for e in valid if e["event_type"] in ("page_view", "click")]
@@ -335,8 +209,8 @@ def _refusing_setup(
     create_topics(config, bootstrap, refused)
     raw = config.streams[spec.source]
     events = [sample_event(n * 997 * 6, "click") for n in range(20)]  # one user: one envelope
-    messages = _raw_envelopes([(e["user_id"], orjson.dumps(e)) for e in events], raw.partitions)
-    asyncio.run(_produce(bootstrap, raw.name, messages))
+    messages = raw_envelopes([(e["user_id"], orjson.dumps(e)) for e in events], raw.partitions)
+    asyncio.run(produce(bootstrap, raw.name, messages))
     (partition,) = {m[0] for m in messages}
     return config_path, config, router_name, partition
 

@@ -14,96 +14,30 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import time
 from collections import Counter
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
-from aiokafka import AIOKafkaConsumer
-from aiokafka.structs import TopicPartition
 
 from agents.status import router_status, scrape
-from firelake.config import FirelakeConfig, load_config
-from firelake.testing import example_data, example_dict, sample_event, write_config
-from streams.envelope import decode
-from streams.topics import ensure_topics
-from tests.integration.test_router import (
-    _produce,
-    _raw_envelopes,
+from firelake.broker import free_port
+from firelake.testing import sample_event
+from tests.integration.routerkit import (
+    Received,
     end_offsets,
+    produce,
+    raw_envelopes,
+    read_committed,
+    router_config,
     start_router,
     tail,
 )
-from tests.integration.test_router import running as running  # the fixture
+from tests.integration.routerkit import running as running  # the fixture
 
 pytestmark = pytest.mark.kafka
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def router_config(
-    tmp_path: Path, bootstrap: str, lake: Path, suffix: str, partitions: int = 6, **settings: Any
-) -> tuple[Path, FirelakeConfig, str]:
-    """The example with a 6-partition raw stream and router settings; (path, config, router)."""
-    data = example_data()
-    data["streams"]["raw-events"]["partitions"] = partitions
-    data["routers"]["clickstream"].update(settings)
-    path = tmp_path / "firelake.toml"
-    write_config(path, example_dict(bootstrap, lake, suffix, data=data))
-    config = load_config(path, environ={})
-    ensure_topics(config, bootstrap)
-    return path, config, next(iter(config.routers))
-
-
-Received = dict[str, list[tuple[int, dict[str, Any], str | None]]]
-
-
-async def read_committed(
-    bootstrap: str,
-    topics: dict[str, int],
-    want: int,
-    deadline: float,
-    enough: Callable[[Received], bool] | None = None,
-) -> Received:
-    """(partition, event, key) per topic, as read_committed readers see them, until ``want``
-    events in all (or until ``enough`` says so), plus a short extra read that would show
-    duplicates."""
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap, enable_auto_commit=False, isolation_level="read_committed"
-    )
-    await consumer.start()
-    got: dict[str, list[tuple[int, dict[str, Any], str | None]]] = {t: [] for t in topics}
-    try:
-        tps = [TopicPartition(t, p) for t, n in topics.items() for p in range(n)]
-        consumer.assign(tps)
-        await consumer.seek_to_beginning(*tps)
-
-        def take(batches: dict[TopicPartition, list[Any]]) -> None:
-            for tp, records in batches.items():
-                for record in records:
-                    envelope = decode(record.value, record.headers, record.key)
-                    for index, line in enumerate(envelope.lines):
-                        got[tp.topic].append(
-                            (tp.partition, orjson.loads(line), envelope.key_at(index))
-                        )
-
-        def done() -> bool:
-            return enough(got) if enough is not None else sum(map(len, got.values())) >= want
-
-        while time.monotonic() < deadline and not done():
-            take(await consumer.getmany(timeout_ms=500, max_records=5000))
-        take(await consumer.getmany(timeout_ms=1500))
-    finally:
-        await consumer.stop()
-    return got
 
 
 def assert_once_in_key_order(received: list[tuple[int, dict[str, Any], str | None]]) -> None:
@@ -124,8 +58,8 @@ def produce_round(bootstrap: str, topic: str, first: int, count: int) -> None:
     records = [(e["user_id"], orjson.dumps(e)) for e in events]
     messages = []
     for start in range(0, len(records), 200):
-        messages.extend(_raw_envelopes(records[start : start + 200], 6))
-    asyncio.run(_produce(bootstrap, topic, messages))
+        messages.extend(raw_envelopes(records[start : start + 200], 6))
+    asyncio.run(produce(bootstrap, topic, messages))
 
 
 POISON = (
@@ -165,8 +99,8 @@ def test_100k_events_with_1_percent_poison_across_6_partitions(
     # Ingest-sized envelopes: 500 records a request, one envelope per partition.
     messages = []
     for start in range(0, len(records), 500):
-        messages.extend(_raw_envelopes(records[start : start + 500], 6))
-    asyncio.run(_produce(kafka_bootstrap, spec.source, messages))
+        messages.extend(raw_envelopes(records[start : start + 500], 6))
+    asyncio.run(produce(kafka_bootstrap, spec.source, messages))
 
     proc, log_path = start_router(tmp_path, path, name, kafka_bootstrap)
     running.append(proc)

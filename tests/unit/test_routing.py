@@ -392,6 +392,22 @@ def test_redriven_events_count_attempts_and_keep_the_first_attempt_time() -> Non
     assert dead["source_key"] == "user-5"
 
 
+def test_a_redriven_event_is_routed_although_its_failed_try_recorded_its_id() -> None:
+    router = make_router()
+    event = sample_event(6, "start")
+    line = orjson.dumps({**event, "event_type": "nope"})  # no route: dead-lettered
+    out = router.route(line, None, b"user-6", "raw-events", 0, 1, RECEIVED_MS)
+    assert [d["error_type"] for _, d, _ in events_of(out, "dlq")] == ["no_route"]
+    fixed = orjson.dumps(event)  # same id, redriven after the fix
+    redriven = router.route(fixed, [("fl-attempts", b"1")], b"user-6", "raw-events", 0, 2, None)
+    assert [e["event_id"] for _, e, _ in events_of(redriven, "playback-events")] == [
+        event["event_id"]
+    ]
+    assert router.stats.duplicates == 0
+    repeat = router.route(fixed, None, b"user-6", "raw-events", 0, 3, RECEIVED_MS)
+    assert events_of(repeat, "playback-events") == []  # a plain repeat is still a duplicate
+
+
 def test_records_past_the_maximum_age_go_to_the_dlq() -> None:
     router = router_with(max_record_age_seconds=30)
     out = router.route(

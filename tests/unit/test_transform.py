@@ -119,3 +119,21 @@ def test_load_transform_names_what_is_wrong() -> None:
     ]:
         with pytest.raises(TransformError, match=phrase):
             load_transform(spec)
+
+
+def test_unlimited_attempts_still_stop_at_the_maximum_record_age() -> None:
+    now = [1000.0]
+    ages = RetryPolicy(max_attempts=-1, base_delay_s=0.0, max_delay_s=0.0, max_record_age_s=5)
+    calls: list[int] = []
+
+    def always_raises(events):
+        calls.append(len(events))
+        now[0] += 1.0  # each call takes a second of the record's age
+        raise RuntimeError("poison")
+
+    made = TransformRunner(
+        always_raises, policy=ages, sleep=lambda _: None, clock=lambda: now[0], bisect=False
+    )
+    (result,) = made([{"a": 1}], record_ms=int(now[0] * 1000))
+    assert isinstance(result, ProcessingFailed) and "poison" in result.message
+    assert len(calls) == 6  # tried until the record was past 5 s, not forever
