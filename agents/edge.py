@@ -24,6 +24,7 @@ import asyncio
 import logging
 import random
 import time
+import weakref
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -49,6 +50,7 @@ __all__ = [
     "describe",
     "event_count",
     "route_records",
+    "route_records_off_loop",
 ]
 
 log = logging.getLogger("firelake.router")
@@ -172,6 +174,26 @@ def route_records(router: Router, edge: EdgeStats, records: Sequence[SourceRecor
         last = records[-1]
         edge.age_s[(last.topic, last.partition)] = max(0.0, time.time() - last.timestamp / 1000.0)
     return routed
+
+
+_ROUTE_LOCKS: weakref.WeakKeyDictionary[Router, asyncio.Lock] = weakref.WeakKeyDictionary()
+
+
+async def route_records_off_loop(
+    router: Router, edge: EdgeStats, records: Sequence[SourceRecord]
+) -> list[Routed]:
+    """:func:`route_records`, in a thread when the router calls a user transform.
+
+    A transform may block for its timeout and sleep between its retries; on the event loop
+    that would stall consumer heartbeats (a rebalance) and every other partition. One batch
+    at a time per router, since the router's counters and dedup windows are not shared
+    across threads.
+    """
+    if router.transform is None:
+        return route_records(router, edge, records)
+    lock = _ROUTE_LOCKS.setdefault(router, asyncio.Lock())
+    async with lock:
+        return await asyncio.to_thread(route_records, router, edge, records)
 
 
 def dead_letter_failed(

@@ -49,7 +49,7 @@ from agents.edge import (
     SourceMessage,
     app_id,
     deliver,
-    route_records,
+    route_records_off_loop,
 )
 from agents.metrics import EdgeStats, RouterCollector, serve_metrics
 from agents.routing import DEFAULT_MAX_ENVELOPE_BYTES, Outgoing, Router
@@ -125,7 +125,7 @@ class FaustRouterEdge:
         refused even the DLQ fallback.
         """
         record = record_of(event.message)
-        routed = route_records(self.router, self.edge, [record])
+        routed = await route_records_off_loop(self.router, self.edge, [record])
         # Envelopes Kafka confirmed (by identity): a retry resends only the others, so a
         # partial failure adds no duplicates of its own.
         delivered: set[int] = set()

@@ -64,7 +64,7 @@ from agents.edge import (
     app_id,
     deliver,
     event_count,
-    route_records,
+    route_records_off_loop,
 )
 from agents.metrics import EdgeStats, RouterCollector, serve_metrics
 from agents.routing import DEFAULT_MAX_ENVELOPE_BYTES, Outgoing, Router
@@ -260,12 +260,14 @@ class RouterWorker:
             for record in records:
                 count = event_count(record.headers)
                 if chunk and events + count > self.spec.batch_size:
-                    await self._deliver(tp, route_records(self.router, self.edge, chunk))
+                    await self._deliver(
+                        tp, await route_records_off_loop(self.router, self.edge, chunk)
+                    )
                     chunk, events = [], 0
                 chunk.append(record)
                 events += count
             if chunk:
-                await self._deliver(tp, route_records(self.router, self.edge, chunk))
+                await self._deliver(tp, await route_records_off_loop(self.router, self.edge, chunk))
 
         await asyncio.gather(*(one(tp) for tp in ready))
 

@@ -25,9 +25,11 @@ from agents.edge import (
     describe,
     event_count,
     route_records,
+    route_records_off_loop,
 )
 from agents.metrics import EdgeStats
 from agents.routing import Outgoing, Router
+from agents.transform import TransformRunner
 from firelake.config import parse_config
 from firelake.testing import example_data, sample_event
 from streams.envelope import decode, encode
@@ -158,3 +160,34 @@ def test_event_count_and_describe() -> None:
     assert event_count(None) == 1
     error = SendFailed([None, MessageSizeTooLargeError("big")])
     assert describe(error).startswith("MessageSizeTooLargeError")
+
+
+def test_a_blocking_transform_does_not_stall_the_event_loop() -> None:
+    """A transform that blocks (as a slow one or a retry wait does) runs off the loop, so
+    heartbeats and other partitions go on meanwhile."""
+    import time as clock
+
+    def slow(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        clock.sleep(0.3)
+        return events
+
+    data = copy.deepcopy(example_data())
+    config = parse_config(data, source="<test>", environ={})
+    router = Router(config, "clickstream", transform=TransformRunner(slow, timeout_s=0))
+    ticks = 0
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while True:
+            await asyncio.sleep(0.01)
+            ticks += 1
+
+    async def main() -> list:
+        task = asyncio.create_task(ticker())
+        routed = await route_records_off_loop(router, EdgeStats(), [raw_record([sample_event(1)])])
+        task.cancel()
+        return routed
+
+    routed = asyncio.run(main())
+    assert len(routed) == 1 and routed[0].outgoing
+    assert ticks >= 10, f"the event loop ran only {ticks} ticks during a 0.3 s transform"
