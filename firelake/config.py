@@ -58,7 +58,18 @@ ROUTER_ENGINES = ("transactional", "faust")
 #: Column types a schema may declare. The last four take parameters, written in a TOML
 #: string as ``decimal(10,2)``, ``list<string>``, ``struct<a:int,b:list<string>>`` and
 #: ``map<string,int>`` (see :func:`parse_field_type`); timestamps are µs UTC, dates days.
-FIELD_TYPES = ("string", "int", "float", "bool", "timestamp", "date", "decimal", "list", "struct", "map")
+FIELD_TYPES = (
+    "string",
+    "int",
+    "float",
+    "bool",
+    "timestamp",
+    "date",
+    "decimal",
+    "list",
+    "struct",
+    "map",
+)
 #: Parameterless column types (map keys must be one of these).
 SCALAR_TYPES = FIELD_TYPES[:6]
 

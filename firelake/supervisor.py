@@ -54,7 +54,15 @@ def pipeline_services(
     }
     cli = (sys.executable, "-m", "firelake.cli")
     config_args = ("--config", config_path) if config_path else ()
-    services = [ServiceSpec("ingest", (*cli, "ingest", *config_args), env)]
+    # Ingest workers listen on the one port with SO_REUSEPORT; the kernel spreads
+    # connections over them.
+    workers = config.ingest.workers
+    services = [
+        ServiceSpec(
+            "ingest" if workers == 1 else f"ingest:{worker}", (*cli, "ingest", *config_args), env
+        )
+        for worker in range(workers)
+    ]
     for name, router in config.routers.items():
         # Workers of one router join one consumer group and share its partitions.
         for worker in range(router.workers):

@@ -177,6 +177,7 @@ class AwsBackend:
         self._started = False
         self._start_lock = asyncio.Lock()
         self._refreshed = 0.0
+        self._refreshing: asyncio.Task[None] | None = None
         self.services: dict[str, Mapping[str, Operation]] = {}
 
     @property
@@ -199,6 +200,10 @@ class AwsBackend:
 
     async def close(self) -> None:
         await self.pool.close()
+        if self._refreshing is not None and not self._refreshing.done():
+            self._refreshing.cancel()
+            with contextlib.suppress(asyncio.CancelledError, *_KAFKA_ERRORS):
+                await self._refreshing
         if self._started:
             self._started = False
             await self.store.stop()
@@ -206,10 +211,33 @@ class AwsBackend:
     async def refresh(self, force: bool = False) -> Registry:
         """Re-read the registry if it is older than :data:`REFRESH_INTERVAL_S` (or forced)."""
         await self.ensure_started()
-        if force or time.monotonic() - self._refreshed > REFRESH_INTERVAL_S:
+        if force:
+            # Its own read, not a shared one: a shared read may have taken the end offset
+            # before the entry a forced caller looks for was written.
             await self.store.refresh()
             self._refreshed = time.monotonic()
+        elif self._refresh_due():
+            await asyncio.shield(self._periodic_refresh())
         return self.registry
+
+    def _refresh_due(self) -> bool:
+        return time.monotonic() - self._refreshed > REFRESH_INTERVAL_S
+
+    def _periodic_refresh(self) -> asyncio.Task[None]:
+        """The periodic re-read in flight, started if none is.
+
+        Concurrent requests share one read: one each, queued on the store's lock, held
+        every request of a busy endpoint for seconds every two seconds (a read waits for
+        the registry topic's end, up to a fetch timeout).
+        """
+        if self._refreshing is None or self._refreshing.done():
+            self._refreshing = asyncio.create_task(self._refresh_now())
+            self._refreshing.add_done_callback(_log_refresh_failure)
+        return self._refreshing
+
+    async def _refresh_now(self) -> None:
+        await self.store.refresh()
+        self._refreshed = time.monotonic()
 
     def streams(self) -> dict[str, StreamConfig]:
         """Every Kinesis-visible stream: declared ones, then API-created ones."""
@@ -230,7 +258,12 @@ class AwsBackend:
             await self.refresh(force=True)
             spec = self.streams().get(name)
         else:
-            await self.refresh()
+            # A known stream is answered from the registry at hand (as it always was: the
+            # answer never waited for the re-read's result); the periodic re-read, for
+            # other processes' changes, runs beside the request instead of before it.
+            await self.ensure_started()
+            if self._refresh_due():
+                self._periodic_refresh()
         if spec is None:
             raise AwsError(
                 400,
@@ -247,6 +280,12 @@ _KAFKA_ERRORS: tuple[type[BaseException], ...] = (
     TopicError,
     TimeoutError,
 )
+
+
+def _log_refresh_failure(task: asyncio.Task[None]) -> None:
+    """Retrieve a background re-read's failure (the next one retries it)."""
+    if not task.cancelled() and task.exception() is not None:
+        log.warning("aws: registry re-read failed: %r", task.exception())
 
 
 def _answer(status: int, payload: Any) -> web.Response:

@@ -44,6 +44,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
+import pybase64
 
 from streams.aws_protocol import (
     AwsError,
@@ -138,16 +139,25 @@ def is_envelope_line(data: bytes) -> bool:
 def plan_segments(partition: int, records: list[PlannedRecord], batch: bool) -> list[Segment]:
     """Split one partition's records, in order, into envelope runs and single messages."""
     segments: list[Segment] = []
-    current: Segment | None = None
+    current: list[PlannedRecord] | None = None
+    loads, decode_error = orjson.loads, orjson.JSONDecodeError
     for record in records:
-        if batch and is_envelope_line(record.data):
-            if current is None:
-                current = Segment(partition)
-                segments.append(current)
-            current.records.append(record)
-            continue
+        data = record.data
+        # is_envelope_line inlined (this runs once per record): the byte checks first, so
+        # that only a candidate pays for the parse that proves it is one JSON object.
+        if batch and data[:1] == b"{" and b"\n" not in data:
+            try:
+                envelopable = type(loads(data)) is dict
+            except decode_error:
+                envelopable = False
+            if envelopable:
+                if current is None:
+                    current = []
+                    segments.append(Segment(partition, current))
+                current.append(record)
+                continue
         current = None
-        segments.append(Segment(partition, [record], envelope=False, raw=not is_json(record.data)))
+        segments.append(Segment(partition, [record], envelope=False, raw=not is_json(data)))
     return segments
 
 
@@ -202,7 +212,11 @@ def parse_kinesis_records(
     out: list[tuple[PlannedRecord, int]] = []
     total = 0
     max_record = limits.max_record_bytes
-    a2b, md5 = binascii.a2b_base64, hashlib.md5
+    # pybase64 (SIMD) decodes a ~300-character blob about twice as fast as binascii, and
+    # with validate=True it refuses everything binascii's strict mode refuses; whatever it
+    # refuses goes to the slow path, which decodes with binascii and names the fault, so
+    # the errors are binascii's as before.
+    b64decode, md5, from_bytes = pybase64.b64decode, hashlib.md5, int.from_bytes
     for index, entry in enumerate(entries):
         # Fast path for the common well-formed record: the per-record cost of the ingest.
         # Anything unusual takes the slow path below, which names the fault.
@@ -210,15 +224,16 @@ def parse_kinesis_records(
             raw, key = entry.get("Data"), entry.get("PartitionKey")
             if type(raw) is str and type(key) is str and 0 < len(key) <= 256:
                 try:
-                    data = a2b(raw, strict_mode=True)
+                    data = b64decode(raw, validate=True)
                 except (binascii.Error, ValueError):
-                    data = None
-                if data is not None and len(data) <= max_record:
-                    encoded = key.encode("utf-8")
-                    total += len(data) + len(encoded)
-                    hashed = int.from_bytes(md5(encoded).digest(), "big")
-                    out.append((PlannedRecord(index, data, key), hashed))
-                    continue
+                    pass
+                else:
+                    if len(data) <= max_record:
+                        encoded = key.encode("utf-8")
+                        total += len(data) + len(encoded)
+                        hashed = from_bytes(md5(encoded).digest(), "big")
+                        out.append((PlannedRecord(index, data, key), hashed))
+                        continue
         position = (*prefix, index) if not single else ()
         if not isinstance(entry, dict):
             raise AwsError(

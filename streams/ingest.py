@@ -76,6 +76,12 @@ DEFAULT_SLOT_WAIT_S = 5.0
 READ_TIMEOUT_S = 30.0
 #: How long a send may take before its records fail (the producer's request_timeout_ms).
 PRODUCE_TIMEOUT_MS = 30_000
+#: Producer batch bound per partition. aiokafka keeps one produce request in flight per
+#: broker and puts one batch per partition in it, so with its 16 KiB default every
+#: envelope (~25 KiB for a 500-record call over 4 shards) is a batch of its own and the
+#: ingest writes one request's envelopes per broker round trip. 1 MiB lets the envelopes
+#: of many concurrent requests travel in one produce request.
+PRODUCER_BATCH_BYTES = 1024 * 1024
 
 #: Per-record error codes, as Kinesis names them: retry later, and a fault on our side.
 THROTTLED = "ProvisionedThroughputExceededException"
@@ -452,6 +458,7 @@ def _producer(config: FirelakeConfig) -> AIOKafkaProducer:
         # Retries after a lost ack must not duplicate an envelope.
         enable_idempotence=True,
         linger_ms=config.ingest.linger_ms,
+        max_batch_size=PRODUCER_BATCH_BYTES,
         max_request_size=MAX_MESSAGE_BYTES,
         request_timeout_ms=PRODUCE_TIMEOUT_MS,
     )
@@ -512,7 +519,14 @@ class IngestServer:
             runner = web.AppRunner(app, access_log=None, shutdown_timeout=10.0)
             await runner.setup()
             try:
-                site = web.TCPSite(runner, self.host, self.requested_port)
+                # With several workers, each process binds the one port (SO_REUSEPORT)
+                # and the kernel spreads connections over them.
+                site = web.TCPSite(
+                    runner,
+                    self.host,
+                    self.requested_port,
+                    reuse_port=True if self.config.ingest.workers > 1 else None,
+                )
                 await site.start()
             except BaseException:
                 await runner.cleanup()

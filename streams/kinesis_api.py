@@ -67,6 +67,7 @@ __all__ = [
     "THROTTLED",
     "KinesisApi",
     "record_error",
+    "send_segments",
     "write_segments",
 ]
 
@@ -112,14 +113,14 @@ def record_error(exc: BaseException) -> dict[str, str]:
     }
 
 
-async def write_segments(
+async def send_segments(
     producer: AIOKafkaProducer,
     topic: str,
     segments: list[Segment],
     arrival_ms: int,
     with_keys: bool = True,
-) -> dict[int, tuple[int, int, int] | BaseException]:
-    """Produce segments in order; each record's request index -> (partition, offset, index).
+) -> list[Any]:
+    """Produce segments in order; per segment its record metadata or its exception.
 
     All sends are queued before any ack is awaited, so one request's messages travel in
     the same producer batches; the idempotent producer keeps their order per partition.
@@ -153,7 +154,18 @@ async def write_segments(
             pending.append(exc)
     futures = [p for p in pending if not isinstance(p, BaseException)]
     acked = iter(await asyncio.gather(*futures, return_exceptions=True))
-    outcomes = [p if isinstance(p, BaseException) else next(acked) for p in pending]
+    return [p if isinstance(p, BaseException) else next(acked) for p in pending]
+
+
+async def write_segments(
+    producer: AIOKafkaProducer,
+    topic: str,
+    segments: list[Segment],
+    arrival_ms: int,
+    with_keys: bool = True,
+) -> dict[int, tuple[int, int, int] | BaseException]:
+    """:func:`send_segments`, per record: request index -> (partition, offset, index)."""
+    outcomes = await send_segments(producer, topic, segments, arrival_ms, with_keys)
     results: dict[int, tuple[int, int, int] | BaseException] = {}
     for segment, outcome in zip(segments, outcomes, strict=True):
         for position, record in enumerate(segment.records):
@@ -162,6 +174,25 @@ async def write_segments(
             else:
                 results[record.index] = (outcome.partition, outcome.offset, position)
     return results
+
+
+def _sequences(partition: int, offset: int, count: int) -> list[str]:
+    """The sequence numbers of records 0..count-1 of the message at (partition, offset).
+
+    An envelope's numbers are evenly spaced (the index is a field of the number), so they
+    are computed by addition instead of ``count`` calls of encode_sequence; the last one
+    is checked against encode_sequence, which also range-checks the index, so a change of
+    the encoding cannot go unnoticed here.
+    """
+    first = encode_sequence(partition, offset, 0)
+    if count == 1:
+        return [first]
+    start = int(first)
+    step = int(encode_sequence(partition, offset, 1)) - start
+    sequences = [str(start + i * step) for i in range(count)]
+    if sequences[-1] != encode_sequence(partition, offset, count - 1):
+        return [encode_sequence(partition, offset, i) for i in range(count)]
+    return sequences
 
 
 def _name_from(payload: Mapping[str, Any]) -> str:
@@ -476,20 +507,18 @@ class KinesisApi:
             if admitted:
                 segments.extend(plan_segments(partition, admitted, spec.envelope == "batch"))
         arrival_ms = time.time_ns() // 1_000_000
-        written = await write_segments(self.backend.producer, spec.name, segments, arrival_ms)
-        shard_ids: dict[int, str] = {}
-        for index, outcome in written.items():
+        outcomes = await send_segments(self.backend.producer, spec.name, segments, arrival_ms)
+        for segment, outcome in zip(segments, outcomes, strict=True):
+            records = segment.records
             if isinstance(outcome, BaseException):
-                results[index] = record_error(outcome)
+                error = record_error(outcome)
+                for record in records:
+                    results[record.index] = error
                 continue
-            partition, offset, position = outcome
-            shard = shard_ids.get(partition)
-            if shard is None:
-                shard = shard_ids[partition] = shard_id(partition)
-            results[index] = {
-                "SequenceNumber": encode_sequence(partition, offset, position),
-                "ShardId": shard,
-            }
+            shard = shard_id(outcome.partition)
+            sequences = _sequences(outcome.partition, outcome.offset, len(records))
+            for record, sequence in zip(records, sequences, strict=True):
+                results[record.index] = {"SequenceNumber": sequence, "ShardId": shard}
         return spec, results
 
     async def put_records(self, payload: dict[str, Any], ctx: RequestContext) -> dict[str, Any]:

@@ -134,3 +134,26 @@ def test_protocol_checks() -> None:
     assert parse_body(b"") == {}
     with pytest.raises(AwsError, match="JSON object"):
         parse_body(b"[]")
+
+
+@pytest.mark.parametrize(
+    "blob",
+    ["", "YQ==", "YR==", "YWJj", "YQ==YQ==", "=YQ==", "YQ=", "YQ", "Y===", "YQ=\n=", " YQ==",
+     "YQ== ", "YQ=a", "é", "YW\nJj", "YWJj\n", "-_8=", "+/8="],
+)  # fmt: skip
+def test_fast_blob_decoding_accepts_and_refuses_what_binascii_strict_does(blob: str) -> None:
+    # The fast path decodes with pybase64; a blob is accepted (with the same bytes) or
+    # refused (with binascii's message) exactly as the strict binascii decoding says.
+    import binascii
+
+    try:
+        expected: bytes | None = binascii.a2b_base64(blob, strict_mode=True)
+    except (binascii.Error, ValueError):
+        expected = None
+    payload = {"Records": [{"Data": blob, "PartitionKey": "k"}]}
+    if expected is None:
+        with pytest.raises(AwsError, match="is not valid base64"):
+            parse_kinesis_records(payload, AwsLimits())
+    else:
+        [(record, _)] = parse_kinesis_records(payload, AwsLimits())
+        assert record.data == expected
