@@ -42,6 +42,7 @@ from firelake.config import FirelakeConfig, StreamConfig
 from streams import envelope
 from streams.aws_api import AwsBackend, AwsOptions, handle
 from streams.aws_records import AwsLimits, ShardQuota
+from streams.kafka_errors import INTERNAL, THROTTLED, record_failure
 from streams.records import Limits, PutRequest, RequestError, check_body_size, parse_put_records
 from streams.sequence import encode_sequence
 from streams.sigv4 import Credentials
@@ -84,17 +85,6 @@ PRODUCE_TIMEOUT_MS = 30_000
 PRODUCER_BATCH_BYTES = 1024 * 1024
 
 #: Per-record error codes, as Kinesis names them: retry later, and a fault on our side.
-THROTTLED = "ProvisionedThroughputExceededException"
-INTERNAL = "InternalFailure"
-
-# Kafka errors that mean "the broker is slow or overloaded, retry later" rather than a fault.
-_THROTTLE_ERRORS: tuple[type[BaseException], ...] = (
-    aiokafka_errors.KafkaTimeoutError,
-    aiokafka_errors.RequestTimedOutError,
-    aiokafka_errors.NotEnoughReplicasError,
-    aiokafka_errors.NotEnoughReplicasAfterAppendError,
-    TimeoutError,
-)
 
 
 def aws_options(config: FirelakeConfig) -> AwsOptions:
@@ -119,12 +109,8 @@ def _error(status: int, code: str, message: str) -> web.Response:
 
 
 def _record_error(exc: BaseException) -> dict[str, str]:
-    code = THROTTLED if isinstance(exc, _THROTTLE_ERRORS) else INTERNAL
-    text = str(exc)
-    return {
-        "error_code": code,
-        "error_message": f"{type(exc).__name__}: {text}" if text else type(exc).__name__,
-    }
+    code, message = record_failure(exc)
+    return {"error_code": code, "error_message": message}
 
 
 class Ingest:

@@ -23,7 +23,6 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-import aiokafka.errors as aiokafka_errors
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
@@ -48,6 +47,7 @@ from streams.aws_records import (
     parse_kinesis_records,
     plan_segments,
 )
+from streams.kafka_errors import THROTTLED, record_failure
 from streams.resources import DELIVERY_TOPIC_PREFIX, StreamEntry, stream_key
 from streams.sequence import decode_sequence, encode_sequence
 from streams.shard_iterators import (
@@ -86,31 +86,15 @@ ON_DEMAND_SHARDS = 4
 #: How long one GetRecords waits for data it knows is there.
 FETCH_WAIT_S = 2.0
 
-THROTTLED = "ProvisionedThroughputExceededException"
-INTERNAL = "InternalFailure"
 
 _STREAM_NAME = re.compile(r"[a-zA-Z0-9_.-]+")
 _STREAM_ARN = re.compile(r"arn:aws.*:kinesis:.*:\d{12}:stream/(\S+)")
 
 
-# Kafka errors that mean "the broker is slow or overloaded, retry later" rather than a fault.
-_THROTTLE_ERRORS: tuple[type[BaseException], ...] = (
-    aiokafka_errors.KafkaTimeoutError,
-    aiokafka_errors.RequestTimedOutError,
-    aiokafka_errors.NotEnoughReplicasError,
-    aiokafka_errors.NotEnoughReplicasAfterAppendError,
-    TimeoutError,
-)
-
-
 def record_error(exc: BaseException) -> dict[str, str]:
     """A per-record failure as Kinesis reports it."""
-    code = THROTTLED if isinstance(exc, _THROTTLE_ERRORS) else INTERNAL
-    text = str(exc)
-    return {
-        "ErrorCode": code,
-        "ErrorMessage": f"{type(exc).__name__}: {text}" if text else type(exc).__name__,
-    }
+    code, message = record_failure(exc)
+    return {"ErrorCode": code, "ErrorMessage": message}
 
 
 async def send_segments(
