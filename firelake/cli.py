@@ -263,6 +263,14 @@ def cmd_send(args: argparse.Namespace) -> int:
 
 def cmd_replay(args: argparse.Namespace) -> int:
     config = _config(args)
+    if args.from_archive:
+        # Rebuild a stream from a sink's raw archive (Firehose S3 backup) instead.
+        if args.stream or args.from_ or args.to or not args.into:
+            raise UsageError("replay --from-archive TABLE takes --into STREAM and nothing else")
+        from sinks.archive import replay_archive
+
+        print(asyncio.run(replay_archive(config, args.from_archive, args.into)))
+        return 0
     if not args.stream or not args.from_:
         raise UsageError("replay needs a stream and --from (a time, @epoch-ms or an offset)")
     from streams.replay import run_replay
@@ -271,6 +279,31 @@ def cmd_replay(args: argparse.Namespace) -> int:
         config.bootstrap, args.stream, args.from_, args.to, args.into, progress=not args.quiet
     )
     print(report)
+    return 0
+
+
+def cmd_compact(args: argparse.Namespace) -> int:
+    from sinks.compaction import compact
+    from sinks.destinations import destination_for
+    from sinks.progress import ProgressStore
+
+    config = _config(args)
+    writers = [s for s in config.sinks.values() if s.table == args.table]
+    if not writers:
+        raise UsageError(f"no sink writes table {args.table!r}")
+    spec = writers[0]
+    destination = destination_for(config, spec)
+    report = compact(
+        destination,
+        args.table,
+        [ProgressStore(destination, s.name) for s in writers],
+        target_bytes=spec.compact_target_bytes,
+        grace_seconds=spec.compact_grace_seconds,
+        min_age_seconds=args.min_age,
+        folders=args.partition,
+        compression=spec.compression,
+    )
+    print(f"{args.table}: {report}")
     return 0
 
 
@@ -415,6 +448,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--to", default=None, help="same forms, exclusive (default: the end now)")
     p.add_argument("--into", default=None, help="target stream (default: the same stream)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--from-archive",
+        default=None,
+        metavar="TABLE",
+        help="instead: send a sink's raw archive of TABLE into --into",
+    )
+    p = command("compact", cmd_compact, "merge a lake table's small files, atomically")
+    p.add_argument("table", help="the table (its sink's destination and settings apply)")
+    p.add_argument(
+        "--partition",
+        action="append",
+        default=[],
+        help="only folders under this one, e.g. dt=2026-11-29/hour=08 (repeatable)",
+    )
+    p.add_argument(
+        "--min-age",
+        type=float,
+        default=3600.0,
+        help="skip folders with a file newer than this many seconds (open partitions)",
+    )
     p = command("query", cmd_query, "run SQL over the lake with DuckDB")
     p.add_argument("sql", help="the SQL; each lake table is a view")
     p.add_argument("--format", choices=["table", "csv", "json"], default="table")

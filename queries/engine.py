@@ -10,6 +10,12 @@ hive_partitioning = true, union_by_name = true, hive_types = {'dt': DATE, 'hour'
   and ``WHERE dt >= current_date - 7`` compare as dates and numbers and prune files
   (partition pruning) before any data is read.
 - ``union_by_name`` lets newer files add columns: older rows read NULL there.
+- Compaction (``sinks.compaction``) switches a table's files atomically with a manifest
+  (``_firelake/tables/<table>/manifest.json``): a ``compacted-*`` file counts only while
+  the manifest lists it active, a retired file never. Before every query the engine reads
+  a compacted table's manifest, *then* lists its live files and re-creates the view over
+  exactly those — which is what makes the switch atomic for readers (see
+  ``sinks.compaction``); tables never compacted keep the glob.
 
 Every query is profiled so the result carries the bytes it scanned (compressed Parquet
 column chunks read, Athena's billing measure) and their price at $5/TB. By default the
@@ -55,6 +61,10 @@ __all__ = [
 
 #: Types of the Hive partition columns every lake table has.
 HIVE_TYPES = "{'dt': DATE, 'hour': INTEGER}"
+#: Where a table's compaction manifest lives, relative to the lake root (sinks.paths).
+MANIFEST = "_firelake/tables/{table}/manifest.json"
+#: File name start of a compaction output (sinks.paths.COMPACTED_PREFIX).
+COMPACTED_PREFIX = "compacted-"
 #: Athena's price per terabyte scanned.
 PRICE_PER_TB_USD = 5.0
 #: Most rows a query returns unless the caller asks for more (results are held in memory).
@@ -127,6 +137,8 @@ class QueryEngine:
         self._lock = threading.Lock()
         self._tables: dict[str, TableInfo] = {}
         self._views: set[str] = set()
+        #: Tables whose view lists its files (compacted tables), by name.
+        self._listed: dict[str, bool] = {}
         #: Tables whose view could not be created this refresh, with DuckDB's reason.
         self.view_errors: dict[str, str] = {}
         self._conn = duckdb.connect(
@@ -167,13 +179,71 @@ class QueryEngine:
         """The catalog as of the last refresh, by table name."""
         return dict(self._tables)
 
-    def view_sql(self, table: str) -> str:
-        """The SELECT behind a table's view."""
-        pattern = f"{self.lake_root}/{table}/**/[!.]*.parquet"
+    def manifest_lists(self, table: str) -> tuple[tuple[str, ...], tuple[str, ...]] | None:
+        """(active, retired) file keys of a table's compaction manifest, None without one."""
+        path = self.lake_root / MANIFEST.format(table=table)
+        try:
+            data = json.loads(path.read_bytes())
+        except FileNotFoundError:
+            return None
+        retired = [*data.get("retired", []), *(data.get("deleted_at") or {})]
+        return tuple(sorted(data.get("active", []))), tuple(sorted(retired))
+
+    def live_files(
+        self, table: str, manifest: tuple[tuple[str, ...], tuple[str, ...]]
+    ) -> list[str]:
+        """The files of a compacted table a query may open, listed *after* its manifest."""
+        active, retired = set(manifest[0]), set(manifest[1])
+        files = []
+        for current, dirs, names in os.walk(self.lake_root / table):
+            dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+            for name in sorted(names):
+                if name.startswith(".") or not name.endswith(".parquet"):
+                    continue
+                path = Path(current) / name
+                key = path.relative_to(self.lake_root).as_posix()
+                if key in retired or (name.startswith(COMPACTED_PREFIX) and key not in active):
+                    continue
+                files.append(str(path))
+        return files
+
+    def view_sql(self, table: str, files: Sequence[str] | None = None) -> str:
+        """The SELECT behind a table's view: a glob, or the given files of a compacted table.
+
+        ``union_by_name`` opens every file's footer when the query binds, so a compacted
+        table lists its live files itself: a retired file is never opened, and one being
+        deleted after its grace cannot fail a query that still globbed it.
+        """
+        if files:
+            source = "[" + ", ".join(_sql_string(f) for f in files) + "]"
+            where = ""
+        else:
+            source = _sql_string(f"{self.lake_root}/{table}/**/[!.]*.parquet")
+            # No manifest yet: an output of a compaction killed before its switch is unused.
+            where = f" WHERE NOT contains(filename, {_sql_string('/' + COMPACTED_PREFIX)})"
         return (
-            f"SELECT * FROM read_parquet({_sql_string(pattern)}, hive_partitioning = true, "
-            f"union_by_name = true, hive_types = {HIVE_TYPES})"
+            f"SELECT * EXCLUDE (filename) FROM read_parquet({source}, hive_partitioning = true, "
+            f"union_by_name = true, hive_types = {HIVE_TYPES}, filename = true){where}"
         )
+
+    def _create_view(self, table: str) -> None:
+        # Call with the lock held. The manifest is read first, then the files are listed.
+        manifest = self.manifest_lists(table)
+        files = self.live_files(table, manifest) if manifest is not None else None
+        self._conn.execute(
+            f"CREATE OR REPLACE VIEW {_identifier(table)} AS " + self.view_sql(table, files)
+        )
+        self._listed[table] = manifest is not None
+
+    def _sync_manifests(self) -> None:
+        """Before a query: re-list compacted tables (call with the lock held).
+
+        A table never compacted keeps its glob view; once it has a manifest its view is
+        rebuilt from the manifest and a fresh listing at every query.
+        """
+        for table in sorted(self._views):
+            if self._listed.get(table) or self.manifest_lists(table) is not None:
+                self._create_view(table)
 
     def refresh(self) -> list[TableInfo]:
         """Re-scan the lake: create views for new tables, drop views of vanished ones.
@@ -190,10 +260,7 @@ class QueryEngine:
                 self._views.discard(name)
             for info in tables:
                 try:
-                    self._conn.execute(
-                        f"CREATE OR REPLACE VIEW {_identifier(info.name)} AS "
-                        + self.view_sql(info.name)
-                    )
+                    self._create_view(info.name)
                 except duckdb.Error as exc:
                     errors[info.name] = str(exc)
                     self._conn.execute(f"DROP VIEW IF EXISTS {_identifier(info.name)}")
@@ -214,6 +281,7 @@ class QueryEngine:
         with self._lock:
             started = time.perf_counter()
             try:
+                self._sync_manifests()
                 cursor = self._conn.execute(sql)
                 description = cursor.description
                 rows = cursor.fetchmany(limit + 1) if description else []

@@ -8,9 +8,11 @@ is reached, whichever comes first; the sink checks the time bound even when no m
 arrive, so an idle buffer still flushes on time.
 
 Besides the raw counts that drive the hints, a buffer holds what the sink converted from
-its messages (``add_rows``): Arrow rows per output folder, the lines that failed, and
-their exact memory size, which ``sinks.memory`` bounds across all buffers. It keeps the
-raw message values only when asked (the raw archive needs them).
+its messages (``add_rows``): Arrow tables, each with its rows' output folders (cut into
+files only at flush time: thousands of tiny slices per poll would cost more memory in
+metadata than the rows themselves), the lines that failed, and their exact memory size,
+which ``sinks.memory`` bounds across all buffers. It keeps the raw message values only
+when asked (the raw archive needs them).
 
 Time comes from an injectable clock (``time.monotonic`` by default); tests pass a
 :class:`FixedClock` and move it by hand, so the time bound is tested without sleeping.
@@ -20,8 +22,8 @@ Nothing here parses events: counts come from the envelope's ``fl-count`` header.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from streams.envelope import HEADER_COUNT, HEADER_FORMAT
@@ -106,8 +108,9 @@ class Batch:
     ``values`` and ``offsets`` are parallel (messages with an empty value are not in
     them); ``first_offset``..``last_offset`` covers every message consumed, empty or not,
     and is the range the flush commits. ``max_timestamp_ms`` is the latest Kafka timestamp
-    seen, used to place events that carry no event time. ``parts`` are the converted rows
-    by output folder, ``bad`` the lines that failed, ``memory`` their size in bytes.
+    seen, used to place events that carry no event time. ``chunks`` are the converted rows
+    as (table, folders) pairs — folders one string or one per row — ``bad`` the lines that
+    failed, ``memory`` their size in bytes.
     """
 
     topic: str
@@ -119,7 +122,7 @@ class Batch:
     events: int
     nbytes: int
     max_timestamp_ms: int
-    parts: Mapping[str, tuple[Any, ...]] = field(default_factory=dict)
+    chunks: tuple[tuple[Any, Any], ...] = ()
     bad: tuple[Any, ...] = ()
     memory: int = 0
 
@@ -129,9 +132,10 @@ class PartitionBuffer:
 
     __slots__ = (
         "_bad",
+        "_chunks",
         "_clock",
+        "_folders",
         "_offsets",
-        "_parts",
         "_values",
         "events",
         "first_offset",
@@ -174,7 +178,8 @@ class PartitionBuffer:
         self.nbytes = 0
         self.max_timestamp_ms = 0
         self.started_at: float | None = None
-        self._parts: dict[str, list[Any]] = {}
+        self._chunks: list[tuple[Any, Any]] = []
+        self._folders: set[str] = set()
         self._bad: list[Any] = []
         self.memory = 0
 
@@ -213,17 +218,23 @@ class PartitionBuffer:
             self.max_timestamp_ms = timestamp_ms
         return True
 
-    def add_rows(self, parts: Mapping[str, Sequence[Any]], bad: Sequence[Any], memory: int) -> None:
-        """Hold converted rows (by output folder), failed lines, and their size in bytes."""
-        for folder, tables in parts.items():
-            self._parts.setdefault(folder, []).extend(tables)
+    def add_rows(
+        self,
+        chunks: Sequence[tuple[Any, Any]],
+        folders: Iterable[str],
+        bad: Sequence[Any],
+        memory: int,
+    ) -> None:
+        """Hold converted rows with their folders, failed lines, and their size in bytes."""
+        self._chunks.extend(chunks)
+        self._folders.update(folders)
         self._bad.extend(bad)
         self.memory += memory
 
     @property
     def folders(self) -> frozenset[str]:
         """The output folders the buffered rows go to (its open partitions)."""
-        return frozenset(self._parts)
+        return frozenset(self._folders)
 
     def deadline(self) -> float | None:
         """Clock time at which the time bound flushes this buffer, None when empty."""
@@ -267,7 +278,7 @@ class PartitionBuffer:
             events=self.events,
             nbytes=self.nbytes,
             max_timestamp_ms=self.max_timestamp_ms,
-            parts={folder: tuple(tables) for folder, tables in self._parts.items()},
+            chunks=tuple(self._chunks),
             bad=tuple(self._bad),
             memory=self.memory,
         )

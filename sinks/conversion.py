@@ -26,8 +26,8 @@ the line for the C reader and returns the side columns, row-aligned.
 from __future__ import annotations
 
 import functools
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 import orjson
 import pyarrow as pa
@@ -94,15 +94,15 @@ class ConversionSpec:
     case_insensitive: bool = False
     dots_to_underscores: bool = False
     column_to_json_key: tuple[tuple[str, str], ...] = ()
-    #: Columns the Python pass builds (those holding a map): name -> Arrow type.
-    side_types: tuple[tuple[str, pa.DataType], ...] = field(default=(), compare=False)
 
     @functools.cached_property
     def target(self) -> pa.Schema | None:
         """The output schema (None: inferred), with the unknown-field column last."""
         if self.schema is None:
             return None
-        fields = [pa.field(f.name, arrow_type(parse_field_type(f.type))) for f in self.schema.fields]
+        fields = [
+            pa.field(f.name, arrow_type(parse_field_type(f.type))) for f in self.schema.fields
+        ]
         if self.unknown_fields == "keep":
             fields.append(pa.field(self.unknown_column, pa.string()))
         return pa.schema(fields)
@@ -277,8 +277,3 @@ def unify(tables: Sequence[pa.Table]) -> list[pa.Table]:
         for table in tables:
             groups.setdefault(table.schema, []).append(table)
         return [pa.concat_tables(group) for group in groups.values()]
-
-
-def json_key_mapping(mapping: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
-    """A column -> JSON key mapping as the hashable tuple :class:`ConversionSpec` holds."""
-    return tuple(sorted(mapping.items()))

@@ -37,8 +37,10 @@ __all__ = [
     "Prefix",
     "PrefixError",
     "PrefixPart",
+    "folder_keys",
     "parse_prefix",
     "render",
+    "split_by_keys",
     "split_rows",
 ]
 
@@ -46,7 +48,15 @@ __all__ = [
 DEFAULT_PARTITION = "__HIVE_DEFAULT_PARTITION__"
 
 _EXPRESSION = re.compile(r"!\{([^{}]*)\}")
-_JAVA_TOKENS = {"yyyy": "%Y", "yy": "%y", "MM": "%m", "dd": "%d", "HH": "%H", "mm": "%M", "ss": "%S"}
+_JAVA_TOKENS = {
+    "yyyy": "%Y",
+    "yy": "%y",
+    "MM": "%m",
+    "dd": "%d",
+    "HH": "%H",
+    "mm": "%M",
+    "ss": "%S",
+}
 _JAVA_RUN = re.compile(r"([A-Za-z])\1*")
 _COLUMN = re.compile(r"^\.?([A-Za-z_][A-Za-z0-9_]{0,100})$")
 
@@ -178,49 +188,85 @@ def _field_strings(column: pa.ChunkedArray) -> pa.ChunkedArray:
     return pc.if_else(empty, DEFAULT_PARTITION, strings)
 
 
-def split_rows(
+def folder_keys(
     prefix: Prefix,
     rows: pa.Table,
     *,
     time_field: str,
     fallback: datetime,
     table: str = "",
-) -> list[tuple[str, pa.Table]]:
-    """Cut ``rows`` into (folder, rows) per rendered folder, folders in sorted order.
+) -> str | pa.ChunkedArray:
+    """Each row's folder: one string when every row shares it, else a string per row.
 
-    Row order inside a folder follows the input (the sort is stable). Rows whose time is
-    null — all rows when there is no time field — use ``fallback``. A column named by
-    ``partitionKeyFromQuery`` that the table lacks reads as null. Raises
-    :class:`PrefixError` for a key column that cannot be written as text (a list, say).
+    Rows whose time is null — all rows when there is no time field — use ``fallback``. A
+    column named by ``partitionKeyFromQuery`` that the table lacks, or that cannot be
+    written as text (a list, say), reads as null: the default partition.
     """
-    if rows.num_rows == 0:
-        return []
-    pieces: list[pa.ChunkedArray | pa.Scalar] = []
     times = None
-    if prefix.uses_time:
+    if prefix.uses_time and time_field and time_field in rows.column_names and rows.num_rows:
         fill = pa.scalar(fallback.astimezone(UTC), type=pa.timestamp("us", tz="UTC"))
-        if time_field and time_field in rows.column_names:
-            times = pc.fill_null(pc.cast(rows.column(time_field), fill.type), fill)
-        else:
-            times = pa.chunked_array([pa.array([fill.as_py()] * rows.num_rows, fill.type)])
+        times = pc.fill_null(pc.cast(rows.column(time_field), fill.type), fill)
+        if not prefix.fields and _hourly(prefix):
+            bounds = pc.min_max(pc.floor_temporal(times, unit="hour"))
+            if bounds["min"] == bounds["max"]:
+                # The common case: one batch, one hour, no field keys: no per-row strings.
+                return render(prefix, when=bounds["min"].as_py(), table=table)
+    if not prefix.fields and times is None:
+        return render(prefix, when=fallback, table=table)
+    return _keys(prefix, rows, times, fallback, table)
+
+
+def _hourly(prefix: Prefix) -> bool:
+    # A template whose time patterns change at most hourly renders one folder per hour.
+    return all(
+        "%M" not in p.value and "%S" not in p.value for p in prefix.parts if p.kind == "timestamp"
+    )
+
+
+def _keys(
+    prefix: Prefix,
+    rows: pa.Table,
+    times: pa.ChunkedArray | None,
+    fallback: datetime,
+    table: str,
+) -> pa.ChunkedArray:
+    pieces: list[pa.ChunkedArray | pa.Scalar] = []
     for part in prefix.parts:
         if part.kind == "timestamp":
-            assert times is not None
-            pieces.append(pc.strftime(times, format=part.value))
+            if times is None:
+                pieces.append(pa.scalar(fallback.astimezone(UTC).strftime(part.value)))
+            else:
+                pieces.append(pc.strftime(times, format=part.value))
         elif part.kind == "field":
             if part.value not in rows.column_names:
                 pieces.append(pa.scalar(DEFAULT_PARTITION))
                 continue
             try:
                 pieces.append(_field_strings(rows.column(part.value)))
-            except (pa.ArrowNotImplementedError, pa.ArrowInvalid) as exc:
-                raise PrefixError(f"column {part.value!r} cannot be a partition key: {exc}") from exc
+            except (pa.ArrowNotImplementedError, pa.ArrowInvalid):
+                # A list or struct (an inferred schema; declared ones are refused at start)
+                # has no folder text: its rows go to the default partition, never stall.
+                pieces.append(pa.scalar(DEFAULT_PARTITION))
         else:
             pieces.append(pa.scalar(render(Prefix("", (part,)), when=fallback, table=table)))
     if not any(isinstance(p, pa.ChunkedArray) for p in pieces):
-        return [("".join(p.as_py() for p in pieces), rows)]  # type: ignore[union-attr]
-    folders = pc.binary_join_element_wise(*pieces, "")
-    encoded = pc.dictionary_encode(folders).combine_chunks()
+        text = "".join(p.as_py() for p in pieces)  # type: ignore[union-attr]
+        return pa.chunked_array([pa.array([text] * rows.num_rows, pa.string())])
+    return pc.binary_join_element_wise(*pieces, "")
+
+
+def split_by_keys(rows: pa.Table, keys: str | pa.ChunkedArray) -> list[tuple[str, pa.Table]]:
+    """Cut rows into (folder, rows) by their keys, folders sorted, input order kept inside.
+
+    One stable sort and one slice per folder: cost does not grow with a Python loop per row.
+    """
+    if rows.num_rows == 0:
+        return []
+    if isinstance(keys, str):
+        return [(keys, rows)]
+    if pa.types.is_dictionary(keys.type):
+        keys = keys.cast(pa.string())  # chunks may carry different dictionaries
+    encoded = pc.dictionary_encode(keys).combine_chunks()
     names = encoded.dictionary.to_pylist()
     if len(names) == 1:
         return [(names[0], rows)]
@@ -229,14 +275,28 @@ def split_rows(
     ordered = pc.take(pc.subtract(rank, 1), encoded.indices)
     order = pc.sort_indices(ordered)  # stable: input order kept inside a folder
     sorted_rows = rows.take(order)
-    counts = pc.value_counts(ordered)
-    by_rank = {c["values"].as_py(): c["counts"].as_py() for c in counts}
-    names_by_rank = sorted(names)
+    counts = {c["values"].as_py(): c["counts"].as_py() for c in pc.value_counts(ordered)}
     out = []
     offset = 0
-    for position, name in enumerate(names_by_rank):
-        size = by_rank.get(position, 0)
+    for position, name in enumerate(sorted(names)):
+        size = counts.get(position, 0)
         if size:
             out.append((name, sorted_rows.slice(offset, size)))
             offset += size
     return out
+
+
+def split_rows(
+    prefix: Prefix,
+    rows: pa.Table,
+    *,
+    time_field: str,
+    fallback: datetime,
+    table: str = "",
+) -> list[tuple[str, pa.Table]]:
+    """Cut ``rows`` into (folder, rows) per rendered folder (:func:`folder_keys` then
+    :func:`split_by_keys`)."""
+    if rows.num_rows == 0:
+        return []
+    keys = folder_keys(prefix, rows, time_field=time_field, fallback=fallback, table=table)
+    return split_by_keys(rows, keys)

@@ -24,7 +24,9 @@ This module knows nothing of Kafka or Parquet.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from os import PathLike
@@ -85,6 +87,20 @@ class PartitionState:
     first_offset: int
     files: tuple[str, ...]
     updated_at: str
+
+
+#: Threads putting one flush's files at once (per process, shared by every sink).
+PUT_THREADS = 8
+_pool: ThreadPoolExecutor | None = None
+_pool_lock = threading.Lock()
+
+
+def _put_pool() -> ThreadPoolExecutor:
+    global _pool
+    with _pool_lock:
+        if _pool is None:
+            _pool = ThreadPoolExecutor(max_workers=PUT_THREADS, thread_name_prefix="firelake-put")
+        return _pool
 
 
 def _now_iso() -> str:
@@ -158,6 +174,9 @@ class ProgressStore:
             self.destination.delete([intent_key(self.sink, topic, partition)])
         return None if state is None else state.last_offset + 1
 
+    def _put(self, planned: PlannedFile) -> None:
+        self.destination.put(planned.key, planned.data())
+
     def commit_flush(
         self,
         topic: str,
@@ -193,10 +212,14 @@ class ProgressStore:
         self.destination.put(ikey, orjson.dumps(intent))  # (a)
         if checkpoint:
             checkpoint("after_intent")
-        for index, planned in enumerate(files):  # (b)
-            self.destination.put(planned.key, planned.data())
-            if checkpoint and index == 0 and len(files) > 1:
+        if files:  # (b): the first alone (a crash point), the rest concurrently
+            self._put(files[0])
+            if checkpoint and len(files) > 1:
                 checkpoint("during_files")
+            if len(files) > 1:
+                # Many folders make many files: serialise (zstd releases the GIL) and put
+                # them in parallel; all are in before the state, whatever their order.
+                list(_put_pool().map(self._put, files[1:]))
         if checkpoint:
             checkpoint("after_files")
         new_state = PartitionState(

@@ -1,10 +1,13 @@
 """The Parquet sink process: Kafka stream in, exactly-once Parquet files out (Firehose).
 
 This is the thin Kafka edge around the pure modules: an ``AIOKafkaConsumer`` per sink
-(group ``firelake-sink-<name>``, no auto-commit) feeds whole envelopes into per-partition
-buffers (``sinks.buffer``); a buffer that reaches a bound is converted and written
-(``sinks.parquet``) under the lake's progress protocol (``sinks.progress``) in a worker
-thread, so the consumer keeps heart-beating while pyarrow works.
+(group ``firelake-sink-<name>``, no auto-commit, ``read_committed`` so a transactional
+router's aborted batches never land) converts each poll's envelopes to Arrow rows by output
+folder (``sinks.parquet``, ``sinks.prefix``) into per-partition buffers (``sinks.buffer``);
+a buffer that reaches a hint — or that the global memory budget or the open-partition
+bound picks (``sinks.memory``) — is written under the destination's progress protocol
+(``sinks.progress``) to a local folder or S3 (``sinks.destinations``). Conversion and
+writing run in a worker thread, so the consumer keeps heart-beating while pyarrow works.
 
 The lake is the source of truth. On every assignment the sink recovers each partition's
 progress and seeks to ``state + 1`` (or, before the first flush, the group's committed
@@ -17,8 +20,8 @@ Stopping (the ``stop`` event, task cancellation, SIGTERM/SIGINT in ``main``) flu
 every buffer and commits before exiting; SIGKILL loses nothing but the buffers.
 
 ``FIRELAKE_SINK_CRASH_AT=<point>[:<n>]`` makes the process SIGKILL itself the n-th time
-(default first) a flush passes ``point`` (``after_intent``, ``after_files``,
-``after_state``, ``after_commit``) — a real crash, for the crash tests.
+(default first) a flush passes ``point`` (``after_intent``, ``during_files``,
+``after_files``, ``after_state``, ``after_commit``) — a real crash, for the crash tests.
 """
 
 from __future__ import annotations
@@ -37,13 +40,24 @@ from pathlib import Path
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import IllegalStateError, KafkaError
 
-from firelake.config import FirelakeConfig, Schema, SinkConfig, load_config
-from sinks.buffer import Batch, BufferLimits, Clock, PartitionBuffers, message_event_count
-from sinks.parquet import plan_flush
+from firelake.config import FirelakeConfig, Schema, SinkConfig, load_config, parse_field_type
+from sinks.buffer import (
+    Batch,
+    BufferLimits,
+    Clock,
+    PartitionBuffer,
+    PartitionBuffers,
+    message_event_count,
+)
+from sinks.conversion import spec_for
+from sinks.destinations import destination_for
+from sinks.memory import BufferUsage, evictions
+from sinks.parquet import Layout, convert, folder_chunks, plan_flush
 from sinks.progress import CRASH_POINTS, Checkpoint, ProgressStore
 
 __all__ = [
     "CRASH_ENV",
+    "INSTANCE_ENV",
     "SINK_CRASH_POINTS",
     "FlushOutcome",
     "ParquetSink",
@@ -59,6 +73,10 @@ log = logging.getLogger(__name__)
 
 #: Environment variable that arms the crash hook (tests only).
 CRASH_ENV = "FIRELAKE_SINK_CRASH_AT"
+#: Environment variable giving the consumer a static group membership id (KIP-345): a
+#: restarted sink process gets its partitions back at once instead of after the dead
+#: member's session times out. Set it only when one process runs the sink (supervisors).
+INSTANCE_ENV = "FIRELAKE_SINK_INSTANCE_ID"
 #: Every point the crash hook can stop at: the progress protocol's, then the Kafka commit.
 SINK_CRASH_POINTS = (*CRASH_POINTS, "after_commit")
 
@@ -70,6 +88,9 @@ MAX_RECORDS = 5_000
 #: broker's default minimum; flushes run in a thread, so heartbeats never wait on pyarrow.
 SESSION_TIMEOUT_MS = 6_000
 HEARTBEAT_INTERVAL_MS = 1_500
+MiB = 1024 * 1024
+#: aiokafka's default largest fetch response (50 MiB); a small memory budget lowers it.
+FETCH_MAX_BYTES = 50 * MiB
 
 
 class SinkError(ValueError):
@@ -120,6 +141,8 @@ class SinkStats:
     files: int = 0
     bad_lines: int = 0
     commit_failures: int = 0
+    #: Flushes forced before a hint by the memory budget or the open-partition bound.
+    early_flushes: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -163,18 +186,26 @@ class ParquetSink:
         spec = config.sinks.get(sink_name)
         if spec is None:
             raise SinkError(sink_name, f"not configured (sinks: {', '.join(config.sinks)})")
-        schema = config.schema_of(spec.stream)
-        if schema is None:
-            raise SinkError(sink_name, f"stream {spec.stream!r} declares no schema")
+        schema = config.schema_of(spec.stream)  # None: inferred from the data
+        layout = Layout.of(spec, schema)
+        for column in layout.prefix.fields:
+            declared = schema.field_named(column) if schema is not None else None
+            if schema is not None and declared is None:
+                raise SinkError(sink_name, f"prefix reads column {column!r}, not in the schema")
+            if declared is not None and parse_field_type(declared.type).items:
+                raise SinkError(sink_name, f"prefix column {column!r} is not a scalar")
         if not config.kafka.bootstrap:
             raise SinkError(sink_name, "kafka.bootstrap is empty; start the broker first")
         self.config = config
         self.name = sink_name
         self.spec: SinkConfig = spec
-        self.schema: Schema = schema
+        self.schema: Schema | None = schema
+        self.layout = layout
+        self.conversion = spec_for(spec, schema)
         self.topic = spec.stream
         self.lake: Path = config.lake_root
-        self.store = ProgressStore(self.lake, sink_name)
+        self.destination = destination_for(config, spec)
+        self.store = ProgressStore(self.destination, sink_name)
         self.buffers = PartitionBuffers(
             self.topic,
             BufferLimits(spec.max_events, spec.max_bytes, spec.max_seconds),
@@ -224,14 +255,7 @@ class ParquetSink:
         """Convert and commit batches to the lake (runs in a worker thread)."""
         outcomes = []
         for batch in batches:
-            plan = plan_flush(
-                batch,
-                lake=self.lake,
-                sink=self.name,
-                table=self.spec.table,
-                schema=self.schema,
-                compression=self.spec.compression,
-            )
+            plan = plan_flush(batch, self.layout)
             state = self.store.commit_flush(
                 self.topic,
                 batch.partition,
@@ -296,23 +320,75 @@ class ParquetSink:
             )
         await self._commit(outcomes)
 
+    def _add_rows(self, buffer: PartitionBuffer, segment: list) -> None:
+        """Convert a run of one partition's messages and hold the rows in its buffer."""
+        if not segment:
+            return
+        conversion = convert(
+            [m.value for m in segment],
+            [m.offset for m in segment],
+            self.conversion,
+            [m.timestamp for m in segment],
+        )
+        chunks, folders = folder_chunks(
+            conversion,
+            self.layout.prefix,
+            time_field=self.schema.time_field if self.schema is not None else "",
+            fallback_ms=max(m.timestamp for m in segment),
+            table=self.spec.table,
+        )
+        # What the converted tables hold (Arrow buffers), plus the failed lines' bytes.
+        memory = sum(
+            t.get_total_buffer_size() + (0 if isinstance(k, str) else k.get_total_buffer_size())
+            for t, k in chunks
+        )
+        memory += sum(len(bad.line) for bad in conversion.bad)
+        buffer.add_rows(chunks, folders, conversion.bad, memory)
+
     def _buffer(self, records: dict[TopicPartition, list]) -> list[Batch]:
-        """Append polled messages; returns the batches that filled up (call with the lock)."""
+        """Convert polled messages into the buffers; returns the batches to flush now.
+
+        Runs in a worker thread with the lock held (pyarrow releases the GIL while it
+        parses, so the event loop keeps heart-beating).
+        """
         full: list[Batch] = []
+        keep_raw = self.layout.archive_prefix is not None
         for tp, messages in records.items():
             buffer = self.buffers.get(tp.partition)
+            segment: list = []
             for message in messages:
-                buffer.append(
-                    message.offset,
-                    message.value,
-                    message_event_count(message.value, message.headers),
-                    message.timestamp,
-                )
+                events = message_event_count(message.value, message.headers)
+                if not buffer.append(
+                    message.offset, message.value, events, message.timestamp, keep=keep_raw
+                ):
+                    continue
+                if message.value:
+                    segment.append(message)
                 # Checked per message, so a batch overshoots its bound by one message at
                 # most, however many messages one poll returns.
                 if buffer.is_full():
+                    self._add_rows(buffer, segment)
+                    segment = []
                     full.append(buffer.take())
+            self._add_rows(buffer, segment)
             self.stats.messages += len(messages)
+        usages = [
+            BufferUsage(b.partition, b.memory, b.started_at or 0.0, b.folders)
+            for b in self.buffers
+            if not b.empty
+        ]
+        for eviction in evictions(
+            usages, self.spec.memory_limit_bytes, self.spec.max_open_partitions
+        ):
+            early = self.stats.early_flushes
+            early[eviction.reason] = early.get(eviction.reason, 0) + 1
+            log.info(
+                "sink %s: early flush of partition %d (%s)",
+                self.name,
+                eviction.key,
+                eviction.reason,
+            )
+            full.append(self.buffers.take(eviction.key))
         return full
 
     async def _poll_once(self, consumer: AIOKafkaConsumer) -> None:
@@ -325,7 +401,7 @@ class ParquetSink:
                 # A rebalance ran while we waited for the lock: these records predate the
                 # positions it set, and the consumer fetches them again from there.
                 return
-            batches = self._buffer(records)
+            batches = await asyncio.to_thread(self._buffer, records) if records else []
             batches += self._take(self.buffers.due())
             outcomes = await self._write(batches)
         await self._after_flush(outcomes)
@@ -362,13 +438,22 @@ class ParquetSink:
             client_id=f"{kafka.client_id}-sink-{self.name}",
             enable_auto_commit=False,
             auto_offset_reset="earliest",
+            group_instance_id=os.environ.get(INSTANCE_ENV) or None,
             session_timeout_ms=SESSION_TIMEOUT_MS,
             heartbeat_interval_ms=HEARTBEAT_INTERVAL_MS,
+            # Harmless without transactions; with a transactional router, aborted batches
+            # are never written and the sink never reads past an open transaction.
+            isolation_level="read_committed",
+            # One poll's raw data counts against the memory budget too: keep it a slice.
+            fetch_max_bytes=max(MiB, min(FETCH_MAX_BYTES, self.spec.memory_limit_bytes // 8)),
+            max_partition_fetch_bytes=MiB,
         )
         self._consumer = consumer
         consumer.subscribe([self.topic], listener=_Listener(self))
         await consumer.start()
-        log.info("sink %s: %s -> %s/%s", self.name, self.topic, self.lake, self.spec.table)
+        log.info(
+            "sink %s: %s -> %s/%s", self.name, self.topic, self.destination.url, self.spec.table
+        )
         try:
             try:
                 while not stop.is_set():

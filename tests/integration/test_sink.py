@@ -10,6 +10,7 @@ lake without duplicates, that stopping flushes, and that bad lines land in the e
 from __future__ import annotations
 
 import asyncio
+import base64
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
@@ -23,7 +24,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from firelake.config import FirelakeConfig
 from firelake.testing import example_config, sample_event
-from sinks.paths import state_path
+from sinks.paths import state_key
 from sinks.sink import ParquetSink, run_sink, run_sinks
 from streams.envelope import encode
 from streams.partitioning import partition_for_key
@@ -190,11 +191,11 @@ def test_every_event_lands_once_and_a_restart_resumes_from_the_lake(
     assert one.stats.bad_lines == 1
     (error_file,) = (lake / "_errors" / "playback").rglob("*.jsonl")
     (record,) = [orjson.loads(line) for line in error_file.read_bytes().splitlines()]
-    assert record["payload"] == bad.decode()
-    assert record["source_topic"] == topic
-    assert "not a time" in record["reason"]
+    assert base64.b64decode(record["rawData"]) == bad
+    assert record["sourceTopic"] == topic and record["attemptsMade"] == 1
+    assert "not a time" in record["errorMessage"]
     for partition in range(4):
-        assert state_path(lake, sink_name, topic, partition).exists()
+        assert (lake / state_key(sink_name, topic, partition)).exists()
 
     async def committed() -> dict[int, int | None]:
         consumer = AIOKafkaConsumer(

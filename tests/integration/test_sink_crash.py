@@ -11,10 +11,8 @@ number produced.
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -27,6 +25,7 @@ from aiokafka import AIOKafkaProducer
 from firelake.config import FirelakeConfig, load_config
 from firelake.testing import example_data, example_dict, sample_event, write_config
 from sinks.progress import ProgressStore
+from sinks.testing import start_sink
 from streams.envelope import encode
 from streams.partitioning import partition_for_key
 from streams.topics import delete_topics, ensure_topics
@@ -86,17 +85,8 @@ async def _produce(bootstrap: str, topic: str) -> dict[int, int]:
 
 
 def _start(config_path: Path, sink: str, log: Path, crash_at: str | None) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    env.pop("FIRELAKE_LAKE", None)
-    env.pop("FIRELAKE_SINK_CRASH_AT", None)
-    if crash_at:
-        env["FIRELAKE_SINK_CRASH_AT"] = crash_at
-    return subprocess.Popen(
-        [sys.executable, "-m", "sinks.sink", "--config", str(config_path), "--sink", sink],
-        cwd=REPO,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=log.open("ab"),
+    return start_sink(
+        config_path, sink, log, **({"FIRELAKE_SINK_CRASH_AT": crash_at} if crash_at else {})
     )
 
 

@@ -111,7 +111,24 @@ def _with(path: str, value: object) -> dict:
             "routers.clickstream.routes.click",
             "non-empty list",
         ),
-        ("sinks.page.stream", "raw-events", "sinks.page.stream", "declares no schema"),
+        ("schemas.page.fields.page", "decimal(3,4)", "schemas.page.fields.page", "scale"),
+        ("schemas.page.fields.page", "map<list<int>,int>", "schemas.page.fields.page", "scalar"),
+        ("schemas.page.fields.page", "struct<a:int", "schemas.page.fields.page", "expected"),
+        ("schemas.page.fields.page", 5, "schemas.page.fields.page", "a type is a string"),
+        ("sinks.page.unknown_fields", "stash", "sinks.page.unknown_fields", "'drop' or 'keep'"),
+        ("sinks.page.prefix", "x=!{timestamp:QQ}/", "sinks.page.prefix", "'QQ'"),
+        ("sinks.page.prefix", "dt=!{timestamp:yyyy}", "sinks.page.prefix", "ends with '/'"),
+        (
+            "sinks.page.error_prefix",
+            "e/!{firehose:random-string}/",
+            "sinks.page.error_prefix",
+            "not supported",
+        ),
+        ("sinks.page.destination", "gs://b/x", "sinks.page.destination", "s3://"),
+        ("sinks.page.destination", "s3:///x", "sinks.page.destination", "bucket"),
+        ("sinks.page.memory_limit_bytes", 10, "sinks.page.memory_limit_bytes", ">="),
+        ("sinks.page.max_open_partitions", 0, "sinks.page.max_open_partitions", "between"),
+        ("sinks.page.column_to_json_key", {"a": 1}, "sinks.page.column_to_json_key", "column ="),
         ("sinks.page.table", "playback", "sinks.page.table", "written by sink"),
         ("sinks.page.table", "bad-name", "sinks.page.table", "letters, digits and _"),
         ("sinks.page.max_bytes", 10, "sinks.page.max_bytes", "between"),
@@ -179,3 +196,37 @@ def test_every_shipped_example_loads_and_renames_consistently(path: Path) -> Non
     config = parse_config(renamed, environ={})  # every reference still resolves
     assert all(name.endswith("-zz") for name in config.streams)
     assert all(name.endswith("-zz") for name in config.routers)
+
+
+# ------------------------------------------------------------------ sinks (issue 5)
+
+
+def test_schema_types_cover_the_firehose_set_and_normalise() -> None:
+    data = example_data()
+    data["schemas"]["page"]["fields"]["page"] = "struct< a : decimal(10, 2), b:list<date> >"
+    data["schemas"]["page"]["fields"]["referrer"] = "MAP<string,int>"
+    config = parse_config(data, environ={})
+    assert config.schemas["page"].field_named("page").type == "struct<a:decimal(10,2),b:list<date>>"
+    assert config.schemas["page"].field_named("referrer").type == "map<string,int>"
+
+
+def test_a_sink_may_read_a_stream_without_schema_and_set_every_firehose_field() -> None:
+    data = example_data()
+    data["sinks"]["raw"] = {
+        "stream": "raw-events",
+        "table": "raw",
+        "destination": "s3://bucket/lake",
+        "prefix": "product=!{partitionKeyFromQuery:product}/dt=!{timestamp:yyyy-MM-dd}/",
+        "error_prefix": "errors/!{firehose:error-output-type}/!{timestamp:yyyy/MM/dd}/",
+        "unknown_fields": "keep",
+        "case_insensitive": True,
+        "dots_to_underscores": True,
+        "column_to_json_key": {"user_id": "userId"},
+        "archive": True,
+        "memory_limit_bytes": 64 * 1024 * 1024,
+        "max_open_partitions": 1000,
+    }
+    sink = parse_config(data, environ={}).sinks["raw"]
+    assert sink.destination == "s3://bucket/lake"
+    assert dict(sink.column_to_json_key) == {"user_id": "userId"}
+    assert sink.archive and sink.max_open_partitions == 1000

@@ -1,7 +1,9 @@
-"""Unit tests of sinks.parquet: conversion, hour split, error isolation, atomic files."""
+"""Unit tests of sinks.parquet: conversion, folders, error isolation, flush plans."""
 
 from __future__ import annotations
 
+import base64
+import gzip
 import os
 import subprocess
 import sys
@@ -14,18 +16,21 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from firelake.config import DLQ_SCHEMA, FieldSpec, Schema
+from firelake.config import DLQ_SCHEMA, FieldSpec, Schema, SinkConfig
 from firelake.testing import sample_event
 from sinks import parquet
 from sinks.buffer import Batch
 from sinks.parquet import (
+    Layout,
     NotAnEventError,
     arrow_schema,
     convert,
+    folder_chunks,
     plan_flush,
-    split_by_hour,
+    rows_by_folder,
     to_table,
 )
+from sinks.prefix import parse_prefix
 from sinks.progress import ProgressStore
 
 SCHEMA = Schema(
@@ -50,8 +55,32 @@ def event(i: int, at: str = "2026-11-29T08:15:00.000000Z", **extra) -> dict:
     return {"id": f"e{i}", "at": at, "n": i, "x": i / 2, "ok": i % 2 == 0, **extra}
 
 
-def batch(values: list[bytes], first: int = 0, topic: str = "events", partition: int = 1) -> Batch:
+FALLBACK_MS = int(datetime(2026, 11, 30, 12, 30, tzinfo=UTC).timestamp() * 1000)
+
+
+def layout(table: str = "t", *, archive: bool = False, **sink) -> Layout:
+    spec = SinkConfig(name="s", table=table, archive=archive, **sink)
+    return Layout.of(spec, SCHEMA)
+
+
+def batch(
+    values: list[bytes],
+    first: int = 0,
+    topic: str = "events",
+    partition: int = 1,
+    schema: Schema = SCHEMA,
+    prefix: str = SinkConfig.prefix,
+) -> Batch:
+    """A batch as the sink buffers it: converted, cut by folder."""
     offsets = tuple(range(first, first + len(values)))
+    conversion = convert(values, offsets, schema, [FALLBACK_MS] * len(values))
+    chunks, _folders = folder_chunks(
+        conversion,
+        parse_prefix(prefix),
+        time_field=schema.time_field,
+        fallback_ms=FALLBACK_MS,
+        table="t",
+    )
     return Batch(
         topic=topic,
         partition=partition,
@@ -61,7 +90,9 @@ def batch(values: list[bytes], first: int = 0, topic: str = "events", partition:
         last_offset=first + len(values) - 1,
         events=sum(v.count(b"\n") + 1 for v in values),
         nbytes=sum(map(len, values)),
-        max_timestamp_ms=int(datetime(2026, 11, 30, 12, 30, tzinfo=UTC).timestamp() * 1000),
+        max_timestamp_ms=FALLBACK_MS,
+        chunks=tuple(chunks),
+        bad=conversion.bad,
     )
 
 
@@ -202,25 +233,37 @@ def test_split_by_hour_across_two_hours_and_two_days() -> None:
         ),
         SCHEMA,
     )
-    groups = split_by_hour(table, "at", fallback_ms=0)
-    assert [(g.dt, g.hour, g.table.column("id").to_pylist()) for g in groups] == [
-        ("2026-11-29", 22, ["e4"]),
-        ("2026-11-29", 23, ["e0", "e2"]),
-        ("2026-11-30", 0, ["e1", "e3"]),
-    ]
+    conversion = parquet.Conversion((table,), ())
+    prefix = parse_prefix(SinkConfig.prefix)
+    chunks, folders = folder_chunks(conversion, prefix, time_field="at", fallback_ms=0, table="t")
+    assert len(folders) == 3
+    groups = rows_by_folder(chunks)
+    assert {k: [t.column("id").to_pylist() for t in v] for k, v in groups.items()} == {
+        "dt=2026-11-29/hour=22/": [["e4"]],
+        "dt=2026-11-29/hour=23/": [["e0", "e2"]],
+        "dt=2026-11-30/hour=00/": [["e1", "e3"]],
+    }
 
 
 def test_rows_without_a_time_go_to_the_fallback_hour_and_keep_a_null() -> None:
     table = to_table(ndjson(event(0), {"id": "no-time"}), SCHEMA)
     fallback = int(datetime(2026, 12, 1, 5, 59, tzinfo=UTC).timestamp() * 1000)
-    groups = split_by_hour(table, "at", fallback)
-    assert [(g.dt, g.hour, g.table.num_rows) for g in groups] == [
-        ("2026-11-29", 8, 1),
-        ("2026-12-01", 5, 1),
-    ]
-    assert groups[1].table.column("at").to_pylist() == [None]
-    no_time = split_by_hour(table, "", fallback)
-    assert [(g.dt, g.hour, g.table.num_rows) for g in no_time] == [("2026-12-01", 5, 2)]
+    conversion = parquet.Conversion((table,), ())
+    prefix = parse_prefix(SinkConfig.prefix)
+    groups = rows_by_folder(
+        folder_chunks(conversion, prefix, time_field="at", fallback_ms=fallback, table="t")[0]
+    )
+    assert {k: sum(t.num_rows for t in v) for k, v in groups.items()} == {
+        "dt=2026-11-29/hour=08/": 1,
+        "dt=2026-12-01/hour=05/": 1,
+    }
+    assert groups["dt=2026-12-01/hour=05/"][0].column("at").to_pylist() == [None]
+    no_time = rows_by_folder(
+        folder_chunks(conversion, prefix, time_field="", fallback_ms=fallback, table="t")[0]
+    )
+    assert {k: sum(t.num_rows for t in v) for k, v in no_time.items()} == {
+        "dt=2026-12-01/hour=05/": 2
+    }
 
 
 def _normalized(n: int) -> dict:
@@ -235,7 +278,9 @@ def test_a_flush_writes_zstd_parquet_per_hour_that_duckdb_reads(lake: Path) -> N
     schema = load_config(environ={}).schemas["playback"]
     events = [_normalized(n * 60) for n in range(90)]  # 08:00 .. 09:29
     values = [ndjson(*events[:50]), ndjson(*events[50:])]
-    plan = plan_flush(batch(values, first=7), lake=lake, sink="s", table="playback", schema=schema)
+    plan = plan_flush(
+        batch(values, first=7, schema=schema), Layout.of(SinkConfig(table="playback"), schema)
+    )
     assert plan.rows == 90 and plan.bad == ()
     ProgressStore(lake, "s").commit_flush("events", 1, 7, 8, plan.files)
 
@@ -269,20 +314,21 @@ def test_a_flush_writes_zstd_parquet_per_hour_that_duckdb_reads(lake: Path) -> N
 def test_a_flush_with_bad_lines_writes_them_to_the_error_prefix(lake: Path) -> None:
     values = [ndjson(event(0), {"id": "bad", "at": "nope"}), b"[1,2]"]
     now = datetime(2026, 12, 24, 18, tzinfo=UTC)
-    plan = plan_flush(batch(values), lake=lake, sink="s", table="t", schema=SCHEMA, now=now)
+    plan = plan_flush(batch(values), layout(), now=now)
     ProgressStore(lake, "s").commit_flush("events", 1, 0, 1, plan.files)
     assert plan.rows == 1
     folder = lake / "_errors" / "t" / "format-conversion-failed" / "dt=2026-12-24"
     (error_file,) = folder.iterdir()
     records = [orjson.loads(line) for line in error_file.read_bytes().splitlines()]
-    assert [(r["source_offset"], r["source_index"]) for r in records] == [(0, 1), (1, 0)]
+    assert [(r["sourceOffset"], r["sourceIndex"]) for r in records] == [(0, 1), (1, 0)]
     first = records[0]
-    assert first["payload"] == '{"id":"bad","at":"nope"}'
-    assert first["payload_base64"] is None
-    assert first["source_topic"] == "events" and first["source_partition"] == 1
-    assert first["error_type"] == "format-conversion-failed"
-    assert first["failed_at"] == "2026-12-24T18:00:00.000000Z"
-    assert records[1]["reason"] == "event is not a JSON object"
+    # Firehose's error envelope, plus where the record came from.
+    assert base64.b64decode(first["rawData"]) == b'{"id":"bad","at":"nope"}'
+    assert first["attemptsMade"] == 1 and first["arrivalTimestamp"] == FALLBACK_MS
+    assert first["errorCode"] == "DataFormatConversion.MalformedData"
+    assert "nope" in first["errorMessage"]
+    assert first["sourceTopic"] == "events" and first["sourcePartition"] == 1
+    assert records[1]["errorMessage"] == "event is not a JSON object"
 
 
 def test_the_dlq_schema_converts_dlq_records() -> None:
@@ -305,7 +351,47 @@ def test_the_dlq_schema_converts_dlq_records() -> None:
 
 
 def test_no_temporary_files_remain_after_a_flush(lake: Path) -> None:
-    plan = plan_flush(batch([ndjson(event(0))]), lake=lake, sink="s", table="t", schema=SCHEMA)
+    plan = plan_flush(batch([ndjson(event(0))]), layout())
     ProgressStore(lake, "s").commit_flush("events", 1, 0, 0, plan.files)
     leftovers = [p for p in lake.rglob("*") if p.name.endswith(".tmp")]
     assert leftovers == []
+
+
+def test_the_archive_holds_every_raw_line_good_or_bad(lake: Path) -> None:
+    values = [ndjson(event(0), event(1)), b"[1,2]", ndjson(event(2))]
+    plan = plan_flush(batch(values), layout(archive=True))
+    ProgressStore(lake, "s").commit_flush("events", 1, 0, 2, plan.files)
+    (archive,) = (lake / "_archive" / "t").rglob("*.jsonl.gz")
+    assert archive.parent.relative_to(lake).as_posix() == "_archive/t/dt=2026-11-30/hour=12"
+    lines = gzip.decompress(archive.read_bytes()).splitlines()
+    assert lines == [
+        orjson.dumps(event(0)),
+        orjson.dumps(event(1)),
+        b"[1,2]",
+        orjson.dumps(event(2)),
+    ]
+
+
+def test_field_partitions_make_one_file_per_folder_with_the_same_name(lake: Path) -> None:
+    prefix = "ok=!{partitionKeyFromQuery:ok}/dt=!{timestamp:yyyy-MM-dd}/"
+    plan = plan_flush(
+        batch([ndjson(*(event(i) for i in range(5)))], prefix=prefix), layout(prefix=prefix)
+    )
+    keys = [f.key for f in plan.files]
+    name = "part-events-p1-00000000000000000000-00000000000000000000.parquet"
+    assert keys == [f"t/ok=false/dt=2026-11-29/{name}", f"t/ok=true/dt=2026-11-29/{name}"]
+    ProgressStore(lake, "s").commit_flush("events", 1, 0, 0, plan.files)
+    rows = duckdb.sql(
+        f"select ok, count(*) from read_parquet('{lake}/t/**/*.parquet', hive_partitioning=true) "
+        "group by ok order by ok"
+    ).fetchall()
+    assert rows == [("false", 2), ("true", 3)]  # hive values read as text
+
+
+def test_inferred_schemas_widen_and_split_when_they_cannot(lake: Path) -> None:
+    values = [b'{"a":1,"b":"x"}\n{"a":2.5,"c":[1]}', b'{"a":"text"}']
+    result = convert(values, [0, 1], None)
+    assert result.bad == ()
+    assert sum(t.num_rows for t in result.tables) == 3
+    assert len(result.tables) == 2  # int/float widen to double; text cannot
+    assert result.tables[0].schema.field("a").type == pa.float64()

@@ -1,46 +1,37 @@
-"""Unit tests of sinks.paths: the lake layout and deterministic names."""
+"""Unit tests of sinks.paths: deterministic names and bookkeeping keys."""
 
 from __future__ import annotations
-
-from pathlib import Path
 
 import pytest
 
 from sinks.paths import (
     data_file_name,
-    error_dir,
     error_file_name,
-    intent_path,
-    partition_dir,
-    state_path,
-    tmp_path,
+    intent_key,
+    manifest_key,
+    parse_data_file_name,
+    state_key,
 )
-
-LAKE = Path("/lake")
-
-
-def test_partition_dir_is_hive_style_with_two_digit_hours() -> None:
-    assert partition_dir(LAKE, "playback", "2026-11-29", 8) == Path(
-        "/lake/playback/dt=2026-11-29/hour=08"
-    )
-    assert partition_dir(LAKE, "playback", "2026-12-01", 23).name == "hour=23"
-
-
-@pytest.mark.parametrize(("dt", "hour"), [("2026-11-29", 24), ("2026-1-29", 1), ("x", 0)])
-def test_partition_dir_refuses_bad_dates_and_hours(dt: str, hour: int) -> None:
-    with pytest.raises(ValueError):
-        partition_dir(LAKE, "t", dt, hour)
 
 
 def test_data_file_name_is_deterministic_and_zero_padded() -> None:
     name = data_file_name("playback-events", 3, 0, 41)
     assert name == "part-playback-events-p3-00000000000000000000-00000000000000000041.parquet"
     assert name == data_file_name("playback-events", 3, 0, 41)
+    assert data_file_name("t", 0, 1, 2, variant=2).endswith("-00000000000000000002-s2.parquet")
 
 
 def test_data_file_names_sort_in_offset_order() -> None:
     names = [data_file_name("t", 0, first, first + 9) for first in (990, 10, 100_000, 0)]
     assert sorted(names) == [data_file_name("t", 0, f, f + 9) for f in (0, 10, 990, 100_000)]
+
+
+def test_data_file_names_parse_back_to_their_range() -> None:
+    for variant in (0, 3):
+        name = data_file_name("a-b-p7", 12, 5, 99, variant)
+        assert parse_data_file_name(name) == ("a-b-p7", 12, 5, 99)
+    assert parse_data_file_name("compacted-abc.parquet") is None
+    assert parse_data_file_name("part-t-p0-1-2.parquet") is None
 
 
 def test_bad_ranges_are_refused() -> None:
@@ -50,22 +41,17 @@ def test_bad_ranges_are_refused() -> None:
         data_file_name("a/b", 0, 0, 0)
 
 
-def test_error_files_live_under_the_error_prefix() -> None:
-    folder = error_dir(LAKE, "page", "2026-11-29")
-    assert folder == Path("/lake/_errors/page/format-conversion-failed/dt=2026-11-29")
+def test_error_file_names_follow_the_data_names() -> None:
     assert error_file_name("t", 1, 2, 3).endswith(
         "-p1-00000000000000000002-00000000000000000003.jsonl"
     )
 
 
 def test_progress_files_are_per_sink_topic_and_partition() -> None:
-    assert state_path(LAKE, "s", "t", 2) == Path("/lake/_firelake/sinks/s/t/2.json")
-    assert intent_path(LAKE, "s", "t", 2) == Path("/lake/_firelake/sinks/s/t/2.intent.json")
+    assert state_key("s", "t", 2) == "_firelake/sinks/s/t/2.json"
+    assert intent_key("s", "t", 2) == "_firelake/sinks/s/t/2.intent.json"
+    assert manifest_key("playback") == "_firelake/tables/playback/manifest.json"
     with pytest.raises(ValueError):
-        state_path(LAKE, "..", "t", 0)
-
-
-def test_tmp_files_are_hidden_and_never_match_a_parquet_glob() -> None:
-    tmp = tmp_path(Path("/lake/t/dt=2026-11-29/hour=08/part-x.parquet"))
-    assert tmp == Path("/lake/t/dt=2026-11-29/hour=08/.part-x.parquet.tmp")
-    assert not tmp.match("*.parquet")
+        state_key("..", "t", 0)
+    with pytest.raises(ValueError):
+        manifest_key("a/b")
