@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -69,7 +70,10 @@ def pipeline_services(
             label = f"router:{name}" if router.workers == 1 else f"router:{name}:{worker}"
             services.append(ServiceSpec(label, (*cli, "router", "--name", name, *config_args), env))
     # Always: Firehose delivery streams created through the API get their sinks here too.
-    services.append(ServiceSpec("sinks", (*cli, "sink", "--all", *config_args), env))
+    # One sinks process: static group membership lets a restarted one take its partitions
+    # back at once instead of after a session timeout.
+    sink_env = {**env, "FIRELAKE_SINK_INSTANCE_ID": f"firelake-sinks-{socket.gethostname()}"}
+    services.append(ServiceSpec("sinks", (*cli, "sink", "--all", *config_args), sink_env))
     return services
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import threading
 import time
@@ -221,7 +222,13 @@ def test_put_record_batch_5000_records_reach_the_lake(
     assert count_rows(lake, table) == 5000
     assert count_rows(lake, page_table) == 300
     errors = list((lake / "_errors" / table).rglob("*.jsonl"))
-    assert errors and "not json at all" in errors[0].read_text()
+    assert errors
+    # Firehose's error envelope: the record's bytes, base64, with the reason.
+    (failed,) = [json.loads(line) for line in errors[0].read_text().splitlines()]
+    # The sink reads newline-delimited records, so the producer's line ending is the
+    # delimiter, not part of the record.
+    assert base64.b64decode(failed["rawData"]) == b"not json at all"
+    assert failed["errorCode"] and failed["errorMessage"]
 
     # `firelake query` over the lake sees them.
     assert (
