@@ -88,7 +88,7 @@ def cmd_up(args: argparse.Namespace) -> int:
             log.info("created streams: %s", ", ".join(created))
         supervisor = Supervisor(pipeline_services(config, args.config, bootstrap))
         supervisor.start()
-        lake = config.lake_root.resolve()
+        lake = config.lake_url
         print(
             "\nFirelake is up.\n"
             f"  Kafka bootstrap : {bootstrap}\n"
@@ -308,32 +308,39 @@ def cmd_compact(args: argparse.Namespace) -> int:
 
 
 def cmd_query(args: argparse.Namespace) -> int:
+    from queries.catalog import Lake
     from queries.engine import QueryEngine, format_csv, format_json, format_table
 
     config = _config(args)
-    engine = QueryEngine(
-        config.lake_root, threads=config.query.threads, max_rows=config.query.max_rows
-    )
-    result = engine.query(args.sql)
+    # The lake root and every sink destination (local folders and S3 prefixes).
+    with QueryEngine(
+        Lake.of(config), threads=config.query.threads, max_rows=config.query.max_rows
+    ) as engine:
+        result = engine.query(args.sql)
     formatter = {"table": format_table, "csv": format_csv, "json": format_json}[args.format]
     print(formatter(result))
     # Like Athena's console: what the query cost, on stderr so piped output stays clean.
+    scanned = (
+        f"{result.bytes_scanned} bytes scanned, ${result.cost_usd:.8f} at $5/TB"
+        if result.bytes_scanned is not None
+        else f"bytes scanned unknown: {result.scan_note or 'no profile'}"
+    )
     print(
         f"({len(result.rows)} rows{' (truncated)' if result.truncated else ''}, "
-        f"{result.elapsed:.3f}s, {result.bytes_scanned or 0} bytes scanned, "
-        f"${result.cost_usd:.8f} at $5/TB)",
+        f"{result.elapsed:.3f}s, {scanned})",
         file=sys.stderr,
     )
     return 0
 
 
 def cmd_tables(args: argparse.Namespace) -> int:
-    from queries.catalog import list_tables
+    from queries.catalog import Lake, list_tables
 
     config = _config(args)
-    tables = list_tables(config.lake_root)
+    lake = Lake.of(config)
+    tables = list_tables(lake)
     if not tables:
-        print(f"no tables yet in {config.lake_root}")
+        print(f"no tables yet in {lake.describe()}")
         return 0
     print(f"{'table':<20} {'rows':>12} {'files':>7} {'partitions':>10} {'bytes':>12}")
     for table in tables:
@@ -362,7 +369,7 @@ def cmd_config(args: argparse.Namespace) -> int:
     config = _config(args)
     print(
         f"{config.source}: ok — {len(config.streams)} streams, {len(config.routers)} routers, "
-        f"{len(config.sinks)} sinks; lake at {config.lake_root}"
+        f"{len(config.sinks)} sinks; lake at {config.lake_url}"
     )
     return 0
 

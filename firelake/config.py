@@ -137,7 +137,13 @@ class IngestConfig:
 class LakeConfig:
     """Where the lake lives."""
 
-    root: str = setting("lake", "Lake root: a local folder (relative to the config file).")
+    root: str = setting(
+        "lake", "Lake root: a local folder (relative to the config file) or s3://bucket/prefix."
+    )
+    s3_endpoint_url: str = setting("", "S3 endpoint of an s3:// root ('' = AWS; MinIO, moto).")
+    s3_region: str = setting("us-east-1", "S3 region of an s3:// root.")
+    s3_access_key_id: str = setting("", "S3 access key ('' = boto3's default credential chain).")
+    s3_secret_access_key: str = setting("", "S3 secret key ('' = boto3's default chain).")
 
 
 @dataclass(frozen=True)
@@ -455,8 +461,16 @@ class FirelakeConfig:
 
     @property
     def lake_root(self) -> Path:
+        """The local lake folder (for an ``s3://`` root, see ``lake_url``)."""
         root = Path(self.lake.root).expanduser()
         return root if root.is_absolute() else Path(self.base_dir) / root
+
+    @property
+    def lake_url(self) -> str:
+        """The lake root as given to other processes: ``s3://…`` as is, a folder absolute."""
+        if self.lake.root.startswith("s3://"):
+            return self.lake.root
+        return str(self.lake_root.resolve())
 
     @property
     def kafka_data_dir(self) -> Path:

@@ -51,7 +51,7 @@ def pipeline_services(
     """The child processes that make up the pipeline of a configuration."""
     env = {
         "FIRELAKE_KAFKA_BOOTSTRAP": bootstrap,
-        "FIRELAKE_LAKE": str(config.lake_root.resolve()),
+        "FIRELAKE_LAKE": config.lake_url,
     }
     cli = (sys.executable, "-m", "firelake.cli")
     config_args = ("--config", config_path) if config_path else ()

@@ -1,47 +1,85 @@
 """The lake's catalog (Glue Data Catalog): which tables exist, their files and partitions.
 
-A table is a folder under the lake root holding at least one Parquet file in the Hive
-layout ``<table>/dt=YYYY-MM-DD/hour=HH/<file>.parquet``. The catalog is read from the
-filesystem alone: row counts come from Parquet footers (no data is scanned), bytes from
-file sizes. Sinks write files under a name starting with ``.`` and rename them when
+A table is a folder under a lake root holding at least one Parquet file in the Hive
+layout ``<table>/dt=YYYY-MM-DD/hour=HH/<file>.parquet``. A root is a local folder or an
+S3 prefix (any ``sinks.destinations.Destination``); a configured lake (:class:`Lake`) is
+the ``[lake]`` root plus every other root a sink writes to. The catalog is read from the
+storage alone: row counts come from Parquet footers (no data is scanned), bytes from
+object sizes. Sinks write files under a name starting with ``.`` and rename them when
 complete, so dot-files (and dot-folders) are in-flight and never counted; the sink's
 bookkeeping (``_firelake``) and conversion errors (``_errors``) are not tables.
+
+Only *live* files count: a compacted table's manifest (``sinks.compaction``) retires the
+files it merged — they stay on storage for a grace period, for queries already running —
+and an output the manifest does not list yet is not in use; both are skipped, exactly as
+the query engine skips them.
 """
 
 from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
+from collections.abc import Mapping, MutableMapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
 
 import pyarrow as pa
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
+
+from firelake.config import FirelakeConfig
+from sinks.compaction import live_files
+from sinks.destinations import (
+    Destination,
+    LocalDestination,
+    ObjectInfo,
+    destination_for,
+    lake_destination,
+    open_destination,
+)
 
 __all__ = [
     "RESERVED_FOLDERS",
     "DataFile",
     "FileProblem",
+    "FooterCache",
+    "Lake",
+    "LakeRoot",
     "Partition",
     "TableInfo",
     "list_tables",
+    "live_table_files",
     "parse_partition",
+    "read_footers",
+    "root_destination",
     "table_info",
 ]
 
 #: Folders of the lake root that are never tables.
 RESERVED_FOLDERS = frozenset({"_firelake", "_errors"})
+#: Footers read at once from S3 (each is a round trip; local reads are cheap either way).
+FOOTER_READERS = 8
 
 _DT_RE = re.compile(r"^dt=(\d{4}-\d{2}-\d{2})$")
 _HOUR_RE = re.compile(r"^hour=(\d{1,2})$")
 
+#: A lake root: a local folder, an ``s3://bucket/prefix`` URL (default S3 settings), or a
+#: destination (which carries its S3 endpoint and credentials).
+LakeRoot = str | os.PathLike[str] | Destination
+#: Parquet footers already read, by (key, size, mtime): lake files are written once, so a
+#: footer stays valid while the object does.
+FooterCache = MutableMapping[tuple[str, int, float], pq.FileMetaData]
+
 
 @dataclass(frozen=True, slots=True)
 class DataFile:
-    """One complete Parquet file of a table, with its partition (None outside the layout)."""
+    """One complete Parquet file of a table, with its partition (None outside the layout).
 
-    path: Path
+    ``path`` is a local ``Path``, or the ``s3://`` URI of an object.
+    """
+
+    path: Path | str
     rows: int
     bytes: int
     dt: str | None
@@ -52,7 +90,7 @@ class DataFile:
 class FileProblem:
     """A file the catalog could not use, and why (unreadable footer, outside the layout)."""
 
-    path: Path
+    path: Path | str
     reason: str
 
 
@@ -71,20 +109,23 @@ class Partition:
 class TableInfo:
     """A lake table: its folder, totals, partitions (sorted) and complete files.
 
-    ``files`` is the number of complete Parquet files; ``data_files`` lists them.
+    ``files`` is the number of complete live Parquet files; ``data_files`` lists them.
+    ``path`` is a local folder or an ``s3://`` URI; ``destination`` is the root the table
+    lives in (what readers open it through).
     """
 
     name: str
-    path: Path
+    path: Path | str
     files: int
     rows: int
     bytes: int
     partitions: tuple[Partition, ...]
     data_files: tuple[DataFile, ...]
     problems: tuple[FileProblem, ...] = ()
+    destination: Destination | None = field(default=None, compare=False, repr=False)
 
 
-def parse_partition(relative: Path) -> tuple[str, int] | None:
+def parse_partition(relative: Path | PurePosixPath) -> tuple[str, int] | None:
     """(dt, hour) of a file path relative to its table folder, or None outside the layout.
 
     Deeper Hive folders after ``hour=`` (field partitions) are allowed.
@@ -101,35 +142,82 @@ def parse_partition(relative: Path) -> tuple[str, int] | None:
     return dt_match.group(1), hour
 
 
-def _parquet_files(folder: Path) -> Iterator[Path]:
-    """Complete Parquet files under a folder, skipping dot-files and dot-folders, sorted."""
-    for current, dirs, names in os.walk(folder):
-        # Pruning in place keeps os.walk out of dot-folders; sorting makes the order stable.
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        for name in sorted(names):
-            if name.endswith(".parquet") and not name.startswith("."):
-                yield Path(current) / name
+def root_destination(root: LakeRoot) -> Destination:
+    """The destination of a lake root given as a folder, an s3:// URL or a destination."""
+    if isinstance(root, (str, os.PathLike)):
+        text = os.fspath(root)
+        return open_destination(text) if text.startswith("s3://") else LocalDestination(text)
+    return root
 
 
-def table_info(folder: Path) -> TableInfo | None:
-    """The catalog entry of one table folder, or None when it holds no complete file."""
+def _location(destination: Destination, key: str) -> Path | str:
+    """Where a user finds a key: a local Path (as the caller named the root), or a URI."""
+    if isinstance(destination, LocalDestination):
+        return destination.root / key
+    return destination.uri(key)
+
+
+def live_table_files(destination: Destination, table: str) -> list[ObjectInfo]:
+    """A table's complete live Parquet files, sorted by key: manifest read, then listed.
+
+    ``sinks.compaction.live_files`` applies the manifest; on S3 only a key's last part is
+    checked for a leading dot, so files in dot-folders (staging) are dropped here.
+    """
+    return [
+        info
+        for info in live_files(destination, table)
+        if not any(part.startswith(".") for part in info.key.split("/"))
+    ]
+
+
+def read_footers(
+    destination: Destination, files: Sequence[ObjectInfo], cache: FooterCache | None = None
+) -> list[pq.FileMetaData | BaseException]:
+    """The Parquet footer of each file, or the error reading it, in order.
+
+    Footers are read concurrently: on S3 each is a round trip. ``cache`` (when given) is
+    consulted first and receives every footer read.
+    """
+    fs, base = destination.arrow_fs()
+    cache = {} if cache is None else cache
+
+    def read(info: ObjectInfo) -> pq.FileMetaData | BaseException:
+        token = (info.key, info.size, info.mtime)
+        if token in cache:
+            return cache[token]
+        try:
+            metadata = pq.read_metadata(f"{base}/{info.key}", filesystem=fs)
+        except (OSError, pa.ArrowException) as exc:
+            return exc
+        cache[token] = metadata
+        return metadata
+
+    if len(files) < 2 or isinstance(destination, LocalDestination):
+        return [read(info) for info in files]
+    with ThreadPoolExecutor(max_workers=FOOTER_READERS) as pool:
+        return list(pool.map(read, files))
+
+
+def table_info(
+    destination: Destination, table: str, footers: FooterCache | None = None
+) -> TableInfo | None:
+    """The catalog entry of one table of a root, or None when it holds no complete file."""
+    listing = live_table_files(destination, table)
     files: list[DataFile] = []
     problems: list[FileProblem] = []
-    for path in _parquet_files(folder):
-        try:
-            size = path.stat().st_size
-            rows = pq.read_metadata(path).num_rows
-        except FileNotFoundError:
+    for info, metadata in zip(listing, read_footers(destination, listing, footers), strict=True):
+        location = _location(destination, info.key)
+        if isinstance(metadata, FileNotFoundError):
             # Compaction or retention removed it between listing and reading: not a problem.
             continue
-        except (OSError, pa.ArrowException) as exc:
-            problems.append(FileProblem(path, f"unreadable Parquet footer: {exc}"))
+        if isinstance(metadata, BaseException):
+            problems.append(FileProblem(location, f"unreadable Parquet footer: {metadata}"))
             continue
-        partition = parse_partition(path.relative_to(folder))
+        partition = parse_partition(PurePosixPath(info.key).relative_to(table))
         if partition is None:
-            problems.append(FileProblem(path, "outside the dt=YYYY-MM-DD/hour=HH layout"))
+            problems.append(FileProblem(location, "outside the dt=YYYY-MM-DD/hour=HH layout"))
         dt, hour = partition if partition is not None else (None, None)
-        files.append(DataFile(path, rows, size, dt, hour))
+        files.append(DataFile(location, metadata.num_rows, info.size, dt, hour))
     if not files:
         return None
     totals: dict[tuple[str, int], list[int]] = {}
@@ -145,27 +233,85 @@ def table_info(folder: Path) -> TableInfo | None:
         for (dt, hour), (count, rows, size) in sorted(totals.items())
     )
     return TableInfo(
-        name=folder.name,
-        path=folder,
+        name=table,
+        path=_location(destination, table),
         files=len(files),
         rows=sum(f.rows for f in files),
         bytes=sum(f.bytes for f in files),
         partitions=partitions,
         data_files=tuple(files),
         problems=tuple(problems),
+        destination=destination,
     )
 
 
-def list_tables(lake_root: str | os.PathLike[str]) -> list[TableInfo]:
+def table_names(destination: Destination) -> list[str]:
+    """The candidate table folders of a root (one level listed), sorted; none if absent."""
+    fs, base = destination.arrow_fs()
+    selector = pafs.FileSelector(base, allow_not_found=True, recursive=False)
+    return sorted(
+        entry.base_name
+        for entry in fs.get_file_info(selector)
+        if entry.type == pafs.FileType.Directory
+        and not entry.base_name.startswith(".")
+        and entry.base_name not in RESERVED_FOLDERS
+    )
+
+
+def _root_id(destination: Destination) -> tuple[object, ...]:
+    """What makes two destinations the same root (same place, reached the same way)."""
+    return (type(destination).__name__, destination.url, getattr(destination, "settings", None))
+
+
+@dataclass(frozen=True)
+class Lake:
+    """Where a lake's tables live: one or more roots, and the root of each sink's table.
+
+    A table found in several roots is read from its sink's root (``homes``), else from the
+    first root that has it.
+    """
+
+    roots: tuple[Destination, ...]
+    homes: Mapping[str, Destination] = field(default_factory=dict)
+
+    @classmethod
+    def at(cls, root: LakeRoot) -> Lake:
+        """A lake of one root."""
+        return cls((root_destination(root),))
+
+    @classmethod
+    def of(cls, config: FirelakeConfig) -> Lake:
+        """The configured lake: ``[lake] root`` and every sink's ``destination``."""
+        main = lake_destination(config)
+        roots: dict[tuple[object, ...], Destination] = {_root_id(main): main}
+        homes: dict[str, Destination] = {}
+        for sink in config.sinks.values():
+            # Without a destination a sink writes to the lake root (local or S3).
+            where = destination_for(config, sink) if sink.destination else main
+            where = roots.setdefault(_root_id(where), where)
+            # The first sink of a table decides, as for `firelake compact`.
+            homes.setdefault(sink.table, where)
+        return cls(tuple(roots.values()), homes)
+
+    def describe(self) -> str:
+        """The roots, for messages."""
+        return ", ".join(root.url for root in self.roots)
+
+    def locate(self) -> dict[str, Destination]:
+        """Each table of the lake and the root it is read from, by name."""
+        found: dict[str, Destination] = {}
+        for root in self.roots:
+            for name in table_names(root):
+                found.setdefault(name, root)
+        return {name: self.homes.get(name, root) for name, root in sorted(found.items())}
+
+
+def list_tables(lake: LakeRoot | Lake, footers: FooterCache | None = None) -> list[TableInfo]:
     """Every table of a lake, sorted by name; an absent lake root has no tables."""
-    root = Path(lake_root)
-    if not root.is_dir():
-        return []
+    located = (lake if isinstance(lake, Lake) else Lake.at(lake)).locate()
     tables = []
-    for entry in sorted(root.iterdir(), key=lambda p: p.name):
-        if entry.name.startswith(".") or entry.name in RESERVED_FOLDERS or not entry.is_dir():
-            continue
-        info = table_info(entry)
+    for name, destination in located.items():
+        info = table_info(destination, name, footers)
         if info is not None:
             tables.append(info)
     return tables

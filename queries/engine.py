@@ -17,6 +17,18 @@ hive_partitioning = true, union_by_name = true, hive_types = {'dt': DATE, 'hour'
   exactly those — which is what makes the switch atomic for readers (see
   ``sinks.compaction``); tables never compacted keep the glob.
 
+Tables on S3 (a ``[lake] root`` or a sink ``destination`` of ``s3://bucket/prefix``) cannot
+use ``read_parquet``: the duckdb wheel ships without ``httpfs`` and the machines cannot
+fetch it. They are read through pyarrow's S3 filesystem instead: the table's live files
+(``sinks.compaction.live_files``: manifest first, then the listing) become a
+``pyarrow.dataset`` with the same Hive columns (``dt`` DATE, ``hour`` INTEGER, other keys
+VARCHAR) and a schema unified by name, registered in DuckDB under the table's name; DuckDB
+pushes projections and filters (so partition pruning) into the dataset's scan. Before each
+query, the S3 tables it names are listed again and re-registered when the listing changed
+(footers of files already seen are cached: lake files are written once). DuckDB's
+profiler sees no bytes of an Arrow scan, so a query over an S3 table reports
+``bytes_scanned`` None (unknown) with a ``scan_note``, rather than a wrong number.
+
 Every query is profiled so the result carries the bytes it scanned (compressed Parquet
 column chunks read, Athena's billing measure) and their price at $5/TB. By default the
 connection is sandboxed: user SQL can read the lake and nothing else on the machine, and
@@ -33,8 +45,8 @@ import math
 import os
 import threading
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from datetime import time as dtime
 from decimal import Decimal
@@ -44,8 +56,20 @@ from typing import Any
 from uuid import UUID
 
 import duckdb
+import pyarrow as pa
+import pyarrow.dataset as ds
+import pyarrow.parquet as pq
 
-from queries.catalog import TableInfo, list_tables
+from queries.catalog import (
+    FooterCache,
+    Lake,
+    LakeRoot,
+    TableInfo,
+    list_tables,
+    live_table_files,
+    read_footers,
+)
+from sinks.destinations import Destination, LocalDestination, ObjectInfo
 
 __all__ = [
     "DEFAULT_MAX_ROWS",
@@ -54,6 +78,7 @@ __all__ = [
     "QueryEngine",
     "QueryError",
     "QueryResult",
+    "arrow_dataset",
     "format_csv",
     "format_json",
     "format_table",
@@ -69,6 +94,10 @@ COMPACTED_PREFIX = "compacted-"
 PRICE_PER_TB_USD = 5.0
 #: Most rows a query returns unless the caller asks for more (results are held in memory).
 DEFAULT_MAX_ROWS = 10_000
+#: Arrow types of the Hive partition columns (any other partition key is a string).
+ARROW_HIVE_TYPES: dict[str, pa.DataType] = {"dt": pa.date32(), "hour": pa.int32()}
+#: Why a query over S3 tables has no bytes-scanned figure.
+S3_SCAN_NOTE = "S3 tables are scanned through pyarrow, which DuckDB's profiler does not measure"
 
 
 class QueryError(Exception):
@@ -86,7 +115,8 @@ class QueryResult:
     """The rows of a query as Python values, how long it took and what it scanned.
 
     ``truncated`` says rows stopped at the row limit; ``bytes_scanned`` is None when the
-    profiler had nothing to say about the statement.
+    profiler had nothing to say about the statement, or could not see all of it (S3
+    tables), with ``scan_note`` saying why.
     """
 
     sql: str
@@ -96,6 +126,7 @@ class QueryResult:
     elapsed: float
     bytes_scanned: int | None
     truncated: bool = False
+    scan_note: str = ""
 
     @property
     def cost_usd(self) -> float:
@@ -113,17 +144,86 @@ def _identifier(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
+def _partition_schema(table: str, files: Iterable[ObjectInfo]) -> pa.Schema:
+    """The Hive keys of a table's file paths, in order of first appearance, typed."""
+    keys: dict[str, None] = {}
+    for info in files:
+        for part in info.key.split("/")[1:-1]:
+            name, sep, _ = part.partition("=")
+            if sep and name:
+                keys.setdefault(name, None)
+    return pa.schema([(k, ARROW_HIVE_TYPES.get(k, pa.string())) for k in keys])
+
+
+def arrow_dataset(
+    destination: Destination,
+    table: str,
+    files: Sequence[ObjectInfo],
+    footers: FooterCache | None = None,
+    previous: pa.Schema | None = None,
+) -> ds.FileSystemDataset:
+    """A pyarrow dataset over exactly ``files`` of a table, like the local views' reader.
+
+    Columns are the files' columns unified by name (a column missing from older files
+    reads null, types widen), then the Hive keys. Fragments are built from the listing
+    with their partition values and sizes, so no request is made until a scan, and a scan
+    skips the fragments a pushed-down partition filter excludes. With no files the schema
+    is ``previous`` (a table whose files all went reads as empty, not as missing).
+    """
+    fs, base = destination.arrow_fs()
+    partition_schema = _partition_schema(table, files)
+    schemas: list[pa.Schema] = []
+    kept: list[ObjectInfo] = []
+    for info, footer in zip(files, read_footers(destination, files, footers), strict=True):
+        if isinstance(footer, FileNotFoundError):
+            continue  # removed since the listing (retention): not part of the table now
+        if isinstance(footer, BaseException):
+            raise footer
+        schemas.append(footer.schema.to_arrow_schema())
+        kept.append(info)
+    if not kept and previous is not None:
+        schema = previous
+    else:
+        # Hive keys go last, where read_parquet puts them.
+        schema = pa.unify_schemas([*schemas, partition_schema], promote_options="permissive")
+    parquet = ds.ParquetFileFormat()
+    partitioning = ds.HivePartitioning(partition_schema)
+    fragments = [
+        parquet.make_fragment(
+            f"{base}/{info.key}",
+            filesystem=fs,
+            partition_expression=partitioning.parse("/" + info.key[len(table) + 1 :]),
+            file_size=info.size,
+        )
+        for info in kept
+    ]
+    return ds.FileSystemDataset(fragments, schema=schema, format=parquet, filesystem=fs)
+
+
+@dataclass
+class _RemoteTable:
+    """An S3 table registered as an Arrow dataset, and the listing it was built from."""
+
+    destination: Destination
+    listing: tuple[tuple[str, int, float], ...] | None = None
+    schema: pa.Schema | None = None
+    footers: dict[tuple[str, int, float], pq.FileMetaData] = field(default_factory=dict)
+
+
 class QueryEngine:
     """DuckDB over one lake: a view per table, queries profiled, one query at a time.
 
-    One connection serves every query, guarded by a lock (DuckDB still runs each query on
-    ``threads`` threads); create several engines for concurrent queries. ``sandbox``
-    confines file access to the lake root and locks the configuration.
+    ``lake`` is a lake root (a folder, an ``s3://`` URL, a destination) or a
+    :class:`~queries.catalog.Lake` (several roots: ``Lake.of(config)``). One connection
+    serves every query, guarded by a lock (DuckDB still runs each query on ``threads``
+    threads); create several engines for concurrent queries. ``sandbox`` confines DuckDB's
+    file access to the lake's local roots and locks the configuration (S3 tables are read
+    by pyarrow, outside DuckDB's file access).
     """
 
     def __init__(
         self,
-        lake_root: str | os.PathLike[str],
+        lake: LakeRoot | Lake,
         threads: int = 2,
         max_rows: int = DEFAULT_MAX_ROWS,
         sandbox: bool = True,
@@ -132,11 +232,24 @@ class QueryEngine:
             raise ValueError(f"threads must be >= 1, got {threads}")
         if max_rows < 1:
             raise ValueError(f"max_rows must be >= 1, got {max_rows}")
-        self.lake_root = Path(lake_root).resolve()
+        self.lake = lake if isinstance(lake, Lake) else Lake.at(lake)
+        local_roots = [
+            Path(root.root).resolve()
+            for root in self.lake.roots
+            if isinstance(root, LocalDestination)
+        ]
+        #: The first root when it is a local folder (the usual lake), else None.
+        self.lake_root: Path | None = (
+            local_roots[0] if isinstance(self.lake.roots[0], LocalDestination) else None
+        )
         self.max_rows = max_rows
         self._lock = threading.Lock()
         self._tables: dict[str, TableInfo] = {}
         self._views: set[str] = set()
+        #: The local root of each local table (views read it with read_parquet).
+        self._roots: dict[str, Path] = {}
+        #: Tables on S3, registered as Arrow datasets, by name.
+        self._remote: dict[str, _RemoteTable] = {}
         #: Tables whose view lists its files (compacted tables), by name.
         self._listed: dict[str, bool] = {}
         #: Tables whose view could not be created this refresh, with DuckDB's reason.
@@ -160,13 +273,16 @@ class QueryEngine:
             "SET profiling_coverage = 'ALL'",
         ]
         if sandbox:
-            root = str(self.lake_root).rstrip("/") + "/"
-            setup += [
-                f"SET allowed_directories = [{_sql_string(root)}]",
-                "SET enable_external_access = false",
-            ]
+            allowed = ", ".join(_sql_string(str(r).rstrip("/") + "/") for r in local_roots)
+            if allowed:
+                setup.append(f"SET allowed_directories = [{allowed}]")
+            # Registered Arrow datasets still scan: pyarrow does their I/O, not DuckDB.
+            setup.append("SET enable_external_access = false")
         for statement in setup:
             self._conn.execute(statement)
+        #: Names the tables a statement reads (to re-list only those on S3); it holds no
+        #: tables and may touch no files.
+        self._parser = duckdb.connect(":memory:", config={"enable_external_access": False})
         self.refresh()
         if sandbox:
             # Last: user SQL must not undo the sandbox (views need no settings change).
@@ -179,9 +295,16 @@ class QueryEngine:
         """The catalog as of the last refresh, by table name."""
         return dict(self._tables)
 
+    def _root(self, table: str) -> Path:
+        """The local root a local table is read from."""
+        root = self._roots.get(table, self.lake_root)
+        if root is None:
+            raise KeyError(f"{table!r} is not a local table")
+        return root
+
     def manifest_lists(self, table: str) -> tuple[tuple[str, ...], tuple[str, ...]] | None:
         """(active, retired) file keys of a table's compaction manifest, None without one."""
-        path = self.lake_root / MANIFEST.format(table=table)
+        path = self._root(table) / MANIFEST.format(table=table)
         try:
             data = json.loads(path.read_bytes())
         except FileNotFoundError:
@@ -194,14 +317,15 @@ class QueryEngine:
     ) -> list[str]:
         """The files of a compacted table a query may open, listed *after* its manifest."""
         active, retired = set(manifest[0]), set(manifest[1])
+        root = self._root(table)
         files = []
-        for current, dirs, names in os.walk(self.lake_root / table):
+        for current, dirs, names in os.walk(root / table):
             dirs[:] = sorted(d for d in dirs if not d.startswith("."))
             for name in sorted(names):
                 if name.startswith(".") or not name.endswith(".parquet"):
                     continue
                 path = Path(current) / name
-                key = path.relative_to(self.lake_root).as_posix()
+                key = path.relative_to(root).as_posix()
                 if key in retired or (name.startswith(COMPACTED_PREFIX) and key not in active):
                     continue
                 files.append(str(path))
@@ -218,7 +342,7 @@ class QueryEngine:
             source = "[" + ", ".join(_sql_string(f) for f in files) + "]"
             where = ""
         else:
-            source = _sql_string(f"{self.lake_root}/{table}/**/[!.]*.parquet")
+            source = _sql_string(f"{self._root(table)}/{table}/**/[!.]*.parquet")
             # No manifest yet: an output of a compaction killed before its switch is unused.
             where = f" WHERE NOT contains(filename, {_sql_string('/' + COMPACTED_PREFIX)})"
         return (
@@ -235,6 +359,35 @@ class QueryEngine:
         )
         self._listed[table] = manifest is not None
 
+    def _register_remote(self, table: str) -> None:
+        """List an S3 table (manifest first) and re-register it if the listing changed.
+
+        Call with the lock held. Unchanged listings cost the two requests of the listing
+        and nothing else; a changed one reads only the footers of files not seen before.
+        """
+        state = self._remote[table]
+        files = live_table_files(state.destination, table)
+        listing = tuple((f.key, f.size, f.mtime) for f in files)
+        if listing == state.listing:
+            return
+        # Keep only footers of files still live: a long-running engine must not grow.
+        live = set(listing)
+        state.footers = {t: m for t, m in state.footers.items() if t in live}
+        dataset = arrow_dataset(state.destination, table, files, state.footers, state.schema)
+        self._conn.register(table, dataset)
+        state.listing, state.schema = listing, dataset.schema
+
+    def _drop(self, table: str) -> None:
+        """Remove a table's view or registration (call with the lock held)."""
+        if table in self._remote:
+            del self._remote[table]
+            self._conn.unregister(table)
+        if table in self._views:
+            self._views.discard(table)
+            self._conn.execute(f"DROP VIEW IF EXISTS {_identifier(table)}")
+        self._roots.pop(table, None)
+        self._listed.pop(table, None)
+
     def _sync_manifests(self) -> None:
         """Before a query: re-list compacted tables (call with the lock held).
 
@@ -245,28 +398,60 @@ class QueryEngine:
             if self._listed.get(table) or self.manifest_lists(table) is not None:
                 self._create_view(table)
 
+    def _remote_tables_of(self, sql: str) -> list[str]:
+        """The S3 tables a statement may read (all of them when that cannot be told)."""
+        if not self._remote:
+            return []
+        try:
+            # An empty connection: the query's own connection would expand the views and
+            # registered datasets and name none of them.
+            names = self._parser.get_table_names(sql, qualified=False)
+        except duckdb.Error:
+            # Not parsed, or it binds a table function the parser may not run: be safe.
+            return sorted(self._remote)
+        if names - set(self._tables):
+            # A name that is no lake table may be the user's own view over S3 tables.
+            return sorted(self._remote)
+        return sorted(names & set(self._remote))
+
     def refresh(self) -> list[TableInfo]:
         """Re-scan the lake: create views for new tables, drop views of vanished ones.
 
         A table whose view cannot be created (say, a corrupt file) is left out and named
         in :attr:`view_errors`; the other tables stay queryable.
         """
-        tables = list_tables(self.lake_root)
+        footers: FooterCache = {}
+        tables = list_tables(self.lake, footers)
         with self._lock:
             errors: dict[str, str] = {}
-            current = {info.name for info in tables}
-            for name in sorted(self._views - current):
-                self._conn.execute(f"DROP VIEW IF EXISTS {_identifier(name)}")
-                self._views.discard(name)
+            current = {info.name: info.destination for info in tables}
+            for name in sorted((self._views | set(self._remote)) - set(current)):
+                self._drop(name)
             for info in tables:
+                destination = info.destination
                 try:
-                    self._create_view(info.name)
-                except duckdb.Error as exc:
+                    if destination is not None and not isinstance(destination, LocalDestination):
+                        state = self._remote.get(info.name)
+                        if state is None or state.destination is not destination:
+                            # New, or moved to another root: nothing of the old one applies.
+                            self._drop(info.name)
+                            state = self._remote[info.name] = _RemoteTable(destination)
+                        # The catalog just read these footers: the dataset reuses them.
+                        prefix = info.name + "/"
+                        state.footers.update(
+                            (t, m) for t, m in footers.items() if t[0].startswith(prefix)
+                        )
+                        self._register_remote(info.name)
+                    else:
+                        if info.name in self._remote:
+                            self._drop(info.name)
+                        if isinstance(destination, LocalDestination):
+                            self._roots[info.name] = Path(destination.root).resolve()
+                        self._create_view(info.name)
+                        self._views.add(info.name)
+                except (duckdb.Error, OSError, pa.ArrowException) as exc:
                     errors[info.name] = str(exc)
-                    self._conn.execute(f"DROP VIEW IF EXISTS {_identifier(info.name)}")
-                    self._views.discard(info.name)
-                    continue
-                self._views.add(info.name)
+                    self._drop(info.name)
             self._tables = {info.name: info for info in tables if info.name not in errors}
             self.view_errors = errors
         return tables
@@ -280,15 +465,21 @@ class QueryEngine:
             raise ValueError(f"max_rows must be >= 1, got {limit}")
         with self._lock:
             started = time.perf_counter()
+            remote = self._remote_tables_of(sql)
             try:
                 self._sync_manifests()
+                for table in remote:
+                    self._register_remote(table)
                 cursor = self._conn.execute(sql)
                 description = cursor.description
                 rows = cursor.fetchmany(limit + 1) if description else []
             except duckdb.Error as exc:
                 raise QueryError(str(exc), sql, type(exc).__name__) from None
+            except (OSError, pa.ArrowException) as exc:
+                # An S3 listing or footer read failed (endpoint down, corrupt file).
+                raise QueryError(str(exc), sql, type(exc).__name__) from None
             elapsed = time.perf_counter() - started
-            bytes_scanned = self._bytes_scanned()
+            bytes_scanned = None if remote else self._bytes_scanned()
         truncated = len(rows) > limit
         return QueryResult(
             sql=sql,
@@ -298,6 +489,7 @@ class QueryEngine:
             elapsed=elapsed,
             bytes_scanned=bytes_scanned,
             truncated=truncated,
+            scan_note=S3_SCAN_NOTE if remote else "",
         )
 
     def _bytes_scanned(self) -> int | None:
@@ -310,8 +502,9 @@ class QueryEngine:
         return int(value) if isinstance(value, (int, float)) else None
 
     def close(self) -> None:
-        """Close the DuckDB connection."""
+        """Close the DuckDB connections."""
         self._conn.close()
+        self._parser.close()
 
     def __enter__(self) -> QueryEngine:
         return self

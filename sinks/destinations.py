@@ -35,6 +35,7 @@ __all__ = [
     "S3Settings",
     "destination_for",
     "fsync_dir",
+    "lake_destination",
     "open_destination",
 ]
 
@@ -265,6 +266,17 @@ def open_destination(url: str, settings: S3Settings | None = None) -> Destinatio
     return LocalDestination(url)
 
 
+def lake_destination(config: FirelakeConfig) -> Destination:
+    """The ``[lake] root``: a local folder, or ``s3://bucket/prefix`` with its S3 settings."""
+    lake = config.lake
+    if lake.root.startswith("s3://"):
+        settings = S3Settings(
+            lake.s3_endpoint_url, lake.s3_region, lake.s3_access_key_id, lake.s3_secret_access_key
+        )
+        return S3Destination(lake.root, settings)
+    return LocalDestination(config.lake_root)
+
+
 def destination_for(config: FirelakeConfig, sink: SinkConfig) -> Destination:
     """Where a configured sink writes: its ``destination``, else the lake root."""
     if sink.destination.startswith("s3://"):
@@ -272,4 +284,4 @@ def destination_for(config: FirelakeConfig, sink: SinkConfig) -> Destination:
     if sink.destination:
         path = Path(sink.destination).expanduser()
         return LocalDestination(path if path.is_absolute() else Path(config.base_dir) / path)
-    return LocalDestination(config.lake_root)
+    return lake_destination(config)

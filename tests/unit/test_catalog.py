@@ -8,7 +8,10 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from queries.catalog import list_tables, parse_partition
+from queries.catalog import Lake, list_tables, parse_partition
+from sinks.compaction import Manifest
+from sinks.destinations import LocalDestination
+from sinks.paths import manifest_key
 
 
 def write(path: Path, rows: int, start: int = 0) -> Path:
@@ -100,3 +103,60 @@ def test_parse_partition() -> None:
     assert parse_partition(Path("dt=2026-11-29/f.parquet")) is None
     assert parse_partition(Path("date=2026-11-29/hour=01/f.parquet")) is None
     assert parse_partition(Path("f.parquet")) is None
+
+
+def test_files_a_compaction_replaced_are_not_counted(lake: Path) -> None:
+    folder = lake / "page" / "dt=2026-11-29" / "hour=08"
+    write(folder / "a.parquet", 3)
+    write(folder / "b.parquet", 4)
+    write(folder / "compacted-1.parquet", 7)  # a and b merged: the manifest's switch
+    write(folder / "compacted-2.parquet", 100)  # a killed compaction's output: never listed
+    write(folder / "c.parquet", 2)  # written after the compaction
+    key = "page/dt=2026-11-29/hour=08/"
+    manifest = Manifest(
+        version=1,
+        active=[key + "compacted-1.parquet"],
+        retired={key + "a.parquet": 1.0, key + "b.parquet": 1.0},
+    )
+    (lake / manifest_key("page")).parent.mkdir(parents=True)
+    (lake / manifest_key("page")).write_bytes(manifest.to_json())
+
+    (table,) = list_tables(lake)
+
+    # a and b stay on disk during their grace period, but only their merge counts.
+    assert sorted(Path(f.path).name for f in table.data_files) == [
+        "c.parquet",
+        "compacted-1.parquet",
+    ]
+    assert (table.files, table.rows) == (2, 9)
+    assert [(p.dt, p.hour, p.files, p.rows) for p in table.partitions] == [("2026-11-29", 8, 2, 9)]
+
+
+def test_deleted_retired_files_stay_out_and_unmanifested_outputs_too(lake: Path) -> None:
+    folder = lake / "page" / "dt=2026-11-29" / "hour=08"
+    write(folder / "a.parquet", 3)
+    # Before any manifest an output of a compaction killed before its switch is unused.
+    write(folder / "compacted-9.parquet", 50)
+    assert [t.rows for t in list_tables(lake)] == [3]
+    # A manifest that deleted a file it once retired (it reappeared: a sink's rewrite).
+    key = "page/dt=2026-11-29/hour=08/"
+    manifest = Manifest(version=3, active=[key + "compacted-9.parquet"])
+    manifest.deleted[key + "a.parquet"] = 5.0
+    (lake / manifest_key("page")).parent.mkdir(parents=True)
+    (lake / manifest_key("page")).write_bytes(manifest.to_json())
+    assert [t.rows for t in list_tables(lake)] == [50]
+
+
+def test_a_lake_of_several_roots_reads_each_table_from_its_sinks_root(tmp_path: Path) -> None:
+    main, other = tmp_path / "lake", tmp_path / "elsewhere"
+    write(main / "page" / "dt=2026-11-29" / "hour=08" / "old.parquet", 1)
+    write(main / "playback" / "dt=2026-11-29" / "hour=08" / "a.parquet", 2)
+    write(other / "page" / "dt=2026-11-29" / "hour=08" / "new.parquet", 5)
+    write(other / "clicks" / "dt=2026-11-29" / "hour=08" / "c.parquet", 6)
+    elsewhere = LocalDestination(other)
+    lake = Lake((LocalDestination(main), elsewhere), homes={"page": elsewhere})
+
+    tables = {t.name: t for t in list_tables(lake)}
+
+    assert {name: t.rows for name, t in tables.items()} == {"clicks": 6, "page": 5, "playback": 2}
+    assert tables["page"].destination is elsewhere
