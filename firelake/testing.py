@@ -7,11 +7,19 @@ consumer groups. ``sample_event`` builds valid Yle events deterministically.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
 import tomllib
+import urllib.request
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -22,6 +30,10 @@ __all__ = [
     "example_config",
     "example_data",
     "example_dict",
+    "free_port",
+    "query_rows",
+    "run_cli",
+    "running_pipeline",
     "sample_event",
     "to_toml",
     "unique_suffix",
@@ -174,3 +186,81 @@ def sample_event(
         event["position_seconds"] = n % 3600
         event["bitrate_kbps"] = (800, 1600, 3200)[n % 3]
     return event
+
+
+def free_port() -> int:
+    """A free TCP port on 127.0.0.1."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def run_cli(config: str | Path, *args: str, timeout: float = 60) -> str:
+    """Run a ``firelake`` command on a configuration file; its stdout (AssertionError if
+    it fails, with its stderr)."""
+    done = subprocess.run(
+        [sys.executable, "-m", "firelake.cli", *args, "--config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise AssertionError(f"firelake {' '.join(args)} failed:\n{done.stderr}")
+    return done.stdout
+
+
+def query_rows(config: str | Path, sql: str) -> list[dict[str, Any]]:
+    """Rows of ``firelake query --format json`` (a JSON array or JSON lines)."""
+    out = run_cli(config, "query", sql, "--format", "json").strip()
+    if not out:
+        return []
+    try:
+        parsed = json.loads(out)
+    except json.JSONDecodeError:
+        return [json.loads(line) for line in out.splitlines() if line.strip()]
+    return parsed if isinstance(parsed, list) else [parsed]
+
+
+@contextlib.contextmanager
+def running_pipeline(
+    config: str | Path, ingest_port: int, log_file: str | Path, start_timeout: float = 60
+) -> Iterator[str]:
+    """``firelake up`` on a configuration, as a user runs it; yields the ingest's base URL.
+
+    Waits (bounded) until the ingest answers ``/health``; on exit sends SIGTERM and checks
+    that everything stopped cleanly (exit code 0) within a minute. Failures carry the log.
+    """
+    log_path = Path(log_file)
+    with log_path.open("w") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "firelake.cli", "up", "--config", str(config)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "FIRELAKE_LOG_LEVEL": "INFO"},
+        )
+        base = f"http://127.0.0.1:{ingest_port}"
+        deadline = time.monotonic() + start_timeout
+        try:
+            while True:
+                try:
+                    with urllib.request.urlopen(f"{base}/health", timeout=2) as response:
+                        if response.status == 200:
+                            break
+                except OSError:
+                    pass
+                if process.poll() is not None or time.monotonic() > deadline:
+                    raise AssertionError(
+                        "firelake up did not serve /health:\n" + log_path.read_text()
+                    )
+                time.sleep(0.3)
+            yield base
+        finally:
+            process.send_signal(signal.SIGTERM)
+            try:
+                code = process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                raise AssertionError("firelake up did not stop within 60 s of SIGTERM") from None
+    if code != 0:
+        raise AssertionError(f"firelake up exited with {code}:\n" + log_path.read_text()[-4000:])

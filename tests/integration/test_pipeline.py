@@ -10,11 +10,6 @@ engines (the transactional worker and the Faust agent); without a crash both del
 from __future__ import annotations
 
 import json
-import os
-import signal
-import socket
-import subprocess
-import sys
 import time
 import urllib.request
 from pathlib import Path
@@ -22,18 +17,19 @@ from typing import Any
 
 import pytest
 
-from firelake.testing import example_dict, sample_event, write_config
+from firelake.testing import (
+    example_dict,
+    free_port,
+    query_rows,
+    running_pipeline,
+    sample_event,
+    write_config,
+)
 
 pytestmark = pytest.mark.kafka
 
 FLUSH_SECONDS = 2
 DEADLINE_SECONDS = 90  # flush interval + router/sink start-up (Faust joins its group) + slack
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _post(url: str, body: Any) -> tuple[int, dict[str, Any]]:
@@ -45,31 +41,6 @@ def _post(url: str, body: Any) -> tuple[int, dict[str, Any]]:
             return response.status, json.loads(response.read())
     except urllib.error.HTTPError as error:
         return error.code, json.loads(error.read())
-
-
-def firelake(config: Path, *args: str, timeout: float = 60) -> str:
-    """Run a `firelake` CLI command and return its stdout."""
-    done = subprocess.run(
-        [sys.executable, "-m", "firelake.cli", *args, "--config", str(config)],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
-    assert done.returncode == 0, f"firelake {' '.join(args)} failed:\n{done.stderr}"
-    return done.stdout
-
-
-def query_rows(config: Path, sql: str) -> list[dict[str, Any]]:
-    """Rows of `firelake query --format json` (a JSON array or JSON lines)."""
-    out = firelake(config, "query", sql, "--format", "json").strip()
-    if not out:
-        return []
-    try:
-        parsed = json.loads(out)
-    except json.JSONDecodeError:
-        return [json.loads(line) for line in out.splitlines() if line.strip()]
-    return parsed if isinstance(parsed, list) else [parsed]
 
 
 def _invalid_events() -> list[tuple[Any, str]]:
@@ -94,7 +65,7 @@ def _invalid_events() -> list[tuple[Any, str]]:
 @pytest.fixture
 def pipeline(request: pytest.FixtureRequest, kafka_bootstrap: str, tmp_path: Path, suffix: str):
     envelope, engine = request.param
-    port = _free_port()
+    port = free_port()
     data = example_dict(kafka_bootstrap, tmp_path / "lake", suffix, ingest={"port": port})
     for router in data["routers"].values():
         router["engine"] = engine
@@ -104,35 +75,8 @@ def pipeline(request: pytest.FixtureRequest, kafka_bootstrap: str, tmp_path: Pat
     for sink in data["sinks"].values():
         sink["max_seconds"] = FLUSH_SECONDS
     config = write_config(tmp_path / "firelake.toml", data)
-    log = (tmp_path / "up.log").open("w")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "firelake.cli", "up", "--config", str(config)],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        env={**os.environ, "FIRELAKE_LOG_LEVEL": "INFO"},
-    )
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            with urllib.request.urlopen(f"{base}/health", timeout=2) as response:
-                if response.status == 200:
-                    break
-        except OSError:
-            pass
-        if process.poll() is not None or time.monotonic() > deadline:
-            process.kill()
-            pytest.fail("firelake up did not serve /health:\n" + (tmp_path / "up.log").read_text())
-        time.sleep(0.3)
-    yield config, base, suffix
-    process.send_signal(signal.SIGTERM)
-    try:
-        code = process.wait(timeout=60)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        pytest.fail("firelake up did not stop within 60 s of SIGTERM")
-    log.close()
-    assert code == 0, (tmp_path / "up.log").read_text()[-4000:]
+    with running_pipeline(config, port, tmp_path / "up.log") as base:
+        yield config, base, suffix
 
 
 # Envelopes x engines without multiplying the slowest test: the envelope format is the
