@@ -1,13 +1,26 @@
-"""Event validation against a schema: parse, check every declared field, normalize timestamps.
+"""Event validation against a schema: parse, check every declared field, normalize values.
 
 This runs once per event on the router's hot path, so each schema is compiled once into a
 :class:`Validator` holding a tuple of ``(name, required, checker)`` entries, and the common
 case (a timestamp already in canonical form, a value of the right type) costs one type
-test or one ``datetime.fromisoformat`` call.
+test or one ``datetime.fromisoformat`` call. Parametric types (``decimal(p,s)``,
+``list<T>``, ``struct<...>``, ``map<K,V>``) get a checker built once per type text.
 
-Timestamps come out in the one canonical form the lake expects,
-``YYYY-MM-DDTHH:MM:SS.ffffffZ`` (UTC, microseconds), which ``pyarrow.json.read_json`` reads
-as ``timestamp[us, tz=UTC]`` and which sorts lexicographically in time order.
+Values come out in the form the sink's conversion (``sinks.conversion``) reads:
+
+- timestamps in the one canonical form ``YYYY-MM-DDTHH:MM:SS.ffffffZ`` (UTC, µs), which
+  ``pyarrow.json.read_json`` reads as ``timestamp[us, tz=UTC]`` and which sorts in time
+  order; dates as ``YYYY-MM-DD`` (the only text Arrow casts to ``date32``);
+- decimals checked against precision and scale the way the sink does (it refuses, never
+  rounds, a value with more decimal places than the scale). A decimal *string* becomes the
+  canonical fixed-point text (``"12.30"`` for decimal(10,2)), exact at any precision. A
+  JSON *number* is kept as it is: orjson writes a float back as its shortest round-trip
+  text, which is what was checked and what the sink parses (a number with more than 17
+  significant digits has lost them in the JSON parser already: send such values as text);
+- lists, structs and maps checked item by item; a struct may carry keys it does not
+  declare (the sink ignores them, as it does top-level fields outside the schema); map
+  keys, which JSON writes as strings, must convert to the key type and are rewritten in
+  canonical form (``"007"`` → ``"7"`` for int keys).
 
 A failed check raises :class:`ValidationError` with an error type from :data:`ERROR_TYPES`
 and a reason naming the field and what was wrong; the router turns it into a DLQ record.
@@ -16,13 +29,15 @@ and a reason naming the field and what was wrong; the router turns it into a DLQ
 from __future__ import annotations
 
 import functools
+import math
+import re
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import orjson
 
-from firelake.config import Schema
+from firelake.config import FieldType, Schema, parse_field_type
 
 __all__ = [
     "DELIVERY_FAILED",
@@ -38,9 +53,12 @@ __all__ = [
     "WRONG_TYPE",
     "ValidationError",
     "Validator",
+    "canonical_decimal",
     "canonical_to_epoch_ms",
+    "checker_for",
     "format_epoch_ms",
     "format_timestamp",
+    "normalize_date",
     "normalize_timestamp",
     "parse_event",
     "validate",
@@ -214,17 +232,261 @@ def _check_timestamp(name: str, value: Any) -> Any:
         raise _wrong(name, "timestamp", value, str(exc)) from None
 
 
+def normalize_date(value: Any) -> str:
+    """A date value (an ISO-8601 date string) as ``YYYY-MM-DD``; ValueError says why not.
+
+    ``date.fromisoformat`` also takes the basic (``20261129``) and week (``2026-W48-7``)
+    forms; they are rewritten, because Arrow's cast to ``date32`` reads ``YYYY-MM-DD`` only.
+    """
+    if type(value) is not str:
+        raise ValueError("dates are ISO-8601 strings such as '2026-11-29'")
+    try:
+        day = date.fromisoformat(value)
+    except ValueError:
+        raise ValueError("not an ISO-8601 date (YYYY-MM-DD)") from None
+    if len(value) == 10 and value[4] == "-" and value[7] == "-":
+        return value  # already canonical: no new string
+    return day.isoformat()
+
+
+def _check_date(name: str, value: Any) -> Any:
+    try:
+        return normalize_date(value)
+    except ValueError as exc:
+        raise _wrong(name, "date", value, str(exc)) from None
+
+
+# Decimal text as Arrow's decimal parser takes it: sign, digits with an optional point,
+# optional exponent. No spaces, underscores, NaN or Infinity (Python's Decimal takes them,
+# Arrow does not). The exponent is bounded only to keep int() cheap; any value it could
+# express beyond 38 digits is refused by the precision and scale checks anyway.
+_DECIMAL_TEXT = re.compile(r"([+-]?)(\d*)(?:\.(\d*))?(?:[eE]([+-]?\d{1,6}))?")
+
+
+def canonical_decimal(text: str, precision: int, scale: int) -> str:
+    """Decimal text as fixed-point text with exactly ``scale`` places, exactly.
+
+    Raises ValueError when the text is not a number, needs more places than ``scale`` (the
+    sink refuses rather than rounds) or more integer digits than ``precision - scale``.
+    Pure string and int arithmetic: no float, no decimal context that could round.
+    """
+    match = _DECIMAL_TEXT.fullmatch(text)
+    if match is None or not (match[2] or match[3]):
+        raise ValueError("not a decimal number")
+    sign, whole, fraction, exponent = match[1], match[2], match[3] or "", match[4]
+    digits = (whole + fraction).lstrip("0")
+    power = (int(exponent) if exponent else 0) - len(fraction)
+    significant = digits.rstrip("0")
+    power += len(digits) - len(significant)
+    if not significant:
+        return "0." + "0" * scale if scale else "0"
+    places = -power if power < 0 else 0
+    if places > scale:
+        raise ValueError(f"{places} decimal places; the scale is {scale}")
+    integer_digits = len(significant) + power
+    if integer_digits > precision - scale:
+        raise ValueError(
+            f"{integer_digits} integer digits; decimal({precision},{scale}) holds "
+            f"{precision - scale}"
+        )
+    units = str(int(significant) * 10 ** (power + scale)).rjust(scale + 1, "0")
+    sign = "-" if sign == "-" else ""
+    return f"{sign}{units[:-scale]}.{units[-scale:]}" if scale else f"{sign}{units}"
+
+
+def _decimal_checker(kind: FieldType) -> Checker:
+    precision, scale = kind.params
+    label = str(kind)
+    bound = 10 ** (precision - scale)
+
+    def check(name: str, value: Any) -> Any:
+        kind_of = type(value)
+        if kind_of is int:
+            if -bound < value < bound:
+                return value
+            raise _wrong(name, label, value, f"more than {precision - scale} integer digits")
+        try:
+            if kind_of is str:
+                text = canonical_decimal(value, precision, scale)
+                return value if text == value else text  # same object: no event copy
+            if kind_of is float and math.isfinite(value):
+                # repr is the shortest text that reads back as this float: what orjson
+                # writes into the typed stream and the sink parses. Checked, kept as is.
+                canonical_decimal(repr(value), precision, scale)
+                return value
+        except ValueError as exc:
+            raise _wrong(name, label, value, str(exc)) from None
+        raise _wrong(name, label, value, "a decimal is a JSON number or a numeric string")
+
+    return check
+
+
 _CHECKERS: dict[str, Checker] = {
     "string": _check_string,
     "int": _check_int,
     "float": _check_float,
     "bool": _check_bool,
     "timestamp": _check_timestamp,
+    "date": _check_date,
 }
 
 # Python types a field's value may have to pass without calling its checker (ints are not
 # here: they still need the 64-bit range check).
 _ACCEPTED: dict[str, type] = {"string": str, "bool": bool, "float": float}
+
+
+def _key_converter(kind: FieldType) -> Callable[[str], str] | None:
+    """How a map key (a JSON string) becomes the canonical text of its key type.
+
+    None for string keys: nothing to do. Otherwise a function raising ValueError.
+    """
+    name = kind.kind
+    if name == "string":
+        return None
+    if name == "int":
+
+        def to_int(key: str) -> str:
+            if not _INT_TEXT.fullmatch(key):
+                raise ValueError("not an integer")
+            number = int(key)
+            if not _INT64_MIN <= number <= _INT64_MAX:
+                raise ValueError("outside the 64-bit range")
+            return str(number)
+
+        return to_int
+    if name == "float":
+
+        def to_float(key: str) -> str:
+            match = _DECIMAL_TEXT.fullmatch(key)
+            if match is None or not (match[2] or match[3]):
+                raise ValueError("not a number")
+            number = float(key)
+            if not math.isfinite(number):
+                raise ValueError("outside the float range")
+            return repr(number)
+
+        return to_float
+    if name == "bool":
+
+        def to_bool(key: str) -> str:
+            if key not in ("true", "false"):
+                raise ValueError("bool keys are 'true' or 'false'")
+            return key
+
+        return to_bool
+    if name == "timestamp":
+        return normalize_timestamp
+    if name == "date":
+        return normalize_date
+    raise ValueError(f"map keys must be scalar, got {kind}")  # pragma: no cover - parse refuses
+
+
+_INT_TEXT = re.compile(r"[+-]?\d{1,19}")
+
+
+def _build(kind: FieldType) -> tuple[type | None, Checker]:
+    """The (fast-path Python type, checker) of a column type; containers recurse."""
+    if kind.kind in _CHECKERS:
+        return _ACCEPTED.get(kind.kind), _CHECKERS[kind.kind]
+    if kind.kind == "decimal":
+        return None, _decimal_checker(kind)
+    if kind.kind == "list":
+        return None, _list_checker(kind)
+    if kind.kind == "struct":
+        return None, _struct_checker(kind)
+    if kind.kind == "map":
+        return None, _map_checker(kind)
+    raise ValueError(f"no checker for {kind}")  # pragma: no cover - parse refuses
+
+
+def _list_checker(kind: FieldType) -> Checker:
+    label = str(kind)
+    accepted, check_item = _build(kind.items[0])
+
+    def check(name: str, value: Any) -> Any:
+        if type(value) is not list:
+            raise _wrong(name, label, value)
+        out: list[Any] | None = None
+        for index, item in enumerate(value):
+            # A null item is a null in the Arrow list, as the sink reads it.
+            if item is None or type(item) is accepted:
+                continue
+            checked = check_item(f"{name}[{index}]", item)
+            if checked is not item:
+                if out is None:
+                    out = list(value)
+                out[index] = checked
+        return value if out is None else out
+
+    return check
+
+
+def _struct_checker(kind: FieldType) -> Checker:
+    label = str(kind)
+    plan = tuple(
+        (field_name, *_build(item)) for field_name, item in zip(kind.names, kind.items, strict=True)
+    )
+
+    def check(name: str, value: Any) -> Any:
+        if type(value) is not dict:
+            raise _wrong(name, label, value)
+        changed: dict[str, Any] | None = None
+        for field_name, accepted, check_field in plan:
+            item = value.get(field_name)
+            if item is None or type(item) is accepted:
+                continue  # absent and null fields are nulls in the sink's struct
+            checked = check_field(f"{name}.{field_name}", item)
+            if checked is not item:
+                if changed is None:
+                    changed = {}
+                changed[field_name] = checked
+        if changed is None:
+            return value
+        # Keys the struct does not declare stay: the sink ignores them like top-level ones.
+        return {**value, **changed}
+
+    return check
+
+
+def _map_checker(kind: FieldType) -> Checker:
+    label = str(kind)
+    key_kind, value_kind = kind.items
+    to_key = _key_converter(key_kind)
+    accepted, check_value = _build(value_kind)
+
+    def check(name: str, value: Any) -> Any:
+        if type(value) is not dict:
+            raise _wrong(name, label, value)
+        out: dict[str, Any] | None = None
+        for position, (key, item) in enumerate(value.items()):
+            new_key = key
+            if to_key is not None:
+                try:
+                    new_key = to_key(key)
+                except ValueError as exc:
+                    raise _wrong(f"{name} key", str(key_kind), key, str(exc)) from None
+            new_item = item
+            if item is not None and type(item) is not accepted:
+                new_item = check_value(f"{name}[{orjson.dumps(key).decode()}]", item)
+            if out is None and (new_key != key or new_item is not item):
+                out = dict(list(value.items())[:position])
+            if out is not None:
+                if new_key in out:
+                    raise _wrong(f"{name} key", str(key_kind), key, f"the same key as {new_key!r}")
+                out[new_key] = new_item
+        return value if out is None else out
+
+    return check
+
+
+@functools.lru_cache(maxsize=1024)
+def checker_for(type_text: str) -> tuple[type | None, Checker]:
+    """The (fast-path Python type, checker) of a column type such as ``list<date>``.
+
+    Built once per type text: a schema's validator and every schema sharing a column type
+    reuse the same closures. ValueError for a type :func:`parse_field_type` refuses.
+    """
+    return _build(parse_field_type(type_text))
 
 
 # --------------------------------------------------------------------------- parsing, validating
@@ -257,8 +519,7 @@ class Validator:
     def __init__(self, schema: Schema) -> None:
         self.schema = schema
         self._plan: tuple[tuple[str, bool, type | None, Checker], ...] = tuple(
-            (spec.name, spec.required, _ACCEPTED.get(spec.type), _CHECKERS[spec.type])
-            for spec in schema.fields
+            (spec.name, spec.required, *checker_for(spec.type)) for spec in schema.fields
         )
 
     def __call__(self, event: dict[str, Any]) -> dict[str, Any]:

@@ -7,7 +7,9 @@ What Firehose's ``DataFormatConversionConfiguration`` holds, for one sink:
   list, struct and map, nested freely. ``pyarrow.json`` reads all of them straight from
   JSON except two: dates (read as text, then cast — the cast refuses a bad date, so the
   line is isolated as a conversion error) and maps (JSON objects with free keys, which the
-  JSON reader cannot build; they go through the Python pass below).
+  JSON reader cannot build; they go through the Python pass below, where keys — strings
+  in JSON — and timestamp, date and decimal values are converted as the JSON reader
+  would: ISO-8601 text, ``YYYY-MM-DD`` text, a number or numeric text never rounded).
 - **Key mapping** like the OpenX JSON SerDe: ``case_insensitive`` folds JSON keys to the
   columns' case, ``dots_to_underscores`` reads ``a.b`` as ``a_b``, ``column_to_json_key``
   names the JSON key of a column outright.
@@ -26,8 +28,12 @@ the line for the C reader and returns the side columns, row-aligned.
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
+import math
+import re
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from decimal import Decimal
 
 import orjson
 import pyarrow as pa
@@ -122,12 +128,15 @@ class ConversionSpec:
 
     @functools.cached_property
     def map_columns(self) -> dict[str, pa.DataType]:
+        return {name: arrow_type(kind) for name, kind in self.map_types.items()}
+
+    @functools.cached_property
+    def map_types(self) -> dict[str, FieldType]:
+        """The columns holding a map anywhere, read by the Python pass, with their types."""
         if self.schema is None:
             return {}
         return {
-            f.name: arrow_type(kind)
-            for f in self.schema.fields
-            if _has_map(kind := parse_field_type(f.type))
+            f.name: kind for f in self.schema.fields if _has_map(kind := parse_field_type(f.type))
         }
 
     @property
@@ -233,27 +242,168 @@ def prepare_lines(lines: Sequence[bytes], spec: ConversionSpec) -> Prepared:
             side[spec.unknown_column].append(orjson.dumps(unknown).decode() if unknown else None)
         out.append(orjson.dumps(known))
     for name, kind in maps.items():
-        _check_side(side[name], kind, name, out, errors)
+        _check_side(side[name], spec.map_types[name], kind, name, out, errors)
     return Prepared(out, errors, side)
+
+
+# Numeric text as Arrow's JSON reader takes it for a decimal: no spaces, NaN or Infinity.
+_NUMBER_TEXT = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
+_INT_TEXT = re.compile(r"[+-]?\d+")
+_DATE_TEXT = re.compile(r"\d{4}-\d{2}-\d{2}")
+
+PyConverter = Callable[[object], object]
+
+
+def _to_timestamp(value: object) -> datetime:
+    if not isinstance(value, str):
+        raise TypeError(f"expected an ISO-8601 timestamp string, got {value!r}")
+    moment = datetime.fromisoformat(value)
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+def _to_date(value: object) -> date:
+    # The cast the JSON path uses reads YYYY-MM-DD only; the same here.
+    if not isinstance(value, str) or not _DATE_TEXT.fullmatch(value):
+        raise ValueError(f"expected a YYYY-MM-DD date, got {value!r}")
+    return date.fromisoformat(value)
+
+
+def _to_decimal(value: object) -> Decimal:
+    # Arrow rescales a Decimal to the column's scale and refuses one that would lose digits,
+    # so the value is only made exact here: text as given, a float as its shortest repr.
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        raise TypeError(f"expected a decimal number, got {value!r}")
+    text = value if isinstance(value, str) else repr(value)
+    if not _NUMBER_TEXT.fullmatch(text):
+        raise ValueError(f"{text!r} is not a decimal number")
+    return Decimal(text)
+
+
+def _key_of(kind: FieldType) -> PyConverter:
+    """A map key (always a JSON string) as a value of the key type."""
+    if kind.kind == "int":
+
+        def to_int(key: object) -> int:
+            if not isinstance(key, str) or not _INT_TEXT.fullmatch(key):
+                raise ValueError(f"map key {key!r} is not an integer")
+            return int(key)
+
+        return to_int
+    if kind.kind == "float":
+
+        def to_float(key: object) -> float:
+            if not isinstance(key, str) or not _NUMBER_TEXT.fullmatch(key):
+                raise ValueError(f"map key {key!r} is not a number")
+            number = float(key)
+            if not math.isfinite(number):
+                raise ValueError(f"map key {key!r} is outside the float range")
+            return number
+
+        return to_float
+    if kind.kind == "bool":
+        keys = {"true": True, "false": False}
+
+        def to_bool(key: object) -> bool:
+            if key not in keys:
+                raise ValueError(f"map key {key!r} is not 'true' or 'false'")
+            return keys[key]  # type: ignore[index]
+
+        return to_bool
+    converter = _python_converter(kind)
+    return converter if converter is not None else (lambda key: key)
+
+
+@functools.lru_cache(maxsize=256)
+def _python_converter(kind: FieldType) -> PyConverter | None:
+    """How a parsed JSON value becomes what ``pa.array`` takes for ``kind``.
+
+    None when ``pa.array`` takes the JSON value as it is (strings, numbers, bools and
+    containers of only those, keyed by strings), so such columns cost no Python per value.
+    """
+    if kind.kind == "timestamp":
+        return _to_timestamp
+    if kind.kind == "date":
+        return _to_date
+    if kind.kind == "decimal":
+        return _to_decimal
+    if kind.kind == "list":
+        item = _python_converter(kind.items[0])
+        if item is None:
+            return None
+
+        def to_list(value: object) -> object:
+            if not isinstance(value, list):
+                return value  # pa.array reports the wrong type with its own message
+            return [None if v is None else item(v) for v in value]
+
+        return to_list
+    if kind.kind == "struct":
+        fields = {
+            n: c
+            for n, t in zip(kind.names, kind.items, strict=True)
+            if (c := _python_converter(t)) is not None
+        }
+        if not fields:
+            return None
+
+        def to_struct(value: object) -> object:
+            if not isinstance(value, dict):
+                return value
+            out = dict(value)
+            for name, convert in fields.items():
+                if out.get(name) is not None:
+                    out[name] = convert(out[name])
+            return out
+
+        return to_struct
+    if kind.kind == "map":
+        key_kind, value_kind = kind.items
+        value_of = _python_converter(value_kind)
+        if key_kind.kind == "string" and value_of is None:
+            return None
+        key_of = _key_of(key_kind)
+        convert_value = value_of or (lambda v: v)
+
+        def to_map(value: object) -> object:
+            if not isinstance(value, dict):
+                return value
+            return [(key_of(k), None if v is None else convert_value(v)) for k, v in value.items()]
+
+        return to_map
+    return None
 
 
 def _check_side(
     values: list[object],
-    kind: pa.DataType,
+    kind: FieldType,
+    arrow: pa.DataType,
     name: str,
     lines: list[bytes | None],
     errors: dict[int, str],
 ) -> None:
+    convert = _python_converter(kind)
+    if convert is not None:
+        for index, value in enumerate(values):
+            if value is None:
+                continue
+            try:
+                values[index] = convert(value)
+            except (TypeError, ValueError, ArithmeticError) as exc:
+                if lines[index] is not None:
+                    errors[index] = f"column {name}: {exc}"
+                    lines[index] = None
+                values[index] = None
     # One conversion of the whole column; only when it fails, one per row to find the bad.
+    # (An int beyond 64 bits raises OverflowError, not an Arrow error.)
     try:
-        pa.array(values, type=kind)
+        pa.array(values, type=arrow)
         return
-    except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError):
+    except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError, OverflowError):
         pass
     for index, value in enumerate(values):
         try:
-            pa.array([value], type=kind)
-        except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError) as exc:
+            pa.array([value], type=arrow)
+        except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError, OverflowError) as exc:
             if lines[index] is not None:
                 errors[index] = f"column {name}: {exc}"
                 lines[index] = None

@@ -8,30 +8,47 @@ The ``ExtendedS3DestinationConfiguration`` maps like this:
 Firehose                           Firelake
 =================================  ==========================================================
 BucketARN                          the lake root (any bucket name is accepted and echoed)
-Prefix                             ``<table>/`` — optionally followed by Firelake's own
-                                   layout ``dt=!{timestamp:yyyy-MM-dd}/hour=!{timestamp:HH}/``
-ErrorOutputPrefix                  ``_errors/<table>/`` (optionally
-                                   ``!{firehose:error-output-type}/`` after it): the sink's
-                                   ``_errors/<table>/format-conversion-failed/`` folder
+Prefix                             ``<table>/`` then the sink's ``prefix``: nothing (Firelake's
+                                   ``dt=…/hour=…/`` layout) or that layout followed by more
+                                   folders with Firehose expressions ``!{timestamp:…}`` and
+                                   ``!{partitionKeyFromQuery:col}`` (the latter needs
+                                   DynamicPartitioningConfiguration Enabled and names a
+                                   scalar column of the schema); the dt=/hour= start is what
+                                   the lake's catalog reads as a table
+ErrorOutputPrefix                  sink ``error_prefix`` (``!{timestamp:…}``,
+                                   ``!{firehose:error-output-type}``); it may not lead into a
+                                   table's folder
 BufferingHints SizeInMBs           sink ``max_bytes`` (1-128 MiB, default 5)
 BufferingHints IntervalInSeconds   sink ``max_seconds`` (0-900, default 300)
 CompressionFormat                  must be UNCOMPRESSED (as on AWS with format conversion);
                                    the Parquet codec is ParquetSerDe.Compression
+S3BackupMode Enabled               sink ``archive``: raw events as gzip JSON lines, under
+                                   S3BackupConfiguration.Prefix if given (``archive_prefix``)
+ProcessingConfiguration            only MetadataExtraction whose query reads top-level
+                                   columns under their own names (``{col: .col}``): the sink
+                                   reads partition keys from the columns itself
 DataFormatConversionConfiguration  required and enabled: JSON in (OpenX or Hive SerDe),
                                    Parquet out (ParquetSerDe; SNAPPY default, GZIP,
-                                   UNCOMPRESSED)
+                                   UNCOMPRESSED). OpenXJsonSerDe CaseInsensitive (default
+                                   true, as on AWS), ConvertDotsInJsonKeysToUnderscores and
+                                   ColumnToJsonKeyMappings become the sink's key mapping
 SchemaConfiguration                DatabaseName/TableName of a Glue table created at this
                                    endpoint (``glue.create_table``), else TableName of a
                                    ``[schemas.<name>]`` in firelake.toml; raw JSON clients
                                    may also give ``Columns: [{"Name", "Type"}]`` inline
 =================================  ==========================================================
 
+Glue column types map onto Firelake's (:func:`firelake_type`): tinyint/smallint/int/bigint
+→ int, float/double → float, boolean → bool, string/varchar(n)/char(n) → string,
+timestamp, date, decimal(p,s) (Hive's bare ``decimal`` is decimal(10,0)), array<T> →
+list<T>, struct<a:T,…> and map<K,V>, nested freely.
+
 The table is the first segment of Prefix, else the schema's table name. Anything that
-cannot be mapped — other destinations, dynamic partitioning, processors, ORC, a prefix
-with other expressions — is refused with ``InvalidArgumentException`` naming the field
-and why. Time partitions follow Firehose: by arrival time, unless the schema names a
-time field (config schemas' ``time_field``; a Glue table's ``firelake.time_field``
-parameter).
+cannot be mapped — other destinations, Lambda processors, ORC, Hive SerDe timestamp
+formats, binary or interval columns, a prefix with other expressions — is refused with
+``InvalidArgumentException`` naming the field and why. Time partitions follow Firehose:
+by arrival time, unless the schema names a time field (config schemas' ``time_field``; a
+Glue table's ``firelake.time_field`` parameter).
 
 Pure logic: no Kafka.
 """
@@ -42,7 +59,15 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from firelake.config import FIELD_TYPES, FieldSpec, FirelakeConfig, Schema, StreamConfig
+from firelake.config import (
+    FieldSpec,
+    FieldType,
+    FirelakeConfig,
+    Schema,
+    StreamConfig,
+    parse_field_type,
+)
+from sinks.prefix import PrefixError, parse_prefix
 from streams.aws_protocol import AwsError, opt_int, opt_object, opt_string, req_string
 from streams.resources import (
     DELIVERY_PARTITIONS,
@@ -56,7 +81,9 @@ __all__ = [
     "DEFAULT_DATABASE",
     "GLUE_TYPES",
     "TIME_FIELD_PARAMETER",
+    "TIME_LAYOUT",
     "delivery_from_request",
+    "firelake_type",
     "glue_columns",
     "table_from_request",
 ]
@@ -68,7 +95,8 @@ DEFAULT_DATABASE = "default"
 #: Glue table parameter naming the timestamp column that places rows in dt=/hour=.
 TIME_FIELD_PARAMETER = "firelake.time_field"
 
-#: Glue / Hive column types and the Firelake type each maps to.
+#: Glue / Hive scalar column types and the Firelake type each maps to; ``decimal``,
+#: ``array``, ``struct`` and ``map`` take parameters (see :func:`firelake_type`).
 GLUE_TYPES: dict[str, str] = {
     "string": "string",
     "varchar": "string",
@@ -80,14 +108,56 @@ GLUE_TYPES: dict[str, str] = {
     "bigint": "int",
     "float": "float",
     "double": "float",
-    "decimal": "float",
     "boolean": "bool",
     "timestamp": "timestamp",
+    "date": "date",
+    "decimal": "decimal",
+    "array": "list",
+    "struct": "struct",
+    "map": "map",
 }
 
+_GLUE_TOKEN = re.compile(r"\s*([A-Za-z_][A-Za-z0-9_]*|\d+|[<>(),:])")
+
+
+def firelake_type(glue: str) -> FieldType:
+    """A Glue / Hive column type such as ``array<struct<a:decimal(5,2)>>`` as Firelake's.
+
+    Hive's grammar is Firelake's with other type names, so the type's words are renamed
+    and the result is parsed by :func:`firelake.config.parse_field_type`, which also
+    refuses what Hive allows and Firelake does not (decimal(40,2), non-scalar map keys…).
+    ValueError names the part that has no Firelake type.
+    """
+    tokens = [m.group(1) for m in _GLUE_TOKEN.finditer(glue)]
+    if "".join(tokens) != re.sub(r"\s+", "", glue):
+        raise ValueError(f"cannot read type {glue!r}")
+    out: list[str] = []
+    index = 0
+    while index < len(tokens):
+        token = tokens[index]
+        following = tokens[index + 1 : index + 4]
+        index += 1
+        if not (token[0].isalpha() or token[0] == "_") or following[:1] == [":"]:
+            out.append(token)  # punctuation, a number, or a struct field's name
+            continue
+        kind = GLUE_TYPES.get(token.lower())
+        if kind is None:
+            raise ValueError(
+                f"{token!r} has no Firelake column type (supported: {', '.join(GLUE_TYPES)})"
+            )
+        out.append(kind)
+        has_length = following[:1] == ["("] and following[1:2] != [] and following[1].isdigit()
+        if token.lower() in ("varchar", "char") and has_length and following[2:] == [")"]:
+            index += 3  # varchar(n) / char(n): Firelake strings have no length limit
+        elif kind == "decimal" and not following[:1] == ["("]:
+            out.extend(["(", "10", ",", "0", ")"])  # Hive's bare decimal is decimal(10,0)
+        elif kind == "decimal" and has_length and following[2:] == [")"]:
+            out.extend(["(", following[1], ",", "0", ")"])  # decimal(p) has scale 0
+            index += 3
+    return parse_field_type(" ".join(out))
+
+
 _TABLE_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,100}$")
-_TIME_LAYOUT = "dt=!{timestamp:yyyy-MM-dd}/hour=!{timestamp:HH}/"
-_ERROR_TYPE = "!{firehose:error-output-type}/"
 _ARN_STREAM_RE = re.compile(r"^arn:[^:]+:kinesis:[^:]*:\d{12}:stream/([A-Za-z0-9_.-]{1,128})$")
 _PARQUET_CODECS = {"SNAPPY": "snappy", "GZIP": "gzip", "UNCOMPRESSED": "none"}
 
@@ -114,14 +184,11 @@ def glue_columns(columns: Any, where: str) -> tuple[FieldSpec, ...]:
         seen.add(name)
         if not isinstance(kind, str):
             raise _refuse(f"{at}.Type", "must be a string")
-        base = kind.strip().lower().split("(", 1)[0]
-        if base not in GLUE_TYPES:
-            raise _refuse(
-                f"{at}.Type",
-                f"type {kind!r} has no Firelake column type (supported: "
-                f"{', '.join(sorted(GLUE_TYPES))})",
-            )
-        fields.append(FieldSpec(name, GLUE_TYPES[base]))
+        try:
+            mapped = firelake_type(kind)
+        except ValueError as exc:
+            raise _refuse(f"{at}.Type", f"type {kind!r}: {exc}") from None
+        fields.append(FieldSpec(name, str(mapped)))
     return tuple(fields)
 
 
@@ -185,8 +252,8 @@ def _schema(
     )
 
 
-def _formats(conversion: Mapping[str, Any]) -> str:
-    """Check the JSON-in, Parquet-out formats; returns the Parquet codec."""
+def _formats(conversion: Mapping[str, Any], schema: Schema) -> tuple[str, dict[str, Any]]:
+    """Check the JSON-in, Parquet-out formats; the Parquet codec and the sink's key mapping."""
     where = "ExtendedS3DestinationConfiguration.DataFormatConversionConfiguration"
     if conversion.get("Enabled") is False:
         raise _refuse(f"{where}.Enabled", "must be true: Firelake sinks write Parquet only")
@@ -197,6 +264,12 @@ def _formats(conversion: Mapping[str, Any]) -> str:
             f"{where}.InputFormatConfiguration.Deserializer",
             f"{sorted(unknown)[0]} is not supported (records are JSON: OpenXJsonSerDe or "
             "HiveJsonSerDe)",
+        )
+    hive = opt_object(deserializer, "HiveJsonSerDe")
+    if hive.get("TimestampFormats"):
+        raise _refuse(
+            f"{where}.InputFormatConfiguration.Deserializer.HiveJsonSerDe.TimestampFormats",
+            "custom formats are not supported: timestamps are ISO-8601 text",
         )
     serializer = opt_object(opt_object(conversion, "OutputFormatConfiguration"), "Serializer")
     if "OrcSerDe" in serializer:
@@ -211,41 +284,186 @@ def _formats(conversion: Mapping[str, Any]) -> str:
             f"{where}.OutputFormatConfiguration.Serializer.ParquetSerDe.Compression",
             f"{codec!r} is not one of {', '.join(_PARQUET_CODECS)}",
         )
-    return _PARQUET_CODECS[codec]
+    mapping: dict[str, Any] = {}
+    if "OpenXJsonSerDe" in deserializer:
+        mapping = _openx(
+            opt_object(deserializer, "OpenXJsonSerDe"),
+            schema,
+            f"{where}.InputFormatConfiguration.Deserializer.OpenXJsonSerDe",
+        )
+    return _PARQUET_CODECS[codec], mapping
 
 
-def _table_of_prefix(prefix: str, default: str) -> str:
+def _openx(openx: Mapping[str, Any], schema: Schema, where: str) -> dict[str, Any]:
+    """OpenX JSON SerDe settings as the sink's key mapping settings."""
+    flags: dict[str, Any] = {}
+    # AWS's defaults: CaseInsensitive true, ConvertDotsInJsonKeysToUnderscores false.
+    for key, setting, default in (
+        ("CaseInsensitive", "case_insensitive", True),
+        ("ConvertDotsInJsonKeysToUnderscores", "dots_to_underscores", False),
+    ):
+        value = openx.get(key, default)
+        if not isinstance(value, bool):
+            raise _refuse(f"{where}.{key}", f"must be true or false, got {value!r}")
+        flags[setting] = value
+    mappings = openx.get("ColumnToJsonKeyMappings") or {}
+    if not isinstance(mappings, dict):
+        raise _refuse(f"{where}.ColumnToJsonKeyMappings", "must be an object of column: key")
+    columns = {f.name for f in schema.fields}
+    for column, key in mappings.items():
+        if column not in columns:
+            raise _refuse(
+                f"{where}.ColumnToJsonKeyMappings.{column}",
+                f"{column!r} is not a column of {schema.name!r}",
+            )
+        if not isinstance(key, str) or not key:
+            raise _refuse(f"{where}.ColumnToJsonKeyMappings.{column}", "must be a JSON key")
+    flags["column_to_json_key"] = dict(mappings)
+    return flags
+
+
+def _table_of_prefix(prefix: str, default: str) -> tuple[str, str]:
+    """The table a Prefix names and what follows it ("" = Firelake's dt=/hour= layout)."""
     where = "ExtendedS3DestinationConfiguration.Prefix"
+    rest = ""
     if not prefix:
         table = default
     else:
         table, sep, rest = prefix.partition("/")
-        if not sep or rest not in ("", _TIME_LAYOUT):
-            raise _refuse(
-                where,
-                f"{prefix!r} cannot be mapped: Firelake writes <table>/dt=YYYY-MM-DD/hour=HH/; "
-                f"use '<table>/' or '<table>/{_TIME_LAYOUT}'",
-            )
+        if not sep:
+            raise _refuse(where, f"{prefix!r} must be '<table>/' and optional folders after it")
     if not _TABLE_RE.match(table):
         raise _refuse(
             where,
             f"table {table!r} (first segment of Prefix, else the schema's table name) must be "
             "a letter followed by letters, digits and _",
         )
-    return table
+    return table, rest
 
 
-def _check_error_prefix(prefix: str, table: str) -> None:
-    if not prefix:
-        return
-    base = f"_errors/{table}/"
-    if prefix not in (base, base + _ERROR_TYPE):
+_EXPRESSIONS = {
+    "timestamp": "!{timestamp:...}",
+    "field": "!{partitionKeyFromQuery:...}",
+    "error_type": "!{firehose:error-output-type}",
+    "table": "!{table}",
+}
+
+
+def _template(text: str, where: str, allowed: tuple[str, ...]) -> str:
+    """A prefix template the sink can render with only the ``allowed`` expressions."""
+    try:
+        parsed = parse_prefix(text)
+    except PrefixError as exc:
+        raise _refuse(where, str(exc)) from None
+    for part in parsed.parts:
+        if part.kind not in ("literal", *allowed):
+            raise _refuse(where, f"{text!r}: {_EXPRESSIONS[part.kind]} is not allowed here")
+    return text
+
+
+#: What a data prefix starts with: the lake's catalog (``queries.catalog``) reads a table as
+#: ``dt=…/hour=…/`` folders, with any further Hive folders (field partitions) below them.
+TIME_LAYOUT = "dt=!{timestamp:yyyy-MM-dd}/hour=!{timestamp:HH}/"
+
+
+def _data_prefix(rest: str, schema: Schema, dynamic: bool) -> str:
+    """The sink's prefix from what follows ``<table>/`` in Prefix."""
+    where = "ExtendedS3DestinationConfiguration.Prefix"
+    if not rest:
+        return ""
+    text = _template(rest, where, ("timestamp", "field"))
+    for column in parse_prefix(text).fields:
+        if not dynamic:
+            raise _refuse(
+                where,
+                f"!{{partitionKeyFromQuery:{column}}} needs "
+                "DynamicPartitioningConfiguration.Enabled = true",
+            )
+        declared = schema.field_named(column)
+        if declared is None:
+            raise _refuse(where, f"partition key {column!r} is not a column of {schema.name!r}")
+        if parse_field_type(declared.type).items:
+            raise _refuse(where, f"partition key {column!r} is {declared.type}, not a scalar")
+    if not text.startswith(TIME_LAYOUT):
         raise _refuse(
-            "ExtendedS3DestinationConfiguration.ErrorOutputPrefix",
-            f"{prefix!r} cannot be mapped: records that fail conversion go to "
-            f"{base}format-conversion-failed/dt=YYYY-MM-DD/; use '{base}' or "
-            f"'{base}{_ERROR_TYPE}'",
+            where,
+            f"'<table>/{text}' cannot be queried: the lake's tables are "
+            f"<table>/{TIME_LAYOUT} then any further folders, e.g. "
+            f"<table>/{TIME_LAYOUT}region=!{{partitionKeyFromQuery:region}}/",
         )
+    return text
+
+
+def _outside_tables(text: str, where: str, tables: set[str]) -> None:
+    # Error and archive files are JSON lines: inside a table's folder they would be mixed
+    # with its Parquet files (and removed with the table).
+    first = text.split("/", 1)[0]
+    if first in tables:
+        raise _refuse(where, f"{text!r} leads into table {first!r}'s folder; use e.g. '_errors/'")
+
+
+_EXTRACTION = re.compile(r"\s*\{\s*(.*?)\s*\}\s*", re.S)
+_EXTRACTED_KEY = re.compile(r"\s*([A-Za-z_][A-Za-z0-9_]*)\s*:\s*\.([A-Za-z_][A-Za-z0-9_]*)\s*")
+
+
+def _check_processing(dest: Mapping[str, Any]) -> None:
+    """Processors: only a MetadataExtraction that reads top-level columns by their names."""
+    where = "ExtendedS3DestinationConfiguration.ProcessingConfiguration"
+    processing = dest.get("ProcessingConfiguration")
+    if not processing:
+        return
+    if not isinstance(processing, dict):
+        raise _refuse(where, "must be an object")
+    if not processing.get("Enabled", True):
+        return
+    for i, processor in enumerate(processing.get("Processors") or []):
+        at = f"{where}.Processors[{i}]"
+        kind = processor.get("Type") if isinstance(processor, dict) else None
+        if kind == "AppendDelimiterToRecord":
+            continue  # records are lines already
+        if kind != "MetadataExtraction":
+            raise _refuse(f"{at}.Type", f"{kind!r} processors are not run; use a Firelake router")
+        for j, parameter in enumerate(processor.get("Parameters") or []):
+            if not isinstance(parameter, dict):
+                raise _refuse(f"{at}.Parameters[{j}]", "must be an object")
+            if parameter.get("ParameterName") != "MetadataExtractionQuery":
+                continue
+            query = str(parameter.get("ParameterValue", ""))
+            body = _EXTRACTION.fullmatch(query)
+            pairs = [_EXTRACTED_KEY.fullmatch(p) for p in body[1].split(",")] if body else [None]
+            # The sink reads !{partitionKeyFromQuery:k} from column k, so the query may only
+            # name each column under its own name; anything else would be silently ignored.
+            if not all(m is not None and m[1] == m[2] for m in pairs):
+                raise _refuse(
+                    f"{at}.Parameters[{j}].ParameterValue",
+                    f"{query!r}: partition keys are read from top-level columns of the same "
+                    "name; write the query as {col: .col, ...}",
+                )
+
+
+def _backup(dest: Mapping[str, Any]) -> tuple[bool, str]:
+    """S3BackupMode / S3BackupConfiguration as the sink's (archive, archive_prefix)."""
+    mode = dest.get("S3BackupMode") or "Disabled"
+    if mode not in ("Disabled", "Enabled"):
+        raise _refuse(
+            "ExtendedS3DestinationConfiguration.S3BackupMode", f"{mode!r}: Enabled or Disabled"
+        )
+    if mode == "Disabled":
+        return False, ""
+    where = "ExtendedS3DestinationConfiguration.S3BackupConfiguration"
+    backup = opt_object(dest, "S3BackupConfiguration")
+    compression = backup.get("CompressionFormat", "GZIP")
+    if compression not in ("GZIP", "UNCOMPRESSED"):
+        raise _refuse(
+            f"{where}.CompressionFormat", f"{compression!r}: the archive is gzip JSON lines"
+        )
+    prefix = backup.get("Prefix") or ""
+    if not isinstance(prefix, str):
+        raise _refuse(f"{where}.Prefix", "must be a string")
+    if not prefix:
+        return True, ""
+    # The archive is placed by arrival time only: a partition key has no value there.
+    return True, _template(prefix, f"{where}.Prefix", ("timestamp", "table"))
 
 
 _UNMAPPED_DESTINATIONS = (
@@ -319,19 +537,15 @@ def delivery_from_request(
             "ExtendedS3DestinationConfiguration",
             "is required: Firelake delivers to Parquet tables in its lake",
         )
-    for unsupported, why in (
-        ("DynamicPartitioningConfiguration", "partitioning is by dt=/hour= only"),
-        ("ProcessingConfiguration", "Lambda processors are not run; use a Firelake router"),
-        ("S3BackupConfiguration", "source record backup is not supported"),
-    ):
-        value = dest.get(unsupported)
-        if value and (not isinstance(value, dict) or value.get("Enabled", True)):
-            raise _refuse(f"ExtendedS3DestinationConfiguration.{unsupported}", why)
-    if dest.get("S3BackupMode") not in (None, "Disabled"):
+    dynamic_cfg = opt_object(dest, "DynamicPartitioningConfiguration")
+    dynamic = dynamic_cfg.get("Enabled", False)
+    if not isinstance(dynamic, bool):
         raise _refuse(
-            "ExtendedS3DestinationConfiguration.S3BackupMode",
-            "must be Disabled: source record backup is not supported",
+            "ExtendedS3DestinationConfiguration.DynamicPartitioningConfiguration.Enabled",
+            f"must be true or false, got {dynamic!r}",
         )
+    _check_processing(dest)
+    archive, archive_prefix = _backup(dest)
     compression = dest.get("CompressionFormat", "UNCOMPRESSED")
     if compression != "UNCOMPRESSED":
         raise _refuse(
@@ -345,12 +559,12 @@ def delivery_from_request(
             "ExtendedS3DestinationConfiguration.DataFormatConversionConfiguration",
             "is required: Firelake sinks convert JSON records to Parquet tables",
         )
-    codec = _formats(conversion)
     schema, table_name = _schema(conversion, config, registry)
+    codec, key_mapping = _formats(conversion, schema)
     prefix = opt_string(dest, "Prefix", max_len=1024) or ""
-    table = _table_of_prefix(prefix, table_name)
+    table, rest = _table_of_prefix(prefix, table_name)
+    sink_prefix = _data_prefix(rest, schema, dynamic)
     error_prefix = opt_string(dest, "ErrorOutputPrefix", max_len=1024) or ""
-    _check_error_prefix(error_prefix, table)
     hints = opt_object(dest, "BufferingHints")
     size_mb = opt_int(hints, "SizeInMBs", low=1, high=128, path="bufferingHints.sizeInMBs") or 5
     interval = opt_int(
@@ -366,6 +580,17 @@ def delivery_from_request(
             "ResourceInUseException",
             f"table {table!r} is written by {taken[table]!r} already; choose another Prefix",
         )
+    tables = {table, *taken}
+    if error_prefix:
+        where = "ExtendedS3DestinationConfiguration.ErrorOutputPrefix"
+        _template(error_prefix, where, ("timestamp", "error_type"))
+        _outside_tables(error_prefix, where, tables)
+    if archive_prefix:
+        _outside_tables(
+            archive_prefix,
+            "ExtendedS3DestinationConfiguration.S3BackupConfiguration.Prefix",
+            tables,
+        )
     if kind == "KinesisStreamAsSource":
         stream = _source_stream(payload, streams)
         if stream.schema:
@@ -380,8 +605,6 @@ def delivery_from_request(
         topic, partitions = f"{DELIVERY_TOPIC_PREFIX}{name}", DELIVERY_PARTITIONS
     if schema.time_field and schema.time_field not in {f.name for f in schema.fields}:
         raise _refuse("SchemaConfiguration", f"time field {schema.time_field!r} is not a column")
-    if not all(f.type in FIELD_TYPES for f in schema.fields):  # pragma: no cover - by mapping
-        raise _refuse("SchemaConfiguration", "unknown column type")
     echoed = {key: value for key, value in dest.items() if key not in ("CloudWatchLoggingOptions",)}
     echoed.setdefault("BufferingHints", {"SizeInMBs": size_mb, "IntervalInSeconds": interval})
     echoed.setdefault("CompressionFormat", "UNCOMPRESSED")
@@ -404,4 +627,11 @@ def delivery_from_request(
         error_prefix=error_prefix,
         destination=echoed,
         created_ms=now_ms,
+        sink_prefix=sink_prefix,
+        sink_error_prefix=error_prefix,
+        case_insensitive=key_mapping.get("case_insensitive", False),
+        dots_to_underscores=key_mapping.get("dots_to_underscores", False),
+        column_to_json_key=key_mapping.get("column_to_json_key", {}),
+        archive=archive,
+        archive_prefix=archive_prefix,
     )

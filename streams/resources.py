@@ -152,6 +152,14 @@ class DeliveryEntry:
     error_prefix: str = ""
     destination: Mapping[str, Any] = field(default_factory=dict)
     created_ms: int = 0
+    # What the request sets on the sink (streams.delivery maps them; "" keeps the default).
+    sink_prefix: str = ""
+    sink_error_prefix: str = ""
+    case_insensitive: bool = False
+    dots_to_underscores: bool = False
+    column_to_json_key: Mapping[str, str] = field(default_factory=dict)
+    archive: bool = False
+    archive_prefix: str = ""
 
     @property
     def sink_name(self) -> str:
@@ -162,6 +170,7 @@ class DeliveryEntry:
         data = dataclasses.asdict(self)
         data["schema"] = schema_to_json(self.schema)
         data["destination"] = dict(self.destination)
+        data["column_to_json_key"] = dict(self.column_to_json_key)
         return data
 
     @classmethod
@@ -180,10 +189,25 @@ class DeliveryEntry:
             error_prefix=str(data.get("error_prefix", "")),
             destination=dict(data.get("destination") or {}),
             created_ms=int(data.get("created_ms", 0)),
+            # Entries written before these settings existed read as the defaults.
+            sink_prefix=str(data.get("sink_prefix", "")),
+            sink_error_prefix=str(data.get("sink_error_prefix", "")),
+            case_insensitive=bool(data.get("case_insensitive", False)),
+            dots_to_underscores=bool(data.get("dots_to_underscores", False)),
+            column_to_json_key={
+                str(k): str(v) for k, v in (data.get("column_to_json_key") or {}).items()
+            },
+            archive=bool(data.get("archive", False)),
+            archive_prefix=str(data.get("archive_prefix", "")),
         )
 
     def sink_config(self) -> SinkConfig:
         """The sink of this delivery stream as a config section."""
+        templates = {
+            "prefix": self.sink_prefix,
+            "error_prefix": self.sink_error_prefix,
+            "archive_prefix": self.archive_prefix,
+        }
         return SinkConfig(
             name=self.sink_name,
             stream=self.topic,
@@ -191,6 +215,11 @@ class DeliveryEntry:
             max_bytes=self.max_bytes,
             max_seconds=self.max_seconds,
             compression=self.compression,
+            case_insensitive=self.case_insensitive,
+            dots_to_underscores=self.dots_to_underscores,
+            column_to_json_key=types.MappingProxyType(dict(self.column_to_json_key)),
+            archive=self.archive,
+            **{key: value for key, value in templates.items() if value},
         )
 
 

@@ -21,6 +21,7 @@ from firelake.testing import example_dict, sample_event, write_config
 from queries.engine import QueryEngine
 from sinks.fleet import run_sink_fleet
 from streams.aws_api import AwsOptions
+from streams.delivery import TIME_LAYOUT
 from streams.ingest import IngestThread
 from streams.topics import delete_topics
 
@@ -267,7 +268,7 @@ def test_what_cannot_be_mapped_is_refused_naming_the_field(
         ExtendedS3DestinationConfiguration={"RoleARN": ROLE, "BucketARN": BUCKET},
     )
     refused(
-        "Prefix: 'x/!{partitionKeyFromQuery:a}/' cannot be mapped",
+        "Prefix: !{partitionKeyFromQuery:a} needs DynamicPartitioningConfiguration",
         ExtendedS3DestinationConfiguration=destination(
             table, "page", Prefix="x/!{partitionKeyFromQuery:a}/"
         ),
@@ -281,7 +282,9 @@ def test_what_cannot_be_mapped_is_refused_naming_the_field(
     )
     refused(
         "ErrorOutputPrefix",
-        ExtendedS3DestinationConfiguration=destination(table, "page", ErrorOutputPrefix="err/"),
+        ExtendedS3DestinationConfiguration=destination(
+            table, "page", ErrorOutputPrefix=f"{table}/err/"
+        ),
     )
     refused(
         "S3DestinationConfiguration: is not supported",
@@ -315,3 +318,76 @@ def test_what_cannot_be_mapped_is_refused_naming_the_field(
         firehose.put_record_batch(DeliveryStreamName=name, Records=[{"Data": b"x" * 1_000_000}] * 5)
     with pytest.raises(Exception, match="1024000"):
         firehose.put_record(DeliveryStreamName=name, Record={"Data": b"x" * 1_024_001})
+
+
+def test_decimal_date_array_and_a_dynamic_prefix_reach_the_lake_exactly(
+    setup: dict[str, Any], lake: Path, suffix: str
+) -> None:
+    server: IngestThread = setup["server"]
+    firehose, glue = client(server, "firehose"), client(server, "glue")
+    table = f"orders_{suffix}"
+    glue.create_table(
+        DatabaseName="default",
+        TableInput={
+            "Name": f"orders_{suffix}",
+            "StorageDescriptor": {
+                "Columns": [
+                    {"Name": "order_id", "Type": "bigint"},
+                    {"Name": "region", "Type": "string"},
+                    {"Name": "amount", "Type": "decimal(12,2)"},
+                    {"Name": "day", "Type": "date"},
+                    {"Name": "tags", "Type": "array<string>"},
+                ]
+            },
+        },
+    )
+    fleet = FleetThread(setup["config"], setup["registry_topic"])
+    fleet.start()
+    name = f"orders-{suffix}"
+    firehose.create_delivery_stream(
+        DeliveryStreamName=name,
+        ExtendedS3DestinationConfiguration=destination(
+            table,
+            f"orders_{suffix}",
+            Prefix=f"{table}/{TIME_LAYOUT}region=!{{partitionKeyFromQuery:region}}/",
+            DynamicPartitioningConfiguration={"Enabled": True},
+        ),
+    )
+    setup["topics"].append(f"firehose-{name}")
+    # Amounts as text beyond float precision, and as JSON numbers; Region in any case
+    # (OpenX folds keys to lower case by default).
+    records = [
+        {
+            "order_id": n,
+            "Region": ["north", "south", "east"][n % 3],
+            "amount": f"9999999999.{n % 100:02d}" if n % 2 else n / 4,
+            "day": f"2026-11-{1 + n % 28:02d}",
+            "tags": [f"t{n % 5}"] * (n % 3),
+        }
+        for n in range(300)
+    ]
+    for start in range(0, 300, 100):
+        answer = firehose.put_record_batch(
+            DeliveryStreamName=name,
+            Records=[
+                {"Data": json.dumps(r).encode() + b"\n"} for r in records[start : start + 100]
+            ],
+        )
+        assert answer["FailedPutCount"] == 0
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline and fleet.is_alive() and count_rows(lake, table) < 300:
+        time.sleep(0.5)
+    fleet.stop()
+    folders = {p.name for p in (lake / table).glob("dt=*/hour=*/*") if p.is_dir()}
+    assert folders == {"region=north", "region=south", "region=east"}
+    with QueryEngine(lake) as engine:
+        rows = engine.query(
+            f"SELECT order_id, region, CAST(amount AS VARCHAR), CAST(day AS VARCHAR), "
+            f"len(tags) FROM {table} ORDER BY order_id"
+        ).rows
+    assert len(rows) == 300
+    for row, sent in zip(rows, records, strict=True):
+        amount = sent["amount"]
+        expected = amount if isinstance(amount, str) else f"{amount:.2f}"
+        assert row == (sent["order_id"], sent["Region"], expected, sent["day"], len(sent["tags"]))
+    firehose.delete_delivery_stream(DeliveryStreamName=name)

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import base64
+from datetime import UTC, date, datetime, timedelta, timezone
+from decimal import Decimal
 
 import orjson
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from agents.dlq import DeadLetters, dlq_line, dlq_record
 from agents.validation import (
@@ -19,7 +23,9 @@ from agents.validation import (
     validate,
     validator_for,
 )
-from firelake.config import DLQ_SCHEMA, FieldSpec, Schema
+from firelake.config import DLQ_SCHEMA, FieldSpec, FieldType, Schema
+from sinks.conversion import arrow_type
+from sinks.parquet import convert
 
 SCHEMA = Schema(
     name="t",
@@ -260,3 +266,343 @@ def test_dead_letters_use_the_injected_clock() -> None:
     assert record["router"] == "r1"
     with pytest.raises(ValueError, match="max_payload_bytes"):
         DeadLetters("r1", max_payload_bytes=10)
+
+
+# ------------------------------------------------------------------ parametric types
+
+TYPED = Schema(
+    name="typed",
+    fields=(
+        FieldSpec("day", "date"),
+        FieldSpec("price", "decimal(10,2)"),
+        FieldSpec("tags", "list<string>"),
+        FieldSpec("times", "list<timestamp>"),
+        FieldSpec("device", "struct<os:string,seen:timestamp,size:list<int>>"),
+        FieldSpec("counts", "map<string,int>"),
+        FieldSpec("by_id", "map<int,decimal(4,1)>"),
+    ),
+)
+
+
+def typed(**fields: object) -> dict:
+    return validate(orjson.dumps(fields), TYPED)
+
+
+def typed_failure(**fields: object) -> str:
+    with pytest.raises(ValidationError) as info:
+        typed(**fields)
+    assert info.value.error_type == "wrong_type"
+    return info.value.reason
+
+
+@pytest.mark.parametrize(
+    ("given", "canonical"),
+    [
+        ("2026-11-29", "2026-11-29"),
+        ("20261129", "2026-11-29"),  # ISO basic form
+        ("2026-W48-7", "2026-11-29"),  # ISO week date
+        ("0001-01-01", "0001-01-01"),
+    ],
+)
+def test_dates_are_normalized_to_yyyy_mm_dd(given: str, canonical: str) -> None:
+    assert typed(day=given)["day"] == canonical
+
+
+@pytest.mark.parametrize(
+    ("value", "detail"),
+    [
+        ("2026-02-30", "not an ISO-8601 date"),
+        ("2026-11-29T08:00:00Z", "not an ISO-8601 date"),
+        ("29.11.2026", "not an ISO-8601 date"),
+        (20261129, "ISO-8601 strings"),
+    ],
+)
+def test_bad_dates_are_refused(value: object, detail: str) -> None:
+    reason = typed_failure(day=value)
+    assert reason.startswith("field 'day': expected date, got"), reason
+    assert detail in reason
+
+
+@pytest.mark.parametrize(
+    ("given", "stored"),
+    [
+        ("12.34", "12.34"),
+        ("12.3", "12.30"),
+        ("12", "12.00"),
+        ("-0.5", "-0.50"),
+        ("+.5", "0.50"),
+        ("1.5000", "1.50"),  # trailing zeros are not places the value needs
+        ("1e2", "100.00"),
+        ("1234e-2", "12.34"),
+        ("-0", "0.00"),
+        ("00099999999.99", "99999999.99"),
+        (12.34, 12.34),  # a number is checked and kept: its text is what the sink reads
+        (7, 7),
+        (99999999.99, 99999999.99),
+    ],
+)
+def test_decimals_in_range_pass_and_strings_become_exact_fixed_point(
+    given: object, stored: object
+) -> None:
+    out = typed(price=given)["price"]
+    assert out == stored and type(out) is type(stored)
+
+
+def test_decimal_strings_stay_exact_beyond_float_precision() -> None:
+    schema = Schema("d", (FieldSpec("v", "decimal(38,10)"),))
+    text = "1234567890123456789012345678.0123456789"
+    assert validate(orjson.dumps({"v": text}), schema)["v"] == text
+
+
+@pytest.mark.parametrize(
+    ("value", "detail"),
+    [
+        ("12.345", "3 decimal places; the scale is 2"),
+        (12.345, "3 decimal places; the scale is 2"),
+        (0.1 + 0.2, "17 decimal places"),  # 0.30000000000000004: the sink refuses it too
+        ("123456789", "9 integer digits; decimal(10,2) holds 8"),
+        (123456789, "more than 8 integer digits"),
+        (1e20, "21 integer digits"),
+        ("abc", "not a decimal number"),
+        (" 1.5", "not a decimal number"),
+        ("NaN", "not a decimal number"),
+        ("1_000", "not a decimal number"),
+        (".", "not a decimal number"),
+        (True, "a JSON number or a numeric string"),
+        ([1], "a JSON number or a numeric string"),
+    ],
+)
+def test_decimals_out_of_precision_or_scale_are_refused(value: object, detail: str) -> None:
+    reason = typed_failure(price=value)
+    assert reason.startswith("field 'price': expected decimal(10,2), got"), reason
+    assert detail in reason
+
+
+def test_list_items_pass_their_type_and_errors_name_the_index() -> None:
+    assert typed(tags=["a", None, "b"])["tags"] == ["a", None, "b"]
+    assert typed_failure(tags=["a", "b", 5]) == "field 'tags[2]': expected string, got 5"
+    assert typed_failure(tags="a").startswith("field 'tags': expected list<string>, got 'a'")
+
+
+def test_nested_timestamps_are_normalized_and_the_input_is_not_modified() -> None:
+    validator = Validator(TYPED)
+    event = {"times": ["2026-11-29T08:00:00.000000Z", 0], "device": {"seen": 1000, "x": 1}}
+    out = validator(event)
+    assert out["times"] == ["2026-11-29T08:00:00.000000Z", "1970-01-01T00:00:00.000000Z"]
+    assert out["device"] == {"seen": "1970-01-01T00:00:01.000000Z", "x": 1}  # extra key kept
+    assert event["times"][1] == 0 and event["device"]["seen"] == 1000
+    unchanged = {"times": ["2026-11-29T08:00:00.000000Z"], "device": {"os": "ios"}}
+    assert validator(unchanged) is unchanged
+
+
+def test_struct_errors_name_the_field_path() -> None:
+    assert typed_failure(device={"os": 5}) == "field 'device.os': expected string, got 5"
+    assert typed_failure(device={"size": [1, "2"]}) == (
+        "field 'device.size[1]': expected int, got '2'"
+    )
+    assert typed_failure(device=[1]).startswith("field 'device': expected struct<os:string,")
+    assert typed(device={"os": None})["device"] == {"os": None}
+
+
+def test_map_values_pass_their_type_and_keys_convert_to_the_key_type() -> None:
+    assert typed(counts={"a": 1, "b": None})["counts"] == {"a": 1, "b": None}
+    assert typed_failure(counts={"a": 1, "b": "2"}) == (
+        "field 'counts[\"b\"]': expected int, got '2'"
+    )
+    # Int keys are rewritten canonically; decimal values as fixed-point text.
+    assert typed(by_id={"007": "1.5", "-3": 2})["by_id"] == {"7": "1.5", "-3": 2}
+    reason = typed_failure(by_id={"x": 1})
+    assert reason.startswith("field 'by_id key': expected int, got 'x'"), reason
+    reason = typed_failure(by_id={"7": 1, "007": 2})
+    assert "the same key as '7'" in reason
+    assert typed_failure(by_id={"1": 1.25}).startswith(
+        "field 'by_id[\"1\"]': expected decimal(4,1)"
+    )
+    assert typed_failure(counts=[1]).startswith("field 'counts': expected map<string,int>")
+
+
+@pytest.mark.parametrize(
+    ("key_type", "key", "canonical"),
+    [
+        ("float", "1.50", "1.5"),
+        ("bool", "true", "true"),
+        ("date", "20261129", "2026-11-29"),
+        ("timestamp", "2026-11-29T08:00:00Z", "2026-11-29T08:00:00.000000Z"),
+    ],
+)
+def test_map_keys_of_every_scalar_type(key_type: str, key: str, canonical: str) -> None:
+    schema = Schema("m", (FieldSpec("m", f"map<{key_type},int>"),))
+    assert validate(orjson.dumps({"m": {key: 1}}), schema)["m"] == {canonical: 1}
+
+
+@pytest.mark.parametrize(
+    ("key_type", "key"),
+    [("float", "nan"), ("float", "1e999"), ("bool", "True"), ("int", "1.0"), ("int", "9" * 20)],
+)
+def test_map_keys_that_do_not_convert_are_refused(key_type: str, key: str) -> None:
+    schema = Schema("m", (FieldSpec("m", f"map<{key_type},int>"),))
+    with pytest.raises(ValidationError, match="field 'm key'"):
+        validate(orjson.dumps({"m": {key: 1}}), schema)
+
+
+def test_required_container_fields_and_scalar_fast_path_still_apply() -> None:
+    schema = Schema("r", (FieldSpec("tags", "list<string>", True), FieldSpec("s", "string")))
+    with pytest.raises(ValidationError, match="required, is missing"):
+        validate(b'{"s": "x"}', schema)
+    event = {"tags": [], "s": "x"}
+    assert Validator(schema)(event) is event
+
+
+# ------------------------------------------------------------------ validator ⇒ sink agree
+# Whatever the validator accepts (and normalizes) must convert in the sink to the declared
+# Arrow type and to the value that was meant: generated column types, nested freely, with
+# values in every accepted form (offsets, epoch ms, week dates, decimal text and numbers).
+
+_UTC_SPAN = (datetime(1900, 1, 1), datetime(2200, 1, 1))
+_NAMES = st.sampled_from(["a", "b", "c", "d"])
+
+
+def _scalar_types() -> st.SearchStrategy[FieldType]:
+    plain = st.sampled_from(["string", "int", "float", "bool", "timestamp", "date"]).map(FieldType)
+    decimals = st.integers(1, 38).flatmap(
+        lambda p: st.integers(0, p).map(lambda s: FieldType("decimal", (p, s)))
+    )
+    return plain | decimals
+
+
+def _types() -> st.SearchStrategy[FieldType]:
+    def containers(inner: st.SearchStrategy[FieldType]) -> st.SearchStrategy[FieldType]:
+        lists = inner.map(lambda t: FieldType("list", items=(t,)))
+        structs = st.lists(
+            st.tuples(_NAMES, inner), min_size=1, max_size=3, unique_by=lambda x: x[0]
+        )
+        keys = st.sampled_from(["string", "int", "float", "bool", "timestamp", "date"])
+        maps = st.tuples(keys, inner).map(
+            lambda kv: FieldType("map", items=(FieldType(kv[0]), kv[1]))
+        )
+        return (
+            lists
+            | structs.map(
+                lambda fs: FieldType(
+                    "struct", items=tuple(t for _, t in fs), names=tuple(n for n, _ in fs)
+                )
+            )
+            | maps
+        )
+
+    return st.recursive(_scalar_types(), containers, max_leaves=4)
+
+
+@st.composite
+def _timestamp(draw: st.DrawFn) -> tuple[object, datetime]:
+    moment = draw(st.datetimes(*_UTC_SPAN)).replace(tzinfo=UTC)
+    form = draw(st.sampled_from(["canonical", "offset", "epoch_ms", "seconds"]))
+    if form == "epoch_ms":
+        moment = moment.replace(microsecond=moment.microsecond // 1000 * 1000)
+        return int(moment.timestamp() * 1000 // 1), moment
+    if form == "seconds":
+        moment = moment.replace(microsecond=0)
+        return moment.strftime("%Y-%m-%dT%H:%M:%SZ"), moment
+    if form == "offset":
+        offset = timedelta(minutes=draw(st.integers(-12 * 60, 14 * 60)))
+        return moment.astimezone(timezone(offset)).isoformat(), moment
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ"), moment
+
+
+@st.composite
+def _date(draw: st.DrawFn) -> tuple[object, date]:
+    day = draw(st.dates(date(1, 1, 1), date(9999, 12, 31)))
+    form = draw(st.sampled_from(["iso", "basic", "week"]))
+    if form == "basic":
+        return day.strftime("%Y%m%d") if day.year >= 1000 else day.isoformat(), day
+    if form == "week":
+        year, week, weekday = day.isocalendar()
+        if 1 <= year <= 9999:
+            return f"{year:04d}-W{week:02d}-{weekday}", day
+    return day.isoformat(), day
+
+
+@st.composite
+def _decimal(draw: st.DrawFn, precision: int, scale: int) -> tuple[object, Decimal]:
+    units = draw(st.integers(-(10**precision) + 1, 10**precision - 1))
+    exact = Decimal(f"{units}e-{scale}")  # the constructor is exact; scaleb rounds to 28
+    form = draw(st.sampled_from(["fixed", "exponent", "number"]))
+    if form == "number" and precision <= 15:
+        # Up to 15 significant digits a float's shortest repr is these digits.
+        return (float(exact) if scale else units), exact
+    if form == "exponent":
+        return f"{units}e-{scale}", exact
+    return str(exact), exact
+
+
+def _key_text(kind: str, value: object) -> str:
+    if kind == "bool":
+        return "true" if value else "false"
+    if kind == "timestamp":
+        return value.isoformat()  # type: ignore[attr-defined]
+    if kind == "date":
+        return value.isoformat()  # type: ignore[attr-defined]
+    return repr(value) if kind == "float" else str(value)
+
+
+def _keys(kind: str) -> st.SearchStrategy[object]:
+    return {
+        "string": st.text(max_size=5),
+        "int": st.integers(-(2**63), 2**63 - 1),
+        "float": st.floats(allow_nan=False, allow_infinity=False),
+        "bool": st.booleans(),
+        "timestamp": st.datetimes(*_UTC_SPAN).map(lambda d: d.replace(tzinfo=UTC)),
+        "date": st.dates(),
+    }[kind]
+
+
+def _values(kind: FieldType) -> st.SearchStrategy[tuple[object, object]]:
+    """(JSON value, what the sink should store) pairs of a column type."""
+    same = lambda s: s.map(lambda v: (v, v))  # noqa: E731
+    scalar: dict[str, st.SearchStrategy[tuple[object, object]]] = {
+        "string": same(st.text(max_size=8)),
+        "int": same(st.integers(-(2**63), 2**63 - 1)),
+        "float": same(st.floats(allow_nan=False, allow_infinity=False)),
+        "bool": same(st.booleans()),
+        "timestamp": _timestamp(),
+        "date": _date(),
+    }
+    if kind.kind in scalar:
+        return scalar[kind.kind]
+    if kind.kind == "decimal":
+        return _decimal(*kind.params)
+    nullable = _values_or_null
+    if kind.kind == "list":
+        return st.lists(nullable(kind.items[0]), max_size=3).map(
+            lambda pairs: ([j for j, _ in pairs], [e for _, e in pairs])
+        )
+    if kind.kind == "struct":
+        members = {n: nullable(t) for n, t in zip(kind.names, kind.items, strict=True)}
+        return st.fixed_dictionaries(members).map(
+            lambda d: ({n: j for n, (j, _) in d.items()}, {n: e for n, (_, e) in d.items()})
+        )
+    key_kind, value_kind = kind.items
+    return st.dictionaries(_keys(key_kind.kind), nullable(value_kind), max_size=3).map(
+        lambda d: (
+            {_key_text(key_kind.kind, k): j for k, (j, _) in d.items()},
+            [(k, e) for k, (_, e) in d.items()],
+        )
+    )
+
+
+def _values_or_null(kind: FieldType) -> st.SearchStrategy[tuple[object, object]]:
+    return st.just((None, None)) | _values(kind)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data(), kind=_types())
+def test_what_the_validator_accepts_the_sink_converts_to_the_declared_type(
+    data: st.DataObject, kind: FieldType
+) -> None:
+    schema = Schema("p", (FieldSpec("id", "string", True), FieldSpec("v", str(kind))))
+    json_value, expected = data.draw(_values(kind))
+    checked = validate(orjson.dumps({"id": "e", "v": json_value}), schema)
+    result = convert([orjson.dumps(checked)], [0], schema)
+    assert result.bad == (), result.bad
+    assert result.table.schema.field("v").type == arrow_type(kind)
+    assert result.table.column("v").to_pylist() == [expected]
