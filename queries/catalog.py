@@ -128,18 +128,18 @@ class TableInfo:
 def parse_partition(relative: Path | PurePosixPath) -> tuple[str, int] | None:
     """(dt, hour) of a file path relative to its table folder, or None outside the layout.
 
-    Deeper Hive folders after ``hour=`` (field partitions) are allowed.
+    The folders are Hive ``key=value`` pairs; ``dt=`` and ``hour=`` may stand anywhere
+    among them, so field partitions may come before the time (a Firehose prefix such as
+    ``product=!{partitionKeyFromQuery:product}/dt=…/hour=…/``) or after it.
     """
-    parts = relative.parts
-    if len(parts) < 3:
+    folders = relative.parts[:-1]
+    if any("=" not in part for part in folders):
         return None
-    dt_match, hour_match = _DT_RE.match(parts[0]), _HOUR_RE.match(parts[1])
-    if dt_match is None or hour_match is None:
+    dt = next((m.group(1) for part in folders if (m := _DT_RE.match(part))), None)
+    hour_text = next((m.group(1) for part in folders if (m := _HOUR_RE.match(part))), None)
+    if dt is None or hour_text is None or int(hour_text) > 23:
         return None
-    hour = int(hour_match.group(1))
-    if hour > 23:
-        return None
-    return dt_match.group(1), hour
+    return dt, int(hour_text)
 
 
 def root_destination(root: LakeRoot) -> Destination:

@@ -384,12 +384,17 @@ def _data_prefix(rest: str, schema: Schema, dynamic: bool) -> str:
             raise _refuse(where, f"partition key {column!r} is not a column of {schema.name!r}")
         if parse_field_type(declared.type).items:
             raise _refuse(where, f"partition key {column!r} is {declared.type}, not a scalar")
-    if not text.startswith(TIME_LAYOUT):
+    folders = [part.split("=", 1)[0] for part in text.strip("/").split("/")]
+    if (
+        "dt" not in folders
+        or "hour" not in folders
+        or any("=" not in part for part in text.strip("/").split("/"))
+    ):
         raise _refuse(
             where,
-            f"'<table>/{text}' cannot be queried: the lake's tables are "
-            f"<table>/{TIME_LAYOUT} then any further folders, e.g. "
-            f"<table>/{TIME_LAYOUT}region=!{{partitionKeyFromQuery:region}}/",
+            f"'<table>/{text}' cannot be queried: the lake's tables are Hive folders "
+            f"(key=value) including {TIME_LAYOUT}, e.g. "
+            f"<table>/region=!{{partitionKeyFromQuery:region}}/{TIME_LAYOUT}",
         )
     return text
 

@@ -307,3 +307,49 @@ def test_all_sinks_run_in_one_process_including_the_dlq(
 def test_run_sink_refuses_an_unknown_sink(config: FirelakeConfig) -> None:
     with pytest.raises(ValueError, match="not configured"):
         asyncio.run(run_sink(config, "no-such-sink"))
+
+
+def test_dynamic_partitions_by_field_then_time_are_written_listed_and_queried(
+    kafka_bootstrap: str, lake: Path, suffix: str
+) -> None:
+    """The issue's Firehose prefix: a field partition first, then dt= and hour=."""
+    prefix = (
+        "product=!{partitionKeyFromQuery:product}/dt=!{timestamp:yyyy-MM-dd}/hour=!{timestamp:HH}/"
+    )
+    config = make_config(kafka_bootstrap, lake, suffix, max_seconds=1, prefix=prefix)
+    ensure_topics(config, kafka_bootstrap)
+    sink_name, topic = names(config)
+    events = [normalized(n, spacing=7) for n in range(900)]  # 08:00 .. 09:44
+    try:
+
+        async def scenario() -> None:
+            await produce(kafka_bootstrap, topic, 4, events)
+
+            async def body() -> None:
+                await wait_until(lambda: lake_count(lake, "playback") == 900, "900 rows")
+
+            await with_sink(config, sink_name, body)
+
+        asyncio.run(scenario())
+    finally:
+        delete_topics(kafka_bootstrap, config.streams)
+
+    folders = {
+        p.relative_to(lake / "playback").parts[0] for p in (lake / "playback").rglob("*.parquet")
+    }
+    assert folders == {f"product={p}" for p in {e["product"] for e in events}}
+    from queries.catalog import list_tables
+    from queries.engine import QueryEngine
+
+    (table,) = [t for t in list_tables(lake) if t.name == "playback"]
+    assert table.rows == 900 and not table.problems
+    assert {(p.dt, p.hour) for p in table.partitions} == {("2026-11-29", 8), ("2026-11-29", 9)}
+    with QueryEngine(lake) as engine:
+        rows = engine.query(
+            "SELECT product, count(*) FROM playback WHERE hour = 9 GROUP BY 1 ORDER BY 1"
+        ).rows
+    expected: dict[str, int] = {}
+    for e in events:
+        if e["event_time"][11:13] == "09":
+            expected[e["product"]] = expected.get(e["product"], 0) + 1
+    assert [tuple(r) for r in rows] == sorted(expected.items())
