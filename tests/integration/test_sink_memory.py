@@ -35,8 +35,10 @@ LIMIT = 24 * MiB
 #: Fixed, whatever flows: pyarrow's JSON, compute and Parquet code and thread pools warming
 #: up after the idle measurement (~60 MiB), one poll in conversion (fetch_max_bytes =
 #: limit / 8), one flush in flight (its concatenated and sorted copies, Parquet buffers of
-#: 8 concurrent puts), and allocator slack.
-OVERHEAD = 168 * MiB
+#: 8 concurrent puts), and allocator slack. Measured peaks reached 165 MiB over the start;
+#: the bound leaves room for the allocator's timing on a loaded machine, while a sink whose
+#: buffers grew with the data (an earlier version: 629 MiB here) still fails it.
+OVERHEAD = 200 * MiB
 USERS = 1_000
 EVENTS = 600_000
 PARTITIONS = 4
