@@ -129,12 +129,23 @@ def _crash_loop(
             ).items():
                 last[p] = max(last.get(p, -1), offset)
             before = _progress(store, topic)
-            proc = start_sink(path, sink, log, FIRELAKE_SINK_INSTANCE_ID=f"crash-loop-{suffix}")
+            # Every fifth run dies by the sink's own hook between writing a flush's files
+            # and its state, so some kills certainly land inside a flush; the others at a
+            # random moment.
+            hooked = kill % 5 == 2
+            env = {"FIRELAKE_SINK_CRASH_AT": "after_files"} if hooked else {}
+            proc = start_sink(
+                path, sink, log, FIRELAKE_SINK_INSTANCE_ID=f"crash-loop-{suffix}", **env
+            )
             try:
-                _wait(lambda b=before: _progress(store, topic) > b, "a flush", proc, log)
-                time.sleep(rng.uniform(0.0, 1.2))
+                if hooked:
+                    proc.wait(timeout=WAIT_SECONDS)
+                else:
+                    _wait(lambda b=before: _progress(store, topic) > b, "a flush", proc, log)
+                    time.sleep(rng.uniform(0.0, 1.2))
             finally:
-                proc.send_signal(signal.SIGKILL)
+                if proc.poll() is None:
+                    proc.send_signal(signal.SIGKILL)
                 proc.wait(timeout=10)
             interrupted += any(store.intent(topic, p) for p in range(PARTITIONS))
         target = sum(offset + 1 for offset in last.values())
