@@ -21,6 +21,8 @@ from firelake.config import (
     StreamConfig,
     describe,
     load_config,
+    parse_config,
+    read_config_data,
 )
 from firelake.log import setup_logging
 
@@ -35,6 +37,30 @@ class UsageError(ValueError):
 
 def _config(args: argparse.Namespace) -> FirelakeConfig:
     return load_config(args.config)
+
+
+def _pipeline_config(args: argparse.Namespace) -> FirelakeConfig:
+    """The configuration of commands that run routers and sinks.
+
+    A stream created through the Kinesis API lives in the registry, not in the file; a
+    router or sink may still name it, so a stream the file does not declare is looked up
+    there before the file is refused.
+    """
+    try:
+        return load_config(args.config)
+    except ConfigError as exc:
+        if "unknown stream" not in exc.reason:
+            raise
+        refused = exc
+    from streams.registry import load_registry
+
+    data, _, _ = read_config_data(args.config)
+    bootstrap = parse_config({"kafka": data.get("kafka", {})}).bootstrap
+    registry = load_registry(bootstrap)
+    if not registry.streams:
+        raise refused
+    extra = {name: entry.stream_config() for name, entry in registry.streams.items()}
+    return load_config(args.config, extra_streams=extra)
 
 
 def local_broker(config: FirelakeConfig):  # -> firelake.broker.LocalBroker
@@ -56,7 +82,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     from firelake.supervisor import Supervisor, pipeline_services
     from streams.topics import ensure_topics
 
-    config = _config(args)
+    config = _pipeline_config(args)
     broker = None
     if config.kafka.bootstrap:
         bootstrap = config.kafka.bootstrap
@@ -159,7 +185,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 def cmd_router(args: argparse.Namespace) -> int:
     from agents.router import run_router
 
-    config = _config(args)
+    config = _pipeline_config(args)
     if args.name not in config.routers:
         raise ConfigError(
             config.source,
@@ -220,7 +246,7 @@ def cmd_sink(args: argparse.Namespace) -> int:
     from streams.registry import load_registry
     from streams.resources import registry_config
 
-    config = _config(args)
+    config = _pipeline_config(args)
     if args.all:
         # Declared sinks, plus one per Firehose delivery stream, as they come and go.
         _run_async(run_sink_fleet(config))

@@ -44,6 +44,7 @@ __all__ = [
     "load_config",
     "parse_config",
     "parse_field_type",
+    "read_config_data",
 ]
 
 MiB = 1024 * 1024
@@ -735,8 +736,13 @@ def parse_config(
     source: str = "<dict>",
     base_dir: str = ".",
     environ: Mapping[str, str] | None = None,
+    extra_streams: Mapping[str, StreamConfig] | None = None,
 ) -> FirelakeConfig:
-    """Build and cross-check a configuration from parsed TOML."""
+    """Build and cross-check a configuration from parsed TOML.
+
+    ``extra_streams`` are streams that exist outside the file (created through the Kinesis
+    API, kept in the registry): routers and sinks may name them; declared ones win.
+    """
     environ = os.environ if environ is None else environ
     known = {"kafka", "ingest", "lake", "query", "schemas", "streams", "routers", "sinks"}
     for key in data:
@@ -771,7 +777,7 @@ def parse_config(
 
     schemas = {n: _parse_schema(source, n, raw) for n, raw in table("schemas").items()}
 
-    streams: dict[str, StreamConfig] = {}
+    streams: dict[str, StreamConfig] = dict(extra_streams or {})
     for name, raw in table("streams").items():
         spec = _section(source, f"streams.{name}", StreamConfig, raw, name=name)
         _check_positive(source, f"streams.{name}.partitions", spec.partitions, 1, 10_000)
@@ -873,17 +879,18 @@ def parse_config(
     )
 
 
-def load_config(
-    path: str | os.PathLike[str] | None = None, environ: Mapping[str, str] | None = None
-) -> FirelakeConfig:
-    """Read a configuration file; without one, ``firelake.toml`` here or the shipped example."""
+def read_config_data(
+    path: str | os.PathLike[str] | None = None,
+) -> tuple[dict[str, Any], str, str]:
+    """(parsed TOML, source name, base folder) of a configuration file; without one,
+    ``firelake.toml`` here or the shipped example (whose data lives under the working folder).
+    """
     base_dir: Path | None = None
     if path is None:
         local = Path("firelake.toml")
         if local.exists():
             path = local
         else:
-            # The shipped example keeps its lake and broker data under the working folder.
             path, base_dir = EXAMPLE_CONFIG, Path.cwd()
     path = Path(path)
     source = str(path)
@@ -895,6 +902,19 @@ def load_config(
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(source, "(syntax)", str(exc)) from exc
+    return data, source, str(base_dir or path.resolve().parent)
+
+
+def load_config(
+    path: str | os.PathLike[str] | None = None,
+    environ: Mapping[str, str] | None = None,
+    extra_streams: Mapping[str, StreamConfig] | None = None,
+) -> FirelakeConfig:
+    """Read a configuration file (see :func:`read_config_data`) and check it.
+
+    ``extra_streams``: see :func:`parse_config`.
+    """
+    data, source, base_dir = read_config_data(path)
     return parse_config(
-        data, source=source, base_dir=str(base_dir or path.resolve().parent), environ=environ
+        data, source=source, base_dir=base_dir, environ=environ, extra_streams=extra_streams
     )
