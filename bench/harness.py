@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import io
 import os
 import platform
 import tempfile
@@ -11,7 +13,14 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["BenchResult", "broker", "render_markdown", "scratch_dir", "timer"]
+__all__ = [
+    "BenchResult",
+    "broker",
+    "minimal_loop",
+    "render_markdown",
+    "scratch_dir",
+    "timer",
+]
 
 
 @dataclass
@@ -83,3 +92,48 @@ def render_markdown(title: str, results: list[BenchResult], baseline: str) -> st
             f"| {r.name} | {r.events} | {r.seconds:.2f} | {r.rate:,.0f} | {ratio:.2f} | {notes} |"
         )
     return "\n".join(lines) + "\n"
+
+
+async def minimal_loop(bootstrap: str, topic: str, events: int, out: Path) -> BenchResult:
+    """The baseline of a consume → Parquet hop: aiokafka ``getmany`` → join the values →
+    ``pyarrow.json.read_json`` → ``pyarrow.parquet.write_table`` per poll, with no schema,
+    no folders and no bookkeeping. Timed from the first polled records (no group join),
+    bounded to five minutes."""
+    import pyarrow.json as pa_json
+    import pyarrow.parquet as pq
+    from aiokafka import AIOKafkaConsumer
+
+    consumer = AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=bootstrap,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        group_id=None,
+        max_partition_fetch_bytes=16 * 1024 * 1024,
+        fetch_max_bytes=64 * 1024 * 1024,
+    )
+    await consumer.start()
+    seen = files = 0
+    started = 0.0
+    try:
+        deadline = time.monotonic() + 300
+        while seen < events and time.monotonic() < deadline:
+            batches = await consumer.getmany(timeout_ms=1000, max_records=2000)
+            values = [m.value for messages in batches.values() for m in messages if m.value]
+            if not values:
+                await asyncio.sleep(0)
+                continue
+            started = started or time.perf_counter()
+            table = pa_json.read_json(io.BytesIO(b"\n".join(values)))
+            pq.write_table(table, out / f"part-{files}.parquet", compression="zstd")
+            files += 1
+            seen += table.num_rows
+        seconds = time.perf_counter() - started if started else 0.0
+    finally:
+        await consumer.stop()
+    return BenchResult(
+        "minimal loop: getmany -> join -> read_json -> write_table",
+        seen,
+        seconds,
+        {"files": str(files)},
+    )

@@ -31,13 +31,11 @@ import base64
 import os
 import re
 import resource
-import socket
 import statistics
 import struct
 import subprocess
 import sys
 import time
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -46,7 +44,8 @@ import orjson
 from aiokafka import AIOKafkaProducer
 
 from bench.harness import BenchResult, broker, render_markdown, scratch_dir
-from firelake.testing import example_dict, sample_event, unique_suffix, write_config
+from firelake.broker import free_port
+from firelake.testing import example_dict, sample_event, unique_suffix, wait_healthy, write_config
 from streams.partitioning import partition_for_key
 from streams.topics import MAX_MESSAGE_BYTES, delete_topics
 
@@ -200,26 +199,6 @@ async def _direct(bootstrap: str, topic: str, events: list[tuple[bytes, str]]) -
         await producer.stop()
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _wait_healthy(url: str, process: subprocess.Popen[bytes], timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"the ingest exited with {process.returncode}")
-        try:
-            with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.2)
-    raise TimeoutError("the ingest did not become healthy")
-
-
 def _cpu_seconds(pids: list[int]) -> float:
     """User + system CPU seconds of processes and their threads, from /proc (0 elsewhere)."""
     tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
@@ -301,7 +280,7 @@ def run_kinesis_bench(
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
     measured: list[_Run] = []
     with scratch_dir("firelake-bench-kinesis-") as scratch:
-        port = _free_port()
+        port = free_port()
         ingest_settings: dict[str, object] = {"port": port}
         if workers > 1:
             ingest_settings["workers"] = workers
@@ -336,7 +315,8 @@ def run_kinesis_bench(
         try:
             url = f"http://127.0.0.1:{port}"
             for ingest in ingests:
-                _wait_healthy(url, ingest)
+                if not wait_healthy(url, ingest):
+                    raise TimeoutError("the ingest did not become healthy")
             # Warm up: the AWS endpoint starts its registry reader on the first request
             # (in every worker: the kernel spreads the warm-up connections over them).
             _run_client(port, warmup_file, 4 * workers, env)

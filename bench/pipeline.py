@@ -9,21 +9,17 @@ raw-stream messages the full path ingested.
 from __future__ import annotations
 
 import asyncio
-import io
 import time
-import urllib.request
 from pathlib import Path
 
 import aiohttp
 import orjson
-import pyarrow.json as pa_json
-import pyarrow.parquet as pq
 
-from bench.harness import BenchResult, scratch_dir
+from bench.harness import BenchResult, minimal_loop, scratch_dir
 from firelake.broker import free_port
 from firelake.config import load_config
 from firelake.supervisor import Supervisor, pipeline_services
-from firelake.testing import example_dict, sample_event, unique_suffix, write_config
+from firelake.testing import example_dict, sample_event, unique_suffix, wait_healthy, write_config
 from queries.engine import QueryEngine
 from streams.topics import ensure_topics
 
@@ -83,43 +79,6 @@ def _wait_count(lake: Path, expected: int, timeout: float) -> float:
     )
 
 
-async def _minimal_loop(bootstrap: str, topic: str, events: int, out: Path) -> BenchResult:
-    from aiokafka import AIOKafkaConsumer
-
-    consumer = AIOKafkaConsumer(
-        topic,
-        bootstrap_servers=bootstrap,
-        auto_offset_reset="earliest",
-        enable_auto_commit=False,
-        group_id=None,
-        max_partition_fetch_bytes=16 * 1024 * 1024,
-        fetch_max_bytes=64 * 1024 * 1024,
-    )
-    await consumer.start()
-    seen = 0
-    files = 0
-    try:
-        start = time.perf_counter()
-        while seen < events:
-            batches = await consumer.getmany(timeout_ms=1000, max_records=2000)
-            if not batches:
-                continue
-            values = [m.value for messages in batches.values() for m in messages]
-            table = pa_json.read_json(io.BytesIO(b"\n".join(values)))
-            pq.write_table(table, out / f"part-{files}.parquet", compression="zstd")
-            files += 1
-            seen += table.num_rows
-        seconds = time.perf_counter() - start
-    finally:
-        await consumer.stop()
-    return BenchResult(
-        "minimal loop: aiokafka getmany -> read_json -> Parquet",
-        seen,
-        seconds,
-        {"files": str(files)},
-    )
-
-
 def run_pipeline_bench(
     bootstrap: str, events: int = 200_000, concurrency: int = 4
 ) -> list[BenchResult]:
@@ -138,15 +97,8 @@ def run_pipeline_bench(
         supervisor.start()
         try:
             base = f"http://127.0.0.1:{port}"
-            deadline = time.monotonic() + 60
-            while True:
-                try:
-                    with urllib.request.urlopen(f"{base}/health", timeout=2):
-                        break
-                except OSError:
-                    if time.monotonic() > deadline:
-                        raise
-                    time.sleep(0.3)
+            if not wait_healthy(base):
+                raise TimeoutError("the ingest did not become healthy")
             url = f"{base}/v1/streams/raw-events-{suffix}/records"
             # Warm-up: the router and sinks join their groups before the clock starts.
             warm = 1_000
@@ -167,5 +119,5 @@ def run_pipeline_bench(
             supervisor.stop()
         out = tmp / "minimal"
         out.mkdir()
-        minimal = asyncio.run(_minimal_loop(bootstrap, f"raw-events-{suffix}", warm + events, out))
+        minimal = asyncio.run(minimal_loop(bootstrap, f"raw-events-{suffix}", warm + events, out))
         return [full, minimal]

@@ -20,17 +20,14 @@ p50 and p99 of produce → visible (target: p99 ≤ interval + 2 s).
 from __future__ import annotations
 
 import asyncio
-import io
 import statistics
 import time
 from pathlib import Path
 
 import orjson
-import pyarrow.json as pa_json
-import pyarrow.parquet as pq
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaProducer
 
-from bench.harness import BenchResult, scratch_dir
+from bench.harness import BenchResult, minimal_loop, scratch_dir
 from firelake.config import FirelakeConfig
 from firelake.testing import example_config, example_data, sample_event, unique_suffix
 from queries.engine import QueryEngine
@@ -68,38 +65,6 @@ async def _produce(bootstrap: str, topic: str, events: int) -> None:
         await producer.flush()
     finally:
         await producer.stop()
-
-
-async def _minimal_loop(bootstrap: str, topic: str, events: int, out: Path) -> BenchResult:
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
-    await consumer.start()
-    tps = [TopicPartition(topic, p) for p in range(PARTITIONS)]
-    consumer.assign(tps)
-    await consumer.seek_to_beginning(*tps)
-    seen = files = 0
-    started = 0.0
-    try:
-        deadline = time.monotonic() + 300
-        while seen < events and time.monotonic() < deadline:
-            batches = await consumer.getmany(timeout_ms=1000, max_records=2000)
-            for records in batches.values():
-                values = [r.value for r in records if r.value]
-                if not values:
-                    continue
-                started = started or time.perf_counter()
-                table = pa_json.read_json(io.BytesIO(b"\n".join(values)))
-                pq.write_table(table, out / f"{files}.parquet", compression="zstd")
-                files += 1
-                seen += table.num_rows
-        seconds = time.perf_counter() - started
-    finally:
-        await consumer.stop()
-    return BenchResult(
-        "minimal loop: getmany → join → read_json → write_table",
-        seen,
-        seconds,
-        {"files": str(files)},
-    )
 
 
 def _config(bootstrap: str, lake: Path, **sink: object) -> FirelakeConfig:
@@ -217,7 +182,7 @@ def run_sink_bench(bootstrap: str, events: int) -> list[BenchResult]:
         try:
             asyncio.run(_produce(bootstrap, topic, events))
             (root / "minimal").mkdir()
-            minimal = asyncio.run(_minimal_loop(bootstrap, topic, events, root / "minimal"))
+            minimal = asyncio.run(minimal_loop(bootstrap, topic, events, root / "minimal"))
             sink = asyncio.run(_sink_path(config, events))
         finally:
             delete_topics(bootstrap, config.streams)

@@ -12,7 +12,6 @@ import copy
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -24,6 +23,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from firelake.broker import free_port
 from firelake.config import EXAMPLE_CONFIG, FirelakeConfig, parse_config
 
 __all__ = [
@@ -37,6 +37,7 @@ __all__ = [
     "sample_event",
     "to_toml",
     "unique_suffix",
+    "wait_healthy",
     "write_config",
 ]
 
@@ -188,13 +189,6 @@ def sample_event(
     return event
 
 
-def free_port() -> int:
-    """A free TCP port on 127.0.0.1."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def run_cli(config: str | Path, *args: str, timeout: float = 60) -> str:
     """Run a ``firelake`` command on a configuration file; its stdout (AssertionError if
     it fails, with its stderr)."""
@@ -222,6 +216,25 @@ def query_rows(config: str | Path, sql: str) -> list[dict[str, Any]]:
     return parsed if isinstance(parsed, list) else [parsed]
 
 
+def wait_healthy(
+    base_url: str, process: subprocess.Popen[bytes] | None = None, timeout: float = 60
+) -> bool:
+    """Wait (bounded) until ``base_url/health`` answers 200; False if ``process`` exits or
+    the time runs out first."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            return False
+        try:
+            with urllib.request.urlopen(f"{base_url}/health", timeout=2) as response:
+                if response.status == 200:
+                    return True
+        except OSError:
+            pass
+        time.sleep(0.3)
+    return False
+
+
 @contextlib.contextmanager
 def running_pipeline(
     config: str | Path, ingest_port: int, log_file: str | Path, start_timeout: float = 60
@@ -240,20 +253,9 @@ def running_pipeline(
             env={**os.environ, "FIRELAKE_LOG_LEVEL": "INFO"},
         )
         base = f"http://127.0.0.1:{ingest_port}"
-        deadline = time.monotonic() + start_timeout
         try:
-            while True:
-                try:
-                    with urllib.request.urlopen(f"{base}/health", timeout=2) as response:
-                        if response.status == 200:
-                            break
-                except OSError:
-                    pass
-                if process.poll() is not None or time.monotonic() > deadline:
-                    raise AssertionError(
-                        "firelake up did not serve /health:\n" + log_path.read_text()
-                    )
-                time.sleep(0.3)
+            if not wait_healthy(base, process, start_timeout):
+                raise AssertionError("firelake up did not serve /health:\n" + log_path.read_text())
             yield base
         finally:
             process.send_signal(signal.SIGTERM)

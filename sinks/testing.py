@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import socket
 import subprocess
 import sys
 import uuid
@@ -22,6 +21,7 @@ from pathlib import Path
 
 import pytest
 
+from firelake.broker import free_port
 from firelake.config import FirelakeConfig, load_config
 from firelake.testing import example_data, example_dict, write_config
 from sinks.destinations import Destination, LocalDestination, S3Destination, S3Settings
@@ -55,18 +55,12 @@ class S3Endpoint:
         return destination
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @contextlib.contextmanager
 def s3_server() -> Iterator[S3Endpoint]:
     """Run a moto S3 server on 127.0.0.1 for the duration of the block."""
     from moto.server import ThreadedMotoServer
 
-    port = _free_port()
+    port = free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
     # boto3 would otherwise look for real credentials and a config file.
