@@ -140,3 +140,42 @@ def test_mixed_batch_lands_exactly_once_and_bad_events_in_dlq(pipeline) -> None:
         assert len(matches) == 1, (payload, dlq)
         assert phrase in matches[0]["reason"], matches[0]
         assert matches[0]["source_topic"] == f"raw-events-{suffix}"
+
+
+def test_two_ingest_workers_share_the_port_and_lose_nothing(
+    kafka_bootstrap: str, tmp_path: Path, suffix: str
+) -> None:
+    """``[ingest] workers = 2``: two ingest processes listen on one port (SO_REUSEPORT);
+    requests on fresh connections are all accepted and every event is in the lake once."""
+    port = free_port()
+    data = example_dict(
+        kafka_bootstrap, tmp_path / "lake", suffix, ingest={"port": port, "workers": 2}
+    )
+    for sink in data["sinks"].values():
+        sink["max_seconds"] = FLUSH_SECONDS
+    config = write_config(tmp_path / "firelake.toml", data)
+    events = [sample_event(n, "page_view") for n in range(2_000)]
+    log = tmp_path / "up.log"
+    with running_pipeline(config, port, log) as base:
+        # A new connection per request, so the kernel spreads them over both workers.
+        for start in range(0, len(events), 100):
+            chunk = events[start : start + 100]
+            records = [{"data": e, "partition_key": e["user_id"]} for e in chunk]
+            status, answer = _post(
+                f"{base}/v1/streams/raw-events-{suffix}/records", {"records": records}
+            )
+            assert status == 200 and answer["failed_record_count"] == 0, answer
+        deadline = time.monotonic() + DEADLINE_SECONDS
+        rows: list[dict[str, Any]] = []
+        while time.monotonic() < deadline:
+            try:
+                rows = query_rows(
+                    config, "SELECT count(*) AS n, count(DISTINCT event_id) AS d FROM page"
+                )
+            except AssertionError:  # no files yet
+                rows = []
+            if rows and rows[0]["n"] >= len(events):
+                break
+            time.sleep(1)
+        assert rows == [{"n": 2_000, "d": 2_000}]
+    assert log.read_text().count("ingest listening on") == 2
