@@ -70,11 +70,6 @@ def local_broker(config: FirelakeConfig):  # -> firelake.broker.LocalBroker
     return LocalBroker(data_dir=config.kafka_data_dir, port=config.kafka.port)
 
 
-def bootstrap_of(config: FirelakeConfig) -> str:
-    """The configured bootstrap address, or the local broker's."""
-    return config.bootstrap
-
-
 # --------------------------------------------------------------------------- commands
 
 
@@ -84,9 +79,8 @@ def cmd_up(args: argparse.Namespace) -> int:
 
     config = _pipeline_config(args)
     broker = None
-    if config.kafka.bootstrap:
-        bootstrap = config.kafka.bootstrap
-    else:
+    bootstrap = config.bootstrap
+    if not config.kafka.bootstrap:
         broker = local_broker(config)
         if broker.is_running():
             log.info("using the local broker already running at %s", broker.bootstrap)
@@ -98,7 +92,6 @@ def cmd_up(args: argparse.Namespace) -> int:
                 config.kafka.port,
             )
             broker.start(timeout=180)
-        bootstrap = bootstrap_of(config)
     stopping = False
 
     def request_stop(signum: int, _frame: object) -> None:
@@ -163,7 +156,7 @@ def cmd_streams(args: argparse.Namespace) -> int:
 
     config = _config(args)
     if args.action == "create":
-        created = ensure_topics(config, bootstrap_of(config))
+        created = ensure_topics(config, config.bootstrap)
         print(f"created: {', '.join(created) or '(none; all existed and match)'}")
     else:
         for spec in config.streams.values():
@@ -208,7 +201,7 @@ def cmd_dlq(args: argparse.Namespace) -> int:
 
     config = _config(args)
     stream = _dlq_stream(config, args.stream)
-    bootstrap = bootstrap_of(config)
+    bootstrap = config.bootstrap
     selection = Selection(args.reason, args.since, args.until)
     if args.action == "redrive":
         report = redrive(
@@ -236,7 +229,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     from agents.status import render, router_status
 
     config = _config(args)
-    print(render(router_status(config, bootstrap_of(config))))
+    print(render(router_status(config, config.bootstrap)))
     return 0
 
 

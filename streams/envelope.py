@@ -28,6 +28,7 @@ __all__ = [
     "EnvelopeError",
     "decode",
     "encode",
+    "header",
 ]
 
 HEADER_FORMAT = "fl-format"
@@ -97,7 +98,8 @@ def encode(
     return b"\n".join(lines), headers
 
 
-def _header(headers: Iterable[tuple[str, bytes]] | None, name: str) -> bytes | None:
+def header(headers: Iterable[tuple[str, bytes]] | None, name: str) -> bytes | None:
+    """The value of the first header called ``name``, or ``None`` without one."""
     for key, value in headers or ():
         if key == name:
             return value
@@ -105,7 +107,7 @@ def _header(headers: Iterable[tuple[str, bytes]] | None, name: str) -> bytes | N
 
 
 def _int_header(headers: Headers | None, name: str) -> int:
-    raw = _header(headers, name)
+    raw = header(headers, name)
     if raw is None:
         return 0
     try:
@@ -119,7 +121,7 @@ def decode(
 ) -> Envelope:
     """Unpack a Kafka message into its events (one event for a message without headers)."""
     value = value or b""
-    fmt = _header(headers, HEADER_FORMAT)
+    fmt = header(headers, HEADER_FORMAT)
     if fmt is None:
         keys = (key.decode("utf-8", "replace"),) if key is not None else None
         return Envelope(lines=(value,), keys=keys, batched=False)
@@ -132,7 +134,7 @@ def decode(
             f"header {HEADER_COUNT} says {count} events, the value holds {len(lines)}"
         )
     keys: tuple[str, ...] | None = None
-    raw_keys = _header(headers, HEADER_KEYS)
+    raw_keys = header(headers, HEADER_KEYS)
     if raw_keys is not None:
         try:
             parsed = orjson.loads(raw_keys)

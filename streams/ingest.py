@@ -40,9 +40,9 @@ from aiokafka import AIOKafkaProducer
 
 from firelake.config import FirelakeConfig, StreamConfig
 from streams import envelope
-from streams.aws_api import AwsBackend, AwsOptions, handle
+from streams.aws_api import READ_TIMEOUT_S, AwsBackend, AwsOptions, handle
 from streams.aws_records import AwsLimits, ShardQuota
-from streams.kafka_errors import INTERNAL, THROTTLED, record_failure
+from streams.kafka_errors import INTERNAL, THROTTLED, record_failure, settle
 from streams.records import Limits, PutRequest, RequestError, check_body_size, parse_put_records
 from streams.sequence import encode_sequence
 from streams.sigv4 import Credentials
@@ -63,7 +63,6 @@ __all__ = [
     "IngestThread",
     "aws_options",
     "create_app",
-    "kafka_bootstrap",
     "serve",
 ]
 
@@ -73,8 +72,6 @@ log = logging.getLogger(__name__)
 DEFAULT_MAX_INFLIGHT = 16
 #: How long a request waits for an in-flight slot before it is refused with 503.
 DEFAULT_SLOT_WAIT_S = 5.0
-#: How long reading one body may take: a slow client must not hold an in-flight slot forever.
-READ_TIMEOUT_S = 30.0
 #: How long a send may take before its records fail (the producer's request_timeout_ms).
 PRODUCE_TIMEOUT_MS = 30_000
 #: Producer batch bound per partition. aiokafka keeps one produce request in flight per
@@ -95,17 +92,17 @@ def aws_options(config: FirelakeConfig) -> AwsOptions:
     )
 
 
-def kafka_bootstrap(config: FirelakeConfig) -> str:
-    """The broker address: ``kafka.bootstrap``, else the local broker on ``kafka.port``."""
-    return config.bootstrap
-
-
 def _json(status: int, payload: Any) -> web.Response:
     return web.Response(status=status, body=orjson.dumps(payload), content_type="application/json")
 
 
 def _error(status: int, code: str, message: str) -> web.Response:
     return _json(status, {"error": {"code": code, "message": message}})
+
+
+def _accepted(streams: Mapping[str, StreamConfig]) -> str:
+    """The names of the streams that accept records, for a refusal's message."""
+    return ", ".join(sorted(name for name, s in streams.items() if not s.schema)) or "(none)"
 
 
 def _record_error(exc: BaseException) -> dict[str, str]:
@@ -188,15 +185,17 @@ class Ingest:
 
     def stream(self, name: str) -> StreamConfig:
         """The stream a request names; 404 if unknown, 403 if it only takes router output."""
-        spec = self.streams.get(name)
-        accepted = ", ".join(sorted(self.writable)) or "(none)"
+        streams = self.streams
+        spec = streams.get(name)
         if spec is None:
+            accepted = _accepted(streams)
             raise RequestError(
                 404,
                 "ResourceNotFoundException",
                 f"stream {name!r} is not configured; streams that accept records: {accepted}",
             )
         if spec.schema:
+            accepted = _accepted(streams)
             raise RequestError(
                 403,
                 "StreamNotWritable",
@@ -255,7 +254,7 @@ class Ingest:
                 )
             except Exception as exc:
                 pending.append(exc)
-        outcomes = await _settle(pending)
+        outcomes = await settle(pending)
         results: list[dict[str, Any]] = [{}] * request.record_count
         failed = 0
         for batch, outcome in zip(request.batches, outcomes, strict=True):
@@ -309,7 +308,7 @@ class Ingest:
                 except Exception as exc:
                     broken = exc
                     pending.append(exc)
-        outcomes = await _settle(pending)
+        outcomes = await settle(pending)
         results: list[dict[str, Any]] = [{}] * request.record_count
         failed = 0
         for index, outcome in zip(indexes, outcomes, strict=True):
@@ -325,13 +324,6 @@ class Ingest:
         if failed:
             log.warning("ingest: %d of %d records for %s failed", failed, len(indexes), topic)
         return {"failed_record_count": failed, "records": results}
-
-
-async def _settle(pending: list[Any]) -> list[Any]:
-    """Await every send future; exceptions (raised at send or at ack) become outcomes."""
-    futures = [item for item in pending if not isinstance(item, BaseException)]
-    acked = iter(await asyncio.gather(*futures, return_exceptions=True))
-    return [item if isinstance(item, BaseException) else next(acked) for item in pending]
 
 
 #: Where the app keeps its :class:`Ingest`.
@@ -438,7 +430,7 @@ def create_app(
 
 def _producer(config: FirelakeConfig) -> AIOKafkaProducer:
     return AIOKafkaProducer(
-        bootstrap_servers=kafka_bootstrap(config),
+        bootstrap_servers=config.bootstrap,
         client_id=f"{config.kafka.client_id}-ingest",
         acks="all",
         # Retries after a lost ack must not duplicate an envelope.
@@ -491,7 +483,7 @@ class IngestServer:
 
     async def start(self) -> None:
         """Create or check the topics, start the producer and listen."""
-        bootstrap = kafka_bootstrap(self.config)
+        bootstrap = self.config.bootstrap
         if self.create_topics:
             await asyncio.to_thread(ensure_topics, self.config, bootstrap)
         producer = _producer(self.config)

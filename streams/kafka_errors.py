@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+from typing import Any
+
 from aiokafka import errors as aiokafka_errors
 
-__all__ = ["INTERNAL", "THROTTLED", "THROTTLE_ERRORS", "record_failure"]
+__all__ = ["INTERNAL", "THROTTLED", "THROTTLE_ERRORS", "record_failure", "settle"]
 
 THROTTLED = "ProvisionedThroughputExceededException"
 INTERNAL = "InternalFailure"
@@ -25,3 +28,14 @@ def record_failure(exc: BaseException) -> tuple[str, str]:
     code = THROTTLED if isinstance(exc, THROTTLE_ERRORS) else INTERNAL
     text = str(exc)
     return code, f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+async def settle(pending: list[Any]) -> list[Any]:
+    """Await every send future; exceptions (raised at send or at ack) become outcomes.
+
+    ``pending`` holds send futures and the exceptions of sends that failed at once; the
+    answer has the same order, each future replaced by its result or its exception.
+    """
+    futures = [item for item in pending if not isinstance(item, BaseException)]
+    acked = iter(await asyncio.gather(*futures, return_exceptions=True))
+    return [item if isinstance(item, BaseException) else next(acked) for item in pending]

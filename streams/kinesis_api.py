@@ -47,7 +47,7 @@ from streams.aws_records import (
     parse_kinesis_records,
     plan_segments,
 )
-from streams.kafka_errors import THROTTLED, record_failure
+from streams.kafka_errors import THROTTLED, record_failure, settle
 from streams.resources import DELIVERY_TOPIC_PREFIX, StreamEntry, stream_key
 from streams.sequence import decode_sequence, encode_sequence
 from streams.shard_iterators import (
@@ -136,9 +136,7 @@ async def send_segments(
             )
         except Exception as exc:
             pending.append(exc)
-    futures = [p for p in pending if not isinstance(p, BaseException)]
-    acked = iter(await asyncio.gather(*futures, return_exceptions=True))
-    return [p if isinstance(p, BaseException) else next(acked) for p in pending]
+    return await settle(pending)
 
 
 async def write_segments(
@@ -341,7 +339,6 @@ class KinesisApi:
         if start is not None:
             names = [n for n in names if n > start]
         page, more = names[:limit], len(names) > limit
-        streams = self.backend.streams()
         answer: dict[str, Any] = {
             "StreamNames": page,
             "HasMoreStreams": more,
@@ -354,7 +351,6 @@ class KinesisApi:
                     "StreamCreationTimestamp": self._created_s(n),
                 }
                 for n in page
-                if n in streams
             ],
         }
         if more:

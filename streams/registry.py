@@ -141,11 +141,11 @@ class RegistryStore:
                     batches = await consumer.getmany(self._tp, timeout_ms=500)
                     for message in batches.get(self._tp, ()):
                         if message.key is not None:
-                            self.registry.apply(
-                                message.key.decode("utf-8", "replace"), message.value
-                            )
-        for key, reason in self.registry.skipped.items():
-            log.warning("registry: entry %s skipped: %s", key, reason)
+                            key = message.key.decode("utf-8", "replace")
+                            self.registry.apply(key, message.value)
+                            reason = self.registry.skipped.get(key)
+                            if reason is not None:
+                                log.warning("registry: entry %s skipped: %s", key, reason)
         return self.registry
 
     async def put(self, key: str, entry: dict[str, Any] | None) -> Registry:

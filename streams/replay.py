@@ -142,13 +142,13 @@ def _split(
 
 
 def _event_count(headers: Sequence[tuple[str, bytes]] | None) -> int:
-    for key, value in headers or ():
-        if key == envelope.HEADER_COUNT:
-            try:
-                return int(value)
-            except ValueError:
-                return 1
-    return 1
+    value = envelope.header(headers, envelope.HEADER_COUNT)
+    if value is None:
+        return 1
+    try:
+        return int(value)
+    except ValueError:
+        return 1
 
 
 async def replay(
