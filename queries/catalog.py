@@ -38,6 +38,7 @@ from sinks.destinations import (
     lake_destination,
     open_destination,
 )
+from sinks.paths import ERRORS_DIR, STATE_DIR
 
 __all__ = [
     "RESERVED_FOLDERS",
@@ -57,7 +58,7 @@ __all__ = [
 ]
 
 #: Folders of the lake root that are never tables.
-RESERVED_FOLDERS = frozenset({"_firelake", "_errors"})
+RESERVED_FOLDERS = frozenset({STATE_DIR, ERRORS_DIR})
 #: Footers read at once from S3 (each is a round trip; local reads are cheap either way).
 FOOTER_READERS = 8
 
@@ -145,8 +146,7 @@ def parse_partition(relative: Path | PurePosixPath) -> tuple[str, int] | None:
 def root_destination(root: LakeRoot) -> Destination:
     """The destination of a lake root given as a folder, an s3:// URL or a destination."""
     if isinstance(root, (str, os.PathLike)):
-        text = os.fspath(root)
-        return open_destination(text) if text.startswith("s3://") else LocalDestination(text)
+        return open_destination(os.fspath(root))
     return root
 
 

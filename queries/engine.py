@@ -42,7 +42,6 @@ import csv
 import io
 import json
 import math
-import os
 import threading
 import time
 from collections.abc import Iterable, Sequence
@@ -70,6 +69,7 @@ from queries.catalog import (
     read_footers,
 )
 from sinks.destinations import Destination, LocalDestination, ObjectInfo
+from sinks.paths import COMPACTED_PREFIX, manifest_key
 
 __all__ = [
     "DEFAULT_MAX_ROWS",
@@ -86,10 +86,6 @@ __all__ = [
 
 #: Types of the Hive partition columns every lake table has.
 HIVE_TYPES = "{'dt': DATE, 'hour': INTEGER}"
-#: Where a table's compaction manifest lives, relative to the lake root (sinks.paths).
-MANIFEST = "_firelake/tables/{table}/manifest.json"
-#: File name start of a compaction output (sinks.paths.COMPACTED_PREFIX).
-COMPACTED_PREFIX = "compacted-"
 #: Athena's price per terabyte scanned.
 PRICE_PER_TB_USD = 5.0
 #: Most rows a query returns unless the caller asks for more (results are held in memory).
@@ -302,34 +298,14 @@ class QueryEngine:
             raise KeyError(f"{table!r} is not a local table")
         return root
 
-    def manifest_lists(self, table: str) -> tuple[tuple[str, ...], tuple[str, ...]] | None:
-        """(active, retired) file keys of a table's compaction manifest, None without one."""
-        path = self._root(table) / MANIFEST.format(table=table)
-        try:
-            data = json.loads(path.read_bytes())
-        except FileNotFoundError:
-            return None
-        retired = [*data.get("retired", []), *(data.get("deleted_at") or {})]
-        return tuple(sorted(data.get("active", []))), tuple(sorted(retired))
+    def _has_manifest(self, table: str) -> bool:
+        """Whether a local table has a compaction manifest (has ever been compacted)."""
+        return (self._root(table) / manifest_key(table)).exists()
 
-    def live_files(
-        self, table: str, manifest: tuple[tuple[str, ...], tuple[str, ...]]
-    ) -> list[str]:
-        """The files of a compacted table a query may open, listed *after* its manifest."""
-        active, retired = set(manifest[0]), set(manifest[1])
-        root = self._root(table)
-        files = []
-        for current, dirs, names in os.walk(root / table):
-            dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-            for name in sorted(names):
-                if name.startswith(".") or not name.endswith(".parquet"):
-                    continue
-                path = Path(current) / name
-                key = path.relative_to(root).as_posix()
-                if key in retired or (name.startswith(COMPACTED_PREFIX) and key not in active):
-                    continue
-                files.append(str(path))
-        return files
+    def live_files(self, table: str) -> list[str]:
+        """The files of a compacted table a query may open: manifest read, *then* listed."""
+        destination = LocalDestination(self._root(table))
+        return [str(destination.path(info.key)) for info in live_table_files(destination, table)]
 
     def view_sql(self, table: str, files: Sequence[str] | None = None) -> str:
         """The SELECT behind a table's view: a glob, or the given files of a compacted table.
@@ -352,12 +328,12 @@ class QueryEngine:
 
     def _create_view(self, table: str) -> None:
         # Call with the lock held. The manifest is read first, then the files are listed.
-        manifest = self.manifest_lists(table)
-        files = self.live_files(table, manifest) if manifest is not None else None
+        compacted = self._has_manifest(table)
+        files = self.live_files(table) if compacted else None
         self._conn.execute(
             f"CREATE OR REPLACE VIEW {_identifier(table)} AS " + self.view_sql(table, files)
         )
-        self._listed[table] = manifest is not None
+        self._listed[table] = compacted
 
     def _register_remote(self, table: str) -> None:
         """List an S3 table (manifest first) and re-register it if the listing changed.
@@ -395,7 +371,7 @@ class QueryEngine:
         rebuilt from the manifest and a fresh listing at every query.
         """
         for table in sorted(self._views):
-            if self._listed.get(table) or self.manifest_lists(table) is not None:
+            if self._listed.get(table) or self._has_manifest(table):
                 self._create_view(table)
 
     def _remote_tables_of(self, sql: str) -> list[str]:

@@ -18,30 +18,20 @@ import orjson
 
 from firelake.config import FirelakeConfig
 from sinks.destinations import Destination, destination_for
+from sinks.paths import ARCHIVE_SUFFIX
 from sinks.prefix import parse_prefix
 
 __all__ = [
     "ARCHIVE_SUFFIX",
     "ReplayReport",
     "archive_bytes",
-    "archive_file_name",
     "archive_files",
     "archive_lines",
     "replay_archive",
 ]
 
-ARCHIVE_SUFFIX = ".jsonl.gz"
 #: gzip level: 3 compresses JSON nearly as well as 6 at about twice the speed.
 GZIP_LEVEL = 3
-
-
-def archive_file_name(topic: str, partition: int, first_offset: int, last_offset: int) -> str:
-    """The deterministic archive file name of a flush."""
-    from sinks.paths import error_file_name
-
-    return error_file_name(topic, partition, first_offset, last_offset)[: -len(".jsonl")] + (
-        ARCHIVE_SUFFIX
-    )
 
 
 def _lines(value: bytes) -> list[bytes]:

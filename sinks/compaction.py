@@ -184,7 +184,6 @@ def _merge(destination: Destination, keys: Sequence[str]) -> pa.Table:
 
 def _collect_garbage(
     destination: Destination,
-    table: str,
     manifest: Manifest,
     listing: Sequence[ObjectInfo],
     now: float,
@@ -237,7 +236,7 @@ def compact(
         now = clock()
         listing = [i for i in destination.list(f"{table}/") if i.key.endswith(".parquet")]
         report.deleted_files, changed = _collect_garbage(
-            destination, table, manifest, listing, now, grace_seconds
+            destination, manifest, listing, now, grace_seconds
         )
         by_folder: dict[str, list[ObjectInfo]] = {}
         for info in listing:

@@ -40,10 +40,15 @@ import pyarrow.json as pj
 import pyarrow.parquet as pq
 
 from firelake.config import Schema
-from sinks.archive import archive_bytes, archive_file_name
+from sinks.archive import archive_bytes
 from sinks.buffer import Batch
 from sinks.conversion import ConversionSpec, prepare_lines, unify
-from sinks.paths import FORMAT_CONVERSION_FAILED, data_file_name, error_file_name
+from sinks.paths import (
+    FORMAT_CONVERSION_FAILED,
+    archive_file_name,
+    data_file_name,
+    error_file_name,
+)
 from sinks.prefix import Prefix, folder_keys, parse_prefix, render, split_by_keys
 from sinks.progress import PlannedFile
 
@@ -340,7 +345,7 @@ def convert(
     tables: list[pa.Table] = []
     if values:
         _bisect_messages(values, offsets, spec, tables, bad)
-    if timestamps is not None:
+    if timestamps is not None and bad:
         arrival = dict(zip(offsets, timestamps, strict=True))
         bad = [BadLine(b.offset, b.index, b.line, b.reason, arrival.get(b.offset, 0)) for b in bad]
     bad.sort(key=lambda item: (item.offset, item.index))

@@ -19,10 +19,12 @@ from __future__ import annotations
 import re
 
 __all__ = [
+    "ARCHIVE_SUFFIX",
     "COMPACTED_PREFIX",
     "ERRORS_DIR",
     "FORMAT_CONVERSION_FAILED",
     "STATE_DIR",
+    "archive_file_name",
     "data_file_name",
     "error_file_name",
     "intent_key",
@@ -39,6 +41,8 @@ STATE_DIR = "_firelake"
 FORMAT_CONVERSION_FAILED = "format-conversion-failed"
 #: Name start of a compaction's output file: readers use it only once the manifest says so.
 COMPACTED_PREFIX = "compacted-"
+#: File name end of a flush's raw archive (gzip JSON lines, ``sinks.archive``).
+ARCHIVE_SUFFIX = ".jsonl.gz"
 
 _DATA_RE = re.compile(r"^part-(.+)-p(\d+)-(\d{20})-(\d{20})(?:-s\d+)?\.parquet$")
 
@@ -76,6 +80,11 @@ def parse_data_file_name(name: str) -> tuple[str, int, int, int] | None:
 def error_file_name(topic: str, partition: int, first_offset: int, last_offset: int) -> str:
     """The deterministic JSON-lines file name of a flush's failed records."""
     return _base_name(topic, partition, first_offset, last_offset) + ".jsonl"
+
+
+def archive_file_name(topic: str, partition: int, first_offset: int, last_offset: int) -> str:
+    """The deterministic gzip JSON-lines file name of a flush's raw archive."""
+    return _base_name(topic, partition, first_offset, last_offset) + ARCHIVE_SUFFIX
 
 
 def _sink_dir(sink: str, topic: str) -> str:

@@ -35,7 +35,6 @@ import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import IllegalStateError, KafkaError
@@ -203,7 +202,6 @@ class ParquetSink:
         self.layout = layout
         self.conversion = spec_for(spec, schema)
         self.topic = spec.stream
-        self.lake: Path = config.lake_root
         self.destination = destination_for(config, spec)
         self.store = ProgressStore(self.destination, sink_name)
         self.buffers = PartitionBuffers(
