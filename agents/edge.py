@@ -241,8 +241,6 @@ def dead_letter_failed(
                         source_key=envelope.key_at(index),
                     )
                 )
-        counts = router.stats.dead_lettered
-        counts[DELIVERY_FAILED] = counts.get(DELIVERY_FAILED, 0) + len(records)
         router.emit_dead(records, record.partition, dead)
     return keep + dead
 

@@ -51,7 +51,7 @@ from agents.edge import (
     deliver,
     route_records_off_loop,
 )
-from agents.metrics import EdgeStats, RouterCollector, serve_metrics
+from agents.metrics import EdgeStats, RouterCollector, metrics_ports, serve_metrics
 from agents.routing import DEFAULT_MAX_ENVELOPE_BYTES, Outgoing, Router
 from firelake.config import FirelakeConfig
 
@@ -305,7 +305,8 @@ def run_faust_router(
         app = build_app(config, router_name, bootstrap, datadir=datadir)
         spec = app.router_edge.router.spec
         if spec.metrics_port:
-            serve_metrics(app.router_edge.collector, spec.metrics_port, tries=max(spec.workers, 2))
+            ports = metrics_ports(spec)
+            serve_metrics(app.router_edge.collector, ports.start, tries=len(ports))
         # faust.Worker installs SIGTERM/SIGINT handlers that stop the app cleanly (acked
         # offsets are committed on the way out).
         worker = faust.Worker(

@@ -19,8 +19,9 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from agents.routing import RouterStats
+from firelake.config import RouterConfig
 
-__all__ = ["EdgeStats", "RouterCollector", "serve_metrics"]
+__all__ = ["EdgeStats", "RouterCollector", "metrics_ports", "serve_metrics"]
 
 log = logging.getLogger("firelake.router")
 
@@ -88,6 +89,11 @@ class RouterCollector(Collector):
         for (topic, partition), value in sorted(edge.age_s.items()):
             age.add_metric([self.router, topic, str(partition)], value)
         yield age
+
+
+def metrics_ports(spec: RouterConfig) -> range:
+    """The ports a router's workers serve ``/metrics`` on: each takes the first free one."""
+    return range(spec.metrics_port, spec.metrics_port + max(spec.workers, 2))
 
 
 def serve_metrics(collector: RouterCollector, port: int, tries: int = 1) -> int | None:

@@ -66,7 +66,7 @@ from agents.edge import (
     event_count,
     route_records_off_loop,
 )
-from agents.metrics import EdgeStats, RouterCollector, serve_metrics
+from agents.metrics import EdgeStats, RouterCollector, metrics_ports, serve_metrics
 from agents.routing import DEFAULT_MAX_ENVELOPE_BYTES, Outgoing, Router
 from firelake.config import ConfigError, FirelakeConfig, load_config
 from firelake.log import setup_logging
@@ -201,10 +201,10 @@ class RouterWorker:
 
     async def _transaction(
         self, producer: AIOKafkaProducer, tp: TopicPartition, out: list[Outgoing], next_offset: int
-    ) -> list[BaseException | None]:
-        """One transaction: every message and the source offset; per-message errors.
+    ) -> None:
+        """One transaction: every message and the source offset.
 
-        Raises when the transaction did not commit; the list says which sends failed.
+        Raises when the transaction did not commit; SendFailed's list says which sends failed.
         """
         errors: list[BaseException | None] = [None] * len(out)
         async with producer.transaction():
@@ -221,7 +221,6 @@ class RouterWorker:
             if any(errors):
                 raise SendFailed(errors)
             await producer.send_offsets_to_transaction({tp: next_offset}, self.group)
-        return errors
 
     async def _deliver(self, tp: TopicPartition, routed: list[Routed]) -> None:
         """Commit one partition's batch with the shared retries, then its DLQ fallback."""
@@ -357,7 +356,8 @@ async def serve_router(
     worker = RouterWorker(config, router_name, bootstrap)
     spec = worker.spec
     if spec.metrics_port:
-        serve_metrics(worker.collector, spec.metrics_port, tries=max(spec.workers, 2))
+        ports = metrics_ports(spec)
+        serve_metrics(worker.collector, ports.start, tries=len(ports))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

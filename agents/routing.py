@@ -39,6 +39,7 @@ from agents.validation import (
     TOO_OLD,
     ValidationError,
     Validator,
+    _shown,
     canonical_to_epoch_ms,
     format_epoch_ms,
     parse_event,
@@ -94,11 +95,6 @@ class RouterStats:
     duplicates: int = 0
     dropped: int = 0
     dead_lettered: dict[str, int] = field(default_factory=dict)
-
-    @property
-    def dead_lettered_total(self) -> int:
-        """All DLQ records written."""
-        return sum(self.dead_lettered.values())
 
 
 @dataclass(frozen=True, slots=True)
@@ -316,8 +312,6 @@ class Router:
                     source_key=event_key,
                 )
             )
-            counts = stats.dead_lettered
-            counts[error_type] = counts.get(error_type, 0) + 1
 
         try:
             envelope = decode(value, headers, key)
@@ -495,10 +489,7 @@ class Router:
         if value is None:
             state = "is null" if field_name in event else "is missing"
             return f"field {field_name!r} {state}; known routes: {self._known_routes}"
-        shown = repr(value)
-        if len(shown) > 80:
-            shown = shown[:77] + "..."
-        return f"field {field_name!r}: no route for {shown} (known: {self._known_routes})"
+        return f"field {field_name!r}: no route for {_shown(value)} (known: {self._known_routes})"
 
     def _seal(self, stream: str, partition: int, buffer: _Buffer) -> Outgoing:
         keys = buffer.keys if buffer.keyed else None
@@ -512,6 +503,10 @@ class Router:
         """DLQ records go to the DLQ partition of their source partition, bounded envelopes."""
         if not dead:
             return
+        counts = self.stats.dead_lettered
+        for record in dead:
+            error_type = record["error_type"]
+            counts[error_type] = counts.get(error_type, 0) + 1
         dlq = self._dlq
         dest_partition = partition % dlq.partitions
         if dlq.single:

@@ -15,6 +15,7 @@ from kafka import KafkaConsumer
 from kafka import TopicPartition as KafkaTopicPartition
 from kafka.admin import KafkaAdminClient
 
+from agents.metrics import metrics_ports
 from agents.router import app_id
 from firelake.config import FirelakeConfig
 
@@ -68,7 +69,7 @@ def router_status(config: FirelakeConfig, bootstrap: str) -> list[RouterStatus]:
                 done = meta.offset if meta is not None and meta.offset >= 0 else 0
                 status.lag[(tp.topic, tp.partition)] = max(0, ends[tp] - done)
             if spec.metrics_port:
-                for port in range(spec.metrics_port, spec.metrics_port + max(spec.workers, 2)):
+                for port in metrics_ports(spec):
                     url = f"http://127.0.0.1:{port}/metrics"
                     try:
                         sample = scrape(url)

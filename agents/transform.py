@@ -128,16 +128,12 @@ class TransformRunner:
         self.clock = clock
         # The record of the batch being transformed (see __call__): bounds its retries.
         self._record_ms: int | None = None
-        self.calls = 0
-        self.failures = 0
-        self.retries = 0
         self._pool: concurrent.futures.ThreadPoolExecutor | None = None
 
     # ------------------------------------------------------------------ one call
 
     def _invoke(self, events: list[dict[str, Any]]) -> list[Result]:
         """One call of the user function on ``events``; raises on error or timeout."""
-        self.calls += 1
         if self.mode == "event":
 
             def work() -> list[Any]:
@@ -183,7 +179,6 @@ class TransformRunner:
         try:
             return self._invoke(events)
         except Exception as exc:
-            self.failures += 1
             error = f"{type(exc).__name__}: {exc}"
             if self.bisect and len(events) > 1:
                 # Firehose/Lambda bisect: retry each half on its own to isolate the bad event.
@@ -194,7 +189,6 @@ class TransformRunner:
             if self.policy.may_retry(retries) and not self.policy.too_old(
                 self._record_ms, self.clock()
             ):
-                self.retries += 1
                 self.sleep(self.policy.delay(retries, self.rng))
                 return self._run(events, retries + 1)
             return [ProcessingFailed(f"transform failed: {error}") for _ in events]
