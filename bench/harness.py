@@ -94,11 +94,20 @@ def render_markdown(title: str, results: list[BenchResult], baseline: str) -> st
     return "\n".join(lines) + "\n"
 
 
-async def minimal_loop(bootstrap: str, topic: str, events: int, out: Path) -> BenchResult:
+async def minimal_loop(
+    bootstrap: str,
+    topic: str,
+    events: int,
+    out: Path,
+    per_partition: bool = False,
+    partition_fetch_bytes: int = 1024 * 1024,
+) -> BenchResult:
     """The baseline of a consume → Parquet hop: aiokafka ``getmany`` → join the values →
-    ``pyarrow.json.read_json`` → ``pyarrow.parquet.write_table`` per poll, with no schema,
-    no folders and no bookkeeping. Timed from the first polled records (no group join),
-    bounded to five minutes."""
+    ``pyarrow.json.read_json`` → ``pyarrow.parquet.write_table`` per poll (per partition of
+    each poll with ``per_partition``, as the sink writes files per source partition; with
+    the sink's 1 MiB partition fetch unless ``partition_fetch_bytes`` says otherwise), with
+    no schema, no folders and no bookkeeping. Timed from the first polled records (no group
+    join), bounded to five minutes."""
     import pyarrow.json as pa_json
     import pyarrow.parquet as pq
     from aiokafka import AIOKafkaConsumer
@@ -109,8 +118,8 @@ async def minimal_loop(bootstrap: str, topic: str, events: int, out: Path) -> Be
         auto_offset_reset="earliest",
         enable_auto_commit=False,
         group_id=None,
-        max_partition_fetch_bytes=16 * 1024 * 1024,
-        fetch_max_bytes=64 * 1024 * 1024,
+        max_partition_fetch_bytes=partition_fetch_bytes,
+        fetch_max_bytes=max(partition_fetch_bytes * 4, 50 * 1024 * 1024),
     )
     await consumer.start()
     seen = files = 0
@@ -119,15 +128,18 @@ async def minimal_loop(bootstrap: str, topic: str, events: int, out: Path) -> Be
         deadline = time.monotonic() + 300
         while seen < events and time.monotonic() < deadline:
             batches = await consumer.getmany(timeout_ms=1000, max_records=2000)
-            values = [m.value for messages in batches.values() for m in messages if m.value]
-            if not values:
-                await asyncio.sleep(0)
-                continue
-            started = started or time.perf_counter()
-            table = pa_json.read_json(io.BytesIO(b"\n".join(values)))
-            pq.write_table(table, out / f"part-{files}.parquet", compression="zstd")
-            files += 1
-            seen += table.num_rows
+            groups = [[m.value for m in messages if m.value] for messages in batches.values()]
+            if not per_partition:
+                groups = [[value for group in groups for value in group]]
+            for values in groups:
+                if not values:
+                    continue
+                started = started or time.perf_counter()
+                table = pa_json.read_json(io.BytesIO(b"\n".join(values)))
+                pq.write_table(table, out / f"part-{files}.parquet", compression="zstd")
+                files += 1
+                seen += table.num_rows
+            await asyncio.sleep(0)
         seconds = time.perf_counter() - started if started else 0.0
     finally:
         await consumer.stop()

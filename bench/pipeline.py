@@ -119,5 +119,13 @@ def run_pipeline_bench(
             supervisor.stop()
         out = tmp / "minimal"
         out.mkdir()
-        minimal = asyncio.run(minimal_loop(bootstrap, f"raw-events-{suffix}", warm + events, out))
+        minimal = asyncio.run(
+            minimal_loop(
+                bootstrap,
+                f"raw-events-{suffix}",
+                warm + events,
+                out,
+                partition_fetch_bytes=16 * 1024 * 1024,
+            )
+        )
         return [full, minimal]

@@ -182,7 +182,9 @@ def run_sink_bench(bootstrap: str, events: int) -> list[BenchResult]:
         try:
             asyncio.run(_produce(bootstrap, topic, events))
             (root / "minimal").mkdir()
-            minimal = asyncio.run(minimal_loop(bootstrap, topic, events, root / "minimal"))
+            minimal = asyncio.run(
+                minimal_loop(bootstrap, topic, events, root / "minimal", per_partition=True)
+            )
             sink = asyncio.run(_sink_path(config, events))
         finally:
             delete_topics(bootstrap, config.streams)
