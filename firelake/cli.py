@@ -168,7 +168,7 @@ def cmd_streams(args: argparse.Namespace) -> int:
 
 
 def cmd_ingest(args: argparse.Namespace) -> int:
-    from streams.ingest import serve
+    from api.server import serve
 
     config = _config(args)
     _run_async(serve(config, port=args.port))

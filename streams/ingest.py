@@ -13,10 +13,9 @@ are refused whole with the 4xx of :mod:`streams.records`.
 Only streams without a schema accept records: typed streams and DLQs carry validated events
 written by routers, which sinks trust.
 
-``POST /`` is the AWS JSON 1.1 endpoint (:mod:`streams.aws_api`): the Kinesis, Firehose
-and Glue operations existing AWS producers call, so they move here by changing only their
-``endpoint_url``. It shares this service's producer and in-flight bound; streams created
-through it are accepted by the HTTP route above too.
+The AWS JSON 1.1 endpoint (``POST /``, package ``api``) is mounted on the same app by
+``api.server``; it shares this service's producer and in-flight bound, and the streams
+created through it (a :class:`StreamDirectory`) are accepted by the route above too.
 
 Bounds: a body is never read past :attr:`Limits.max_body_bytes`; at most ``max_inflight``
 requests are parsed and produced at once, later ones wait up to ``slot_wait_s`` for a slot
@@ -28,42 +27,39 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import threading
 import time
 from collections.abc import AsyncIterator, Mapping
-from typing import Any
+from typing import Any, Protocol
 
-import aiokafka.errors as aiokafka_errors
 import orjson
 from aiohttp import web
 from aiokafka import AIOKafkaProducer
 
 from firelake.config import FirelakeConfig, StreamConfig
 from streams import envelope
-from streams.aws_api import READ_TIMEOUT_S, AwsBackend, AwsOptions, handle
-from streams.aws_records import AwsLimits, ShardQuota
 from streams.kafka_errors import INTERNAL, THROTTLED, record_failure, settle
-from streams.records import Limits, PutRequest, RequestError, check_body_size, parse_put_records
+from streams.records import (
+    READ_TIMEOUT_S,
+    Limits,
+    PutRequest,
+    RequestError,
+    check_body_size,
+    parse_put_records,
+)
+from streams.registry import Registry
 from streams.sequence import encode_sequence
-from streams.sigv4 import Credentials
-from streams.topics import MAX_MESSAGE_BYTES, TopicError, TopicMismatchError, ensure_topics
 
 __all__ = [
-    "AWS_KEY",
     "DEFAULT_MAX_INFLIGHT",
     "DEFAULT_SLOT_WAIT_S",
     "INGEST_KEY",
     "INTERNAL",
+    "PRODUCER_BATCH_BYTES",
     "PRODUCE_TIMEOUT_MS",
-    "READ_TIMEOUT_S",
     "THROTTLED",
-    "AwsOptions",
     "Ingest",
-    "IngestServer",
-    "IngestThread",
-    "aws_options",
-    "create_app",
-    "serve",
+    "StreamDirectory",
+    "create_ingest_app",
 ]
 
 log = logging.getLogger(__name__)
@@ -84,14 +80,6 @@ PRODUCER_BATCH_BYTES = 1024 * 1024
 #: Per-record error codes, as Kinesis names them: retry later, and a fault on our side.
 
 
-def aws_options(config: FirelakeConfig) -> AwsOptions:
-    """The AWS endpoint's options from ``[ingest]``: accepted keys and the shard quota."""
-    return AwsOptions(
-        credentials=Credentials.parse(config.ingest.aws_access_keys),
-        quota=ShardQuota() if config.ingest.shard_write_quota else None,
-    )
-
-
 def _json(status: int, payload: Any) -> web.Response:
     return web.Response(status=status, body=orjson.dumps(payload), content_type="application/json")
 
@@ -108,6 +96,22 @@ def _accepted(streams: Mapping[str, StreamConfig]) -> str:
 def _record_error(exc: BaseException) -> dict[str, str]:
     code, message = record_failure(exc)
     return {"error_code": code, "error_message": message}
+
+
+class StreamDirectory(Protocol):
+    """Streams known beyond the config: the registry of streams created through an API.
+
+    The AWS front door (``api.backend.AwsBackend``) is one; the native route accepts the
+    streams it created as well.
+    """
+
+    @property
+    def started(self) -> bool: ...
+
+    @property
+    def registry(self) -> Registry: ...
+
+    async def refresh(self, force: bool = False) -> Registry: ...
 
 
 class Ingest:
@@ -133,9 +137,9 @@ class Ingest:
         self.ready = True
         self._slots = asyncio.Semaphore(max_inflight)
         self._in_flight = 0
-        #: The AWS endpoint's backend, once create_app made one: its registry holds the
-        #: streams created through the Kinesis API, which this route accepts too.
-        self.aws: AwsBackend | None = None
+        #: Streams created through an API (the AWS front door's registry), which this
+        #: route accepts too; None when the ingest serves the declared streams only.
+        self.directory: StreamDirectory | None = None
 
     @property
     def in_flight(self) -> int:
@@ -145,10 +149,10 @@ class Ingest:
     @property
     def streams(self) -> Mapping[str, StreamConfig]:
         """Declared streams, and those created through the Kinesis API (once it started)."""
-        if self.aws is None or not self.aws.started:
+        if self.directory is None or not self.directory.started:
             return self.config.streams
         return {
-            **{n: e.stream_config() for n, e in self.aws.registry.streams.items()},
+            **{n: e.stream_config() for n, e in self.directory.registry.streams.items()},
             **self.config.streams,
         }
 
@@ -179,8 +183,8 @@ class Ingest:
 
     async def lookup(self, name: str) -> StreamConfig:
         """:meth:`stream`, re-reading the registry first for a name not known yet."""
-        if name not in self.streams and self.aws is not None:
-            await self.aws.refresh(force=True)
+        if name not in self.streams and self.directory is not None:
+            await self.directory.refresh(force=True)
         return self.stream(name)
 
     def stream(self, name: str) -> StreamConfig:
@@ -328,8 +332,6 @@ class Ingest:
 
 #: Where the app keeps its :class:`Ingest`.
 INGEST_KEY = web.AppKey("firelake_ingest", Ingest)
-#: Where the app keeps the AWS endpoint's :class:`streams.aws_api.AwsBackend`.
-AWS_KEY = web.AppKey("firelake_aws", AwsBackend)
 
 
 @web.middleware
@@ -343,11 +345,7 @@ async def _json_errors(request: web.Request, handler: Any) -> web.StreamResponse
         if exc.status < 400:
             raise
         if exc.status == 404:
-            message = (
-                f"no route for {request.method} {request.path}; routes: "
-                "POST /v1/streams/{stream}/records, GET /v1/streams, GET /health, "
-                "POST / (AWS JSON 1.1: Kinesis, Firehose)"
-            )
+            message = f"no route for {request.method} {request.path}; routes: " + _routes(request)
         else:
             message = f"{exc.reason} for {request.method} {request.path}"
         return _error(exc.status, exc.reason.replace(" ", ""), message)
@@ -359,14 +357,6 @@ async def _json_errors(request: web.Request, handler: Any) -> web.StreamResponse
 
 async def _put_records(request: web.Request) -> web.Response:
     return _json(200, await request.app[INGEST_KEY].put_records(request))
-
-
-async def _aws(request: web.Request) -> web.Response:
-    return await handle(request, request.app[AWS_KEY])
-
-
-async def _close_aws(app: web.Application) -> None:
-    await app[AWS_KEY].close()
 
 
 async def _health(request: web.Request) -> web.Response:
@@ -389,250 +379,33 @@ async def _list_streams(request: web.Request) -> web.Response:
     return _json(200, {"streams": streams})
 
 
-def create_app(
+def _routes(request: web.Request) -> str:
+    """The routes this app serves, for a 404's message."""
+    seen: list[str] = []
+    for route in request.app.router.routes():
+        info = route.resource.canonical if route.resource is not None else "?"
+        described = f"{route.method} {info}"
+        if described not in seen:
+            seen.append(described)
+    return ", ".join(seen)
+
+
+def create_ingest_app(
     config: FirelakeConfig,
     producer: AIOKafkaProducer,
     max_inflight: int = DEFAULT_MAX_INFLIGHT,
     slot_wait_s: float = DEFAULT_SLOT_WAIT_S,
-    aws: AwsOptions | None = None,
 ) -> web.Application:
-    """The ingest's aiohttp application over a started producer.
+    """The native ingest's aiohttp application over a started producer.
 
-    ``aws`` configures the AWS endpoint ``POST /`` (credentials, shard quota, registry
-    topic); its Kafka clients start on its first request and stop with the app.
+    Routes: ``POST /v1/streams/{stream}/records``, ``GET /v1/streams``, ``GET /health``;
+    the app keeps its :class:`Ingest` under :data:`INGEST_KEY`. ``api.server`` mounts the
+    AWS front door on the same app.
     """
-    from streams.firehose_api import FirehoseApi, GlueApi
-    from streams.kinesis_api import KinesisApi
-
     ingest = Ingest(config, producer, max_inflight=max_inflight, slot_wait_s=slot_wait_s)
     app = web.Application(middlewares=[_json_errors], client_max_size=ingest.limits.max_body_bytes)
     app[INGEST_KEY] = ingest
-    limits = AwsLimits(
-        max_records=ingest.limits.max_records,
-        max_record_bytes=ingest.limits.max_record_bytes,
-        max_request_bytes=ingest.limits.max_request_bytes,
-    )
-    backend = AwsBackend(config, producer, ingest.slot, limits, aws)
-    backend.services = {
-        "Kinesis_20131202": KinesisApi(backend).operations,
-        "Firehose_20150804": FirehoseApi(backend).operations,
-        "AWSGlue": GlueApi(backend).operations,
-    }
-    ingest.aws = backend
-    app[AWS_KEY] = backend
-    app.on_cleanup.append(_close_aws)
-    app.router.add_post("/", _aws)
     app.router.add_post("/v1/streams/{stream}/records", _put_records)
     app.router.add_get("/v1/streams", _list_streams)
     app.router.add_get("/health", _health)
     return app
-
-
-def _producer(config: FirelakeConfig) -> AIOKafkaProducer:
-    return AIOKafkaProducer(
-        bootstrap_servers=config.bootstrap,
-        client_id=f"{config.kafka.client_id}-ingest",
-        acks="all",
-        # Retries after a lost ack must not duplicate an envelope.
-        enable_idempotence=True,
-        linger_ms=config.ingest.linger_ms,
-        max_batch_size=PRODUCER_BATCH_BYTES,
-        max_request_size=MAX_MESSAGE_BYTES,
-        request_timeout_ms=PRODUCE_TIMEOUT_MS,
-    )
-
-
-class IngestServer:
-    """The ingest running on a real socket: producer, topics check, HTTP listener.
-
-    Use ``async with IngestServer(config, port=0) as server:`` and ``server.url``.
-    """
-
-    def __init__(
-        self,
-        config: FirelakeConfig,
-        port: int | None = None,
-        create_topics: bool = True,
-        max_inflight: int | None = None,
-        slot_wait_s: float | None = None,
-        aws: AwsOptions | None = None,
-    ) -> None:
-        self.config = config
-        self.aws = aws if aws is not None else aws_options(config)
-        self.host = config.ingest.host
-        self.requested_port = config.ingest.port if port is None else port
-        self.create_topics = create_topics
-        self.max_inflight = max_inflight or config.ingest.max_inflight_requests
-        self.slot_wait_s = config.ingest.slot_wait_seconds if slot_wait_s is None else slot_wait_s
-        self.app: web.Application | None = None
-        self._producer: AIOKafkaProducer | None = None
-        self._runner: web.AppRunner | None = None
-        self._port: int | None = None
-
-    @property
-    def port(self) -> int:
-        """The bound port (the real one when 0 was asked for)."""
-        if self._port is None:
-            raise RuntimeError("the ingest server is not started")
-        return self._port
-
-    @property
-    def url(self) -> str:
-        """Base URL of the running service."""
-        return f"http://{self.host}:{self.port}"
-
-    async def start(self) -> None:
-        """Create or check the topics, start the producer and listen."""
-        bootstrap = self.config.bootstrap
-        if self.create_topics:
-            await asyncio.to_thread(ensure_topics, self.config, bootstrap)
-        producer = _producer(self.config)
-        await producer.start()
-        try:
-            await self._check_topics(producer)
-            app = create_app(
-                self.config, producer, self.max_inflight, self.slot_wait_s, aws=self.aws
-            )
-            # No access log: a log line per request costs more than a whole PutRecords.
-            runner = web.AppRunner(app, access_log=None, shutdown_timeout=10.0)
-            await runner.setup()
-            try:
-                # With several workers, each process binds the one port (SO_REUSEPORT)
-                # and the kernel spreads connections over them.
-                site = web.TCPSite(
-                    runner,
-                    self.host,
-                    self.requested_port,
-                    reuse_port=True if self.config.ingest.workers > 1 else None,
-                )
-                await site.start()
-            except BaseException:
-                await runner.cleanup()
-                raise
-        except BaseException:
-            await producer.stop()
-            raise
-        self.app, self._producer, self._runner = app, producer, runner
-        self._port = int(runner.addresses[0][1])
-        log.info("ingest listening on %s", self.url)
-
-    async def _check_topics(self, producer: AIOKafkaProducer) -> None:
-        """Load the writable topics' metadata now, and refuse a partition-count mismatch."""
-        for name, spec in self.config.streams.items():
-            if spec.schema:
-                continue
-            try:
-                partitions = await producer.partitions_for(name)
-            except aiokafka_errors.KafkaError as exc:
-                raise TopicError(
-                    name, f"topic of stream {name!r} is not available: {exc!r}"
-                ) from exc
-            if len(partitions) != spec.partitions:
-                raise TopicMismatchError(name, spec.partitions, len(partitions))
-
-    async def stop(self) -> None:
-        """Stop listening (finishing in-flight requests), then flush and close the producer."""
-        if self.app is not None:
-            self.app[INGEST_KEY].ready = False
-        try:
-            if self._runner is not None:
-                await self._runner.cleanup()
-        finally:
-            self._runner = None
-            if self._producer is not None:
-                producer, self._producer = self._producer, None
-                await producer.stop()
-
-    async def __aenter__(self) -> IngestServer:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.stop()
-
-
-class IngestThread:
-    """An :class:`IngestServer` on its own event loop in a background thread.
-
-    For synchronous callers — boto3 and the AWS CLI in tests, benchmarks — that block
-    their own thread: ``with IngestThread(config, port=0) as server: server.url``.
-    """
-
-    def __init__(
-        self, config: FirelakeConfig, start_timeout_s: float = 60.0, **kwargs: Any
-    ) -> None:
-        self.server = IngestServer(config, **kwargs)
-        self.start_timeout_s = start_timeout_s
-        self._thread: threading.Thread | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._stop: asyncio.Event | None = None
-        self._started = threading.Event()
-        self._error: BaseException | None = None
-
-    @property
-    def url(self) -> str:
-        return self.server.url
-
-    def _run(self) -> None:
-        async def main() -> None:
-            self._loop = asyncio.get_running_loop()
-            self._stop = asyncio.Event()
-            try:
-                await self.server.start()
-            except BaseException as exc:
-                self._error = exc
-                self._started.set()
-                return
-            self._started.set()
-            try:
-                await self._stop.wait()
-            finally:
-                await self.server.stop()
-
-        asyncio.run(main())
-
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="ingest", daemon=True)
-        self._thread.start()
-        if not self._started.wait(self.start_timeout_s):
-            raise TimeoutError(f"the ingest did not start within {self.start_timeout_s} s")
-        if self._error is not None:
-            self._thread.join()
-            raise self._error
-
-    def stop(self, timeout_s: float = 30.0) -> None:
-        if self._thread is None:
-            return
-        if self._loop is not None and self._stop is not None and self._thread.is_alive():
-            self._loop.call_soon_threadsafe(self._stop.set)
-        self._thread.join(timeout_s)
-        self._thread = None
-
-    def __enter__(self) -> IngestThread:
-        self.start()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
-
-
-async def serve(
-    config: FirelakeConfig,
-    ready: asyncio.Event | None = None,
-    port: int | None = None,
-    create_topics: bool = True,
-    aws: AwsOptions | None = None,
-) -> None:
-    """Run the ingest until cancelled; ``ready`` is set once it accepts requests.
-
-    ``port`` overrides ``ingest.port`` (0 picks a free port; the log line
-    ``ingest listening on http://HOST:PORT`` names it).
-    """
-    server = IngestServer(config, port=port, create_topics=create_topics, aws=aws)
-    await server.start()
-    try:
-        if ready is not None:
-            ready.set()
-        await asyncio.Event().wait()
-    finally:
-        await server.stop()

@@ -23,6 +23,7 @@ from streams.partitioning import partition_for_key
 
 __all__ = [
     "MAX_PARTITION_KEY_CHARS",
+    "READ_TIMEOUT_S",
     "RECORD_FRAMING_BYTES",
     "Limits",
     "PartitionBatch",
@@ -33,6 +34,8 @@ __all__ = [
 ]
 
 MiB = 1024 * 1024
+#: How long reading one request body may take (native and AWS APIs alike).
+READ_TIMEOUT_S = 30.0
 
 #: Kinesis: a partition key is 1 to 256 Unicode characters.
 MAX_PARTITION_KEY_CHARS = 256

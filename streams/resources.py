@@ -152,7 +152,7 @@ class DeliveryEntry:
     error_prefix: str = ""
     destination: Mapping[str, Any] = field(default_factory=dict)
     created_ms: int = 0
-    # What the request sets on the sink (streams.delivery maps them; "" keeps the default).
+    # What the request sets on the sink (api.delivery maps them; "" keeps the default).
     sink_prefix: str = ""
     sink_error_prefix: str = ""
     case_insensitive: bool = False

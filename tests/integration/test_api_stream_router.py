@@ -18,9 +18,9 @@ from pathlib import Path
 import boto3
 import pytest
 
+from api.server import IngestThread
 from firelake.config import load_config
 from firelake.testing import example_dict, sample_event, write_config
-from streams.ingest import IngestThread
 from streams.topics import delete_topics
 from tests.integration.routerkit import read_committed
 

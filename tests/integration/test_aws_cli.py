@@ -16,10 +16,10 @@ import pytest
 from aiokafka import AIOKafkaConsumer
 from aiokafka.structs import TopicPartition
 
+from api.backend import AwsOptions
+from api.server import IngestThread
 from firelake.testing import example_config
 from streams import envelope
-from streams.aws_api import AwsOptions
-from streams.ingest import IngestThread
 from streams.topics import delete_topics
 
 pytestmark = pytest.mark.kafka

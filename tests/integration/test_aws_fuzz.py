@@ -22,11 +22,11 @@ from aiokafka.structs import TopicPartition
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from api.backend import AwsOptions
+from api.records import firehose_line
+from api.server import IngestThread
 from firelake.testing import example_config, unique_suffix
 from streams import envelope
-from streams.aws_api import AwsOptions
-from streams.aws_records import firehose_line
-from streams.ingest import IngestThread
 from streams.sequence import decode_sequence
 from streams.topics import delete_topics
 

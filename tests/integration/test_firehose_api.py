@@ -15,14 +15,14 @@ import boto3
 import pytest
 from botocore.config import Config
 
+from api.backend import AwsOptions
+from api.delivery import TIME_LAYOUT
+from api.server import IngestThread
 from firelake.cli import main as firelake_main
 from firelake.config import FirelakeConfig, load_config
 from firelake.testing import example_dict, sample_event, write_config
 from queries.engine import QueryEngine
 from sinks.fleet import run_sink_fleet
-from streams.aws_api import AwsOptions
-from streams.delivery import TIME_LAYOUT
-from streams.ingest import IngestThread
 from streams.topics import delete_topics
 
 pytestmark = pytest.mark.kafka

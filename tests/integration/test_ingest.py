@@ -17,10 +17,11 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.structs import ConsumerRecord, TopicPartition
 from kafka.admin import KafkaAdminClient
 
+from api.server import IngestServer, create_app, serve
 from firelake.config import FirelakeConfig
 from firelake.testing import example_config, sample_event
 from streams import envelope
-from streams.ingest import INGEST_KEY, IngestServer, create_app, serve
+from streams.ingest import INGEST_KEY
 from streams.partitioning import partition_for_key
 from streams.sequence import decode_sequence
 from streams.topics import delete_topics

@@ -16,18 +16,18 @@ import boto3
 import pytest
 from botocore.config import Config
 
+from api.backend import AwsOptions
+from api.records import ShardQuota
+from api.server import IngestThread
+from api.shard_iterators import ShardPosition, encode_iterator
+from api.sigv4 import Credentials
 from firelake.config import FirelakeConfig
 from firelake.testing import example_config, sample_event
-from streams.aws_api import AwsOptions
-from streams.aws_records import ShardQuota
-from streams.ingest import IngestThread
 from streams.partitioning import HASH_KEY_MAX, partition_for_key
 from streams.registry import aload_registry
 from streams.replay import run_replay
 from streams.resources import registry_config
 from streams.sequence import decode_sequence
-from streams.shard_iterators import ShardPosition, encode_iterator
-from streams.sigv4 import Credentials
 from streams.topics import delete_topics
 
 pytestmark = pytest.mark.kafka

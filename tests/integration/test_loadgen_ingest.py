@@ -12,10 +12,10 @@ import pytest
 from aiokafka import AIOKafkaConsumer
 from aiokafka.structs import TopicPartition
 
+from api.server import IngestServer
 from firelake.config import FirelakeConfig
 from firelake.testing import example_config
 from streams import envelope
-from streams.ingest import IngestServer
 from streams.loadgen import SendReport, send
 from streams.partitioning import partition_for_key
 from streams.topics import delete_topics

@@ -22,7 +22,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from streams.aws_protocol import AwsError
+from api.protocol import AwsError
 
 __all__ = [
     "ALGORITHM",

@@ -6,8 +6,8 @@ import base64
 
 import pytest
 
-from streams.aws_protocol import AwsError, check_content_type, parse_body, parse_target
-from streams.aws_records import (
+from api.protocol import AwsError, check_content_type, parse_body, parse_target
+from api.records import (
     AwsLimits,
     PlannedRecord,
     ShardQuota,

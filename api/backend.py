@@ -29,19 +29,19 @@ import orjson
 from aiohttp import web
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from firelake.config import FirelakeConfig, StreamConfig
-from streams.aws_protocol import (
+from api.protocol import (
     CONTENT_TYPE,
     AwsError,
     check_content_type,
     parse_body,
     parse_target,
 )
-from streams.aws_records import AwsLimits, ShardQuota
-from streams.records import RequestError
+from api.records import AwsLimits, ShardQuota
+from api.sigv4 import Credentials
+from firelake.config import FirelakeConfig, StreamConfig
+from streams.records import READ_TIMEOUT_S, RequestError
 from streams.registry import REGISTRY_TOPIC, RegistryStore
 from streams.resources import DELIVERY_TOPIC_PREFIX, Registry
-from streams.sigv4 import Credentials
 from streams.topics import TopicError
 
 __all__ = [
@@ -72,8 +72,6 @@ GET_RECORDS_CONSUMERS = 4
 DRAIN_LIMIT_BYTES = 64 * 1024 * 1024
 #: How often a lookup re-reads the registry to see other processes' changes.
 REFRESH_INTERVAL_S = 2.0
-#: How long reading one body may take.
-READ_TIMEOUT_S = 30.0
 
 
 def max_body_bytes(limits: AwsLimits) -> int:

@@ -1,6 +1,6 @@
 """Firehose operations (``Firehose_20150804.*``) and the few Glue ones they need.
 
-CreateDeliveryStream maps the request onto a Parquet sink (:mod:`streams.delivery` says
+CreateDeliveryStream maps the request onto a Parquet sink (:mod:`api.delivery` says
 how, and refuses what cannot be mapped) and records it in the registry; a DirectPut
 delivery stream gets its own topic ``firehose-<name>``, a KinesisStreamAsSource one reads
 the named Firelake stream. The sink itself runs in the sink process (``firelake up`` or
@@ -8,7 +8,7 @@ the named Firelake stream. The sink itself runs in the sink process (``firelake 
 
 PutRecord / PutRecordBatch write a request's records as one envelope on one partition
 (round robin over requests: Firehose has no partition keys and no order to keep), after
-normalising each record (:func:`streams.aws_records.firehose_line`). ``RecordId`` is the
+normalising each record (:func:`api.records.firehose_line`). ``RecordId`` is the
 record's sequence number.
 
 Glue (``AWSGlue.*``): CreateTable, GetTable and DeleteTable hold table schemas —
@@ -23,17 +23,17 @@ import re
 import time
 from typing import Any
 
-from firelake.config import StreamConfig
-from streams.aws_api import AwsBackend, Operation, RequestContext
-from streams.aws_protocol import AwsError, opt_int, opt_string, req_string
-from streams.aws_records import PlannedRecord, firehose_line, parse_firehose_records, plan_segments
-from streams.delivery import (
+from api.backend import AwsBackend, Operation, RequestContext
+from api.delivery import (
     DEFAULT_DATABASE,
     TIME_FIELD_PARAMETER,
     delivery_from_request,
     table_from_request,
 )
-from streams.kinesis_api import record_error, write_segments
+from api.kinesis import record_error, write_segments
+from api.protocol import AwsError, opt_int, opt_string, req_string
+from api.records import PlannedRecord, firehose_line, parse_firehose_records, plan_segments
+from firelake.config import StreamConfig
 from streams.resources import DeliveryEntry, delivery_key, table_key
 from streams.sequence import encode_sequence
 from streams.topics import delete_topics, ensure_topics

@@ -9,8 +9,8 @@ from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials as BotoCredentials
 
-from streams.aws_protocol import AwsError
-from streams.sigv4 import Credentials, parse_authorization
+from api.protocol import AwsError
+from api.sigv4 import Credentials, parse_authorization
 
 BODY = b'{"StreamName": "s", "Records": []}'
 

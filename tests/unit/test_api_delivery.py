@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import pytest
 
-from firelake.config import SinkConfig
-from firelake.testing import example_config
-from streams.aws_protocol import AwsError
-from streams.delivery import (
+from api.delivery import (
     TIME_LAYOUT,
     delivery_from_request,
     firelake_type,
     table_from_request,
 )
+from api.protocol import AwsError
+from firelake.config import SinkConfig
+from firelake.testing import example_config
 from streams.resources import DeliveryEntry, Registry, StreamEntry, registry_config
 
 ROLE = "arn:aws:iam::000000000000:role/r"

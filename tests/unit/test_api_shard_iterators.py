@@ -6,9 +6,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from streams.aws_protocol import AwsError
-from streams.partitioning import HASH_KEY_MAX
-from streams.shard_iterators import (
+from api.protocol import AwsError
+from api.shard_iterators import (
     ITERATOR_TTL_MS,
     ShardPosition,
     decode_iterator,
@@ -17,6 +16,7 @@ from streams.shard_iterators import (
     shard_id,
     shard_ranges,
 )
+from streams.partitioning import HASH_KEY_MAX
 
 
 def test_shard_ids_and_ranges() -> None:

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 import orjson
 
-from streams.aws_protocol import AwsError
+from api.protocol import AwsError
 from streams.partitioning import hash_ranges
 from streams.sequence import MAX_INDEX
 

@@ -59,6 +59,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+from api.protocol import AwsError, opt_int, opt_object, opt_string, req_string
 from firelake.config import (
     FieldSpec,
     FieldType,
@@ -68,7 +69,6 @@ from firelake.config import (
     parse_field_type,
 )
 from sinks.prefix import PrefixError, parse_prefix
-from streams.aws_protocol import AwsError, opt_int, opt_object, opt_string, req_string
 from streams.resources import (
     DELIVERY_PARTITIONS,
     DELIVERY_TOPIC_PREFIX,

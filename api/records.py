@@ -46,7 +46,7 @@ from typing import Any
 import orjson
 import pybase64
 
-from streams.aws_protocol import (
+from api.protocol import (
     AwsError,
     decode_blob,
     field_path,

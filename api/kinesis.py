@@ -4,7 +4,7 @@ A stream is a topic and shard ``shardId-00000000000N`` is partition N. Streams d
 firelake.toml are listed and readable; CreateStream makes a topic with the conventions of
 :mod:`streams.topics` (message size, retention) and records it in the registry so that
 every Firelake process sees it. Puts are validated and planned by
-:mod:`streams.aws_records` (envelopes for single-line JSON objects, single messages for
+:mod:`api.records` (envelopes for single-line JSON objects, single messages for
 other bytes — see its docstring); each record's sequence number encodes partition, offset
 and envelope index (:mod:`streams.sequence`), so AT/AFTER_SEQUENCE_NUMBER resume exactly.
 
@@ -26,10 +26,8 @@ from typing import Any
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from firelake.config import FirelakeConfig, StreamConfig
-from streams import envelope
-from streams.aws_api import ACCOUNT_ID, AwsBackend, Operation, RequestContext
-from streams.aws_protocol import (
+from api.backend import ACCOUNT_ID, AwsBackend, Operation, RequestContext
+from api.protocol import (
     AwsError,
     encode_blob,
     opt_int,
@@ -38,7 +36,7 @@ from streams.aws_protocol import (
     opt_timestamp,
     req_string,
 )
-from streams.aws_records import (
+from api.records import (
     HEADER_DATA,
     RAW_BYTES,
     PlannedRecord,
@@ -47,10 +45,7 @@ from streams.aws_records import (
     parse_kinesis_records,
     plan_segments,
 )
-from streams.kafka_errors import THROTTLED, record_failure, settle
-from streams.resources import DELIVERY_TOPIC_PREFIX, StreamEntry, stream_key
-from streams.sequence import decode_sequence, encode_sequence
-from streams.shard_iterators import (
+from api.shard_iterators import (
     ShardPosition,
     decode_iterator,
     encode_iterator,
@@ -58,6 +53,11 @@ from streams.shard_iterators import (
     shard_id,
     shard_ranges,
 )
+from firelake.config import FirelakeConfig, StreamConfig
+from streams import envelope
+from streams.kafka_errors import THROTTLED, record_failure, settle
+from streams.resources import DELIVERY_TOPIC_PREFIX, StreamEntry, stream_key
+from streams.sequence import decode_sequence, encode_sequence
 from streams.topics import TopicMismatchError, delete_topics, ensure_topics, topic_configs
 
 __all__ = [
