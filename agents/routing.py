@@ -28,7 +28,7 @@ import orjson
 from agents.dedup import DedupWindow
 from agents.dlq import DEFAULT_MAX_PAYLOAD_BYTES, DeadLetters, dlq_line, redrive_state
 from agents.enrich import date_hour, stable_event_id
-from agents.filters import compile_pattern, compile_patterns
+from firelake.grammars.patterns import compile_pattern, compile_patterns
 from agents.retry import RetryPolicy
 from agents.transform import Ok, ProcessingFailed, TransformRunner, load_transform
 from agents.validation import (

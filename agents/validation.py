@@ -37,7 +37,8 @@ from typing import Any
 
 import orjson
 
-from firelake.config import FieldType, Schema, parse_field_type
+from firelake.config import Schema
+from firelake.grammars.field_types import FieldType, parse_field_type
 
 __all__ = [
     "DELIVERY_FAILED",
@@ -480,13 +481,13 @@ def _map_checker(kind: FieldType) -> Checker:
 
 
 @functools.lru_cache(maxsize=1024)
-def checker_for(type_text: str) -> tuple[type | None, Checker]:
+def checker_for(kind: FieldType | str) -> tuple[type | None, Checker]:
     """The (fast-path Python type, checker) of a column type such as ``list<date>``.
 
     Built once per type text: a schema's validator and every schema sharing a column type
     reuse the same closures. ValueError for a type :func:`parse_field_type` refuses.
     """
-    return _build(parse_field_type(type_text))
+    return _build(parse_field_type(kind) if isinstance(kind, str) else kind)
 
 
 # --------------------------------------------------------------------------- parsing, validating

@@ -60,15 +60,9 @@ from collections.abc import Mapping
 from typing import Any
 
 from api.protocol import AwsError, opt_int, opt_object, opt_string, req_string
-from firelake.config import (
-    FieldSpec,
-    FieldType,
-    FirelakeConfig,
-    Schema,
-    StreamConfig,
-    parse_field_type,
-)
-from sinks.prefix import PrefixError, parse_prefix
+from firelake.config import FieldSpec, FirelakeConfig, Schema, StreamConfig
+from firelake.grammars.field_types import FieldType, parse_field_type
+from firelake.grammars.prefix import PrefixError, parse_prefix
 from streams.resources import (
     DELIVERY_PARTITIONS,
     DELIVERY_TOPIC_PREFIX,
@@ -124,7 +118,7 @@ def firelake_type(glue: str) -> FieldType:
     """A Glue / Hive column type such as ``array<struct<a:decimal(5,2)>>`` as Firelake's.
 
     Hive's grammar is Firelake's with other type names, so the type's words are renamed
-    and the result is parsed by :func:`firelake.config.parse_field_type`, which also
+    and the result is parsed by :func:`firelake.grammars.field_types.parse_field_type`, which also
     refuses what Hive allows and Firelake does not (decimal(40,2), non-scalar map keys…).
     ValueError names the part that has no Firelake type.
     """
@@ -196,7 +190,7 @@ def _time_field(fields: tuple[FieldSpec, ...], value: Any, where: str) -> str:
     if value in (None, ""):
         return ""
     spec = next((f for f in fields if f.name == value), None)
-    if spec is None or spec.type != "timestamp":
+    if spec is None or spec.type.kind != "timestamp":
         raise _refuse(where, f"{value!r} must name a timestamp column")
     return str(value)
 
@@ -382,7 +376,7 @@ def _data_prefix(rest: str, schema: Schema, dynamic: bool) -> str:
         declared = schema.field_named(column)
         if declared is None:
             raise _refuse(where, f"partition key {column!r} is not a column of {schema.name!r}")
-        if parse_field_type(declared.type).items:
+        if declared.type.items:
             raise _refuse(where, f"partition key {column!r} is {declared.type}, not a scalar")
     folders = [part.split("=", 1)[0] for part in text.strip("/").split("/")]
     if (

@@ -266,7 +266,7 @@ class GlueApi:
                 "CreateTime": entry.created_ms / 1000,
                 "StorageDescriptor": {
                     "Columns": [
-                        {"Name": f.name, "Type": _GLUE_OF[f.type]} for f in entry.schema.fields
+                        {"Name": f.name, "Type": _GLUE_OF[str(f.type)]} for f in entry.schema.fields
                     ]
                 },
                 "Parameters": parameters,

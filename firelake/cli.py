@@ -19,6 +19,7 @@ from firelake.config import (
     RouterConfig,
     SinkConfig,
     StreamConfig,
+    UnknownStreamError,
     describe,
     load_config,
     parse_config,
@@ -48,9 +49,7 @@ def _pipeline_config(args: argparse.Namespace) -> FirelakeConfig:
     """
     try:
         return load_config(args.config)
-    except ConfigError as exc:
-        if "unknown stream" not in exc.reason:
-            raise
+    except UnknownStreamError as exc:
         refused = exc
     from streams.registry import load_registry
 

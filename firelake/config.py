@@ -20,17 +20,22 @@ import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args, get_origin
+
+from firelake.errors import TerminalError
+from firelake.grammars.field_types import FieldType, parse_field_type
+from firelake.grammars.patterns import PatternError, compile_pattern
+from firelake.grammars.prefix import PrefixError, parse_prefix
 
 __all__ = [
     "DLQ_SCHEMA",
     "EXAMPLE_CONFIG",
-    "FIELD_TYPES",
     "ROUTER_ENGINES",
-    "SCALAR_TYPES",
+    "WINDOW_RESULT_COLUMNS",
+    "AgentEngine",
     "ConfigError",
+    "EnvelopeMode",
     "FieldSpec",
-    "FieldType",
     "FirelakeConfig",
     "IngestConfig",
     "KafkaConfig",
@@ -39,11 +44,15 @@ __all__ = [
     "RouterConfig",
     "Schema",
     "SinkConfig",
+    "StartingPosition",
     "StreamConfig",
+    "TransformMode",
+    "UnknownFields",
+    "UnknownStreamError",
+    "WindowConfig",
     "describe",
     "load_config",
     "parse_config",
-    "parse_field_type",
     "read_config_data",
 ]
 
@@ -54,31 +63,22 @@ EXAMPLE_CONFIG = Path(__file__).parent / "examples" / "yle.toml"
 
 #: Router runtimes (``routers.N.engine``): the transactional aiokafka worker (the default,
 #: exactly-once output) and a Faust agent (at-least-once output).
-ROUTER_ENGINES = ("transactional", "faust")
-
-#: Column types a schema may declare. The last four take parameters, written in a TOML
-#: string as ``decimal(10,2)``, ``list<string>``, ``struct<a:int,b:list<string>>`` and
-#: ``map<string,int>`` (see :func:`parse_field_type`); timestamps are µs UTC, dates days.
-FIELD_TYPES = (
-    "string",
-    "int",
-    "float",
-    "bool",
-    "timestamp",
-    "date",
-    "decimal",
-    "list",
-    "struct",
-    "map",
-)
-#: Parameterless column types (map keys must be one of these).
-SCALAR_TYPES = FIELD_TYPES[:6]
+AgentEngine = Literal["transactional", "faust"]
+ROUTER_ENGINES: tuple[AgentEngine, ...] = get_args(AgentEngine)
+#: How a stream's messages are framed: envelopes of many events, or one event a message.
+EnvelopeMode = Literal["batch", "single"]
+#: Where a router starts reading (Lambda event source mapping's StartingPosition).
+StartingPosition = Literal["TRIM_HORIZON", "LATEST", "AT_TIMESTAMP"]
+#: How a user transform is called: with a list of events, or with one event.
+TransformMode = Literal["batch", "event"]
+#: What a sink does with event fields its schema does not declare.
+UnknownFields = Literal["drop", "keep"]
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,200}$")
 _TABLE_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,100}$")
 
 
-class ConfigError(ValueError):
+class ConfigError(TerminalError, ValueError):
     """A configuration file that cannot be used: names the file, the key and the reason."""
 
     def __init__(self, source: str, key: str, reason: str) -> None:
@@ -86,6 +86,19 @@ class ConfigError(ValueError):
         self.key = key
         self.reason = reason
         super().__init__(f"{source}: {key}: {reason}")
+
+
+class UnknownStreamError(ConfigError, LookupError):
+    """A router, sink or window names a stream the file does not declare.
+
+    Commands that can see the registry of API-created streams catch it and look there.
+    """
+
+    def __init__(self, source: str, key: str, stream: str, known: typing.Iterable[str]) -> None:
+        super().__init__(
+            source, key, f"unknown stream {stream!r} (declared: {', '.join(sorted(known))})"
+        )
+        self.stream = stream
 
 
 def setting(default: Any, doc: str) -> Any:
@@ -156,118 +169,17 @@ class QueryConfig:
 
 
 @dataclass(frozen=True)
-class FieldType:
-    """A parsed column type: its kind and, for the parametric kinds, what it holds.
-
-    ``params`` is ``(precision, scale)`` for decimal; ``items`` the element type of a list,
-    the ``(key, value)`` types of a map, the ``(name, type)`` fields of a struct.
-    """
-
-    kind: str
-    params: tuple[int, ...] = ()
-    items: tuple[FieldType, ...] = ()
-    names: tuple[str, ...] = ()
-
-    def __str__(self) -> str:
-        if self.kind == "decimal":
-            return f"decimal({self.params[0]},{self.params[1]})"
-        if self.kind == "list":
-            return f"list<{self.items[0]}>"
-        if self.kind == "map":
-            return f"map<{self.items[0]},{self.items[1]}>"
-        if self.kind == "struct":
-            inner = ",".join(f"{n}:{t}" for n, t in zip(self.names, self.items, strict=True))
-            return f"struct<{inner}>"
-        return self.kind
-
-
-_TYPE_TOKEN = re.compile(r"\s*([A-Za-z_][A-Za-z0-9_]*|\d+|[<>(),:])")
-
-
-def parse_field_type(text: str) -> FieldType:
-    """Parse a column type such as ``map<string,list<decimal(10,2)>>``; ValueError if bad."""
-    tokens = []
-    position = 0
-    stripped = text.rstrip()
-    while position < len(stripped):
-        match = _TYPE_TOKEN.match(stripped, position)
-        if match is None:
-            raise ValueError(f"unexpected {stripped[position:]!r}")
-        tokens.append(match.group(1))
-        position = match.end()
-    tokens.append("")
-    index = 0
-
-    def take(expected: str | None = None) -> str:
-        nonlocal index
-        token = tokens[index]
-        if expected is not None and token != expected:
-            raise ValueError(f"expected {expected!r} at {token or 'the end'!r}")
-        index += 1
-        return token
-
-    def parse() -> FieldType:
-        kind = take().lower()
-        if kind in SCALAR_TYPES:
-            return FieldType(kind)
-        if kind == "decimal":
-            take("(")
-            precision = take()
-            take(",")
-            scale = take()
-            take(")")
-            if not (precision.isdigit() and scale.isdigit()):
-                raise ValueError("decimal takes (precision,scale) integers")
-            p, s = int(precision), int(scale)
-            if not 1 <= p <= 38 or s > p:
-                raise ValueError(f"decimal({p},{s}): precision 1-38 and scale <= precision")
-            return FieldType("decimal", (p, s))
-        if kind == "list":
-            take("<")
-            item = parse()
-            take(">")
-            return FieldType("list", items=(item,))
-        if kind == "map":
-            take("<")
-            key = parse()
-            take(",")
-            value = parse()
-            take(">")
-            if key.kind not in SCALAR_TYPES:
-                raise ValueError(f"map keys must be scalar, got {key}")
-            return FieldType("map", items=(key, value))
-        if kind == "struct":
-            take("<")
-            names: list[str] = []
-            items: list[FieldType] = []
-            while True:
-                name = take()
-                if not _TABLE_RE.match(name) or name in names:
-                    raise ValueError(f"bad or repeated struct field name {name!r}")
-                take(":")
-                names.append(name)
-                items.append(parse())
-                separator = take()
-                if separator == ">":
-                    break
-                if separator != ",":
-                    raise ValueError(f"expected ',' or '>' at {separator or 'the end'!r}")
-            return FieldType("struct", items=tuple(items), names=tuple(names))
-        raise ValueError(f"unknown type {kind!r} (known: {', '.join(FIELD_TYPES)})")
-
-    result = parse()
-    if tokens[index]:
-        raise ValueError(f"unexpected {tokens[index]!r} after the type")
-    return result
-
-
-@dataclass(frozen=True)
 class FieldSpec:
     """One column of a schema."""
 
     name: str
-    type: str
+    type: FieldType
     required: bool = False
+
+    def __post_init__(self) -> None:
+        # Written by hand (tests, built-in schemas) as text: parsed once, here.
+        if isinstance(self.type, str):
+            object.__setattr__(self, "type", parse_field_type(self.type))
 
 
 @dataclass(frozen=True)
@@ -298,7 +210,7 @@ class StreamConfig:
     retention_hours: int = setting(
         168, "How long Kafka keeps records, in hours (Kinesis: 24-8760)."
     )
-    envelope: str = setting(
+    envelope: EnvelopeMode = setting(
         "batch", "'batch': one message holds many NDJSON events; 'single': one."
     )
     schema: str = setting("", "Schema of the events on this stream (key under [schemas]), if any.")
@@ -343,7 +255,7 @@ class RouterConfig:
     batch_window_seconds: float = setting(
         0.2, "Longest a batch waits to fill before it is routed (Lambda batching window, 0-300)."
     )
-    starting_position: str = setting(
+    starting_position: StartingPosition = setting(
         "TRIM_HORIZON", "Where a new consumer group starts: TRIM_HORIZON, LATEST or AT_TIMESTAMP."
     )
     starting_timestamp: str = setting("", "ISO-8601 time for starting_position = AT_TIMESTAMP.")
@@ -366,13 +278,15 @@ class RouterConfig:
     )
     dedup_max_ids: int = setting(1_000_000, "Most event ids remembered per source partition.")
     transform: str = setting("", "User transform 'module:function' (Firehose semantics), or ''.")
-    transform_mode: str = setting("batch", "'batch': f(list of events); 'event': f(event).")
+    transform_mode: TransformMode = setting(
+        "batch", "'batch': f(list of events); 'event': f(event)."
+    )
     transform_timeout_seconds: float = setting(5.0, "A transform call slower than this fails.")
     workers: int = setting(1, "Worker processes `firelake up` runs for this router (one group).")
     metrics_port: int = setting(
         0, "Prometheus /metrics port on 127.0.0.1 (0: off; busy: the next free of port+workers)."
     )
-    engine: str = setting(
+    engine: AgentEngine = setting(
         "transactional",
         "Router runtime: 'transactional' (aiokafka worker, exactly-once output) or 'faust' "
         "(a Faust agent, at-least-once output).",
@@ -402,7 +316,7 @@ class SinkConfig:
         "_errors/!{table}/!{firehose:error-output-type}/dt=!{timestamp:yyyy-MM-dd}/",
         "Where records that fail conversion go (Firehose ErrorOutputPrefix; !{table} too).",
     )
-    unknown_fields: str = setting(
+    unknown_fields: UnknownFields = setting(
         "drop", "Event fields outside the schema: 'drop', or 'keep' in one JSON column."
     )
     unknown_column: str = setting("_unknown", "The JSON column unknown_fields = 'keep' fills.")
@@ -440,6 +354,175 @@ class SinkConfig:
     )
 
 
+# --------------------------------------------------------------------------- windows
+
+WindowType = typing.Literal["tumbling", "hopping", "sliding", "session"]
+WindowEmit = typing.Literal["final", "update"]
+WindowEngine = typing.Literal["transactional", "faust"]
+WindowTime = typing.Literal["event", "ingest"]
+
+#: Columns every window result has besides its key columns and aggregates.
+WINDOW_RESULT_COLUMNS = ("window_start", "window_end", "event_count", "emit_time", "is_final")
+
+
+@dataclass(frozen=True)
+class WindowConfig:
+    """A window agent (Kinesis Data Analytics): aggregates of a stream per key and window.
+
+    Results go to ``output`` (one row per window and key: ``window_start``, ``window_end``,
+    the key columns, the aggregates, ``event_count``, ``emit_time``, ``is_final``); events
+    that arrive after their window closed go to ``late`` with the window they missed.
+    """
+
+    name: str = setting("", "Window name: the key under [windows]; also its consumer group.")
+    source: str = setting("", "Stream the window reads.")
+    key: tuple[str, ...] = setting((), "Fields the results are grouped by (empty: one global).")
+    type: WindowType = setting(
+        "tumbling", "'tumbling' (size), 'hopping' (size, step), 'sliding' (size), 'session' (gap)."
+    )
+    size_seconds: float = setting(60.0, "Window length (tumbling, hopping, sliding).")
+    step_seconds: float = setting(0.0, "Hopping windows start every step; size is a multiple.")
+    gap_seconds: float = setting(0.0, "A session ends after this long without an event.")
+    aggregates: Mapping[str, str] = setting(
+        {},
+        "Output column -> aggregate in DuckDB syntax: count(*), count(x), sum(x), min(x), "
+        "max(x), avg(x), count(DISTINCT x), each with an optional FILTER (WHERE ...).",
+    )
+    filter: str = setting("", "SQL condition an event must meet to count ('' = every event).")
+    time: WindowTime = setting(
+        "event", "'event': the event's time_field; 'ingest': the time Kafka received it."
+    )
+    time_field: str = setting("", "Event-time field ('' = the source schema's time_field).")
+    grace_seconds: float = setting(
+        10.0, "Allowed lateness: the watermark is the largest event time seen minus this."
+    )
+    idle_timeout_seconds: float = setting(
+        60.0, "A partition silent this long stops holding the watermark back (0: never)."
+    )
+    emit: WindowEmit = setting(
+        "final", "'final': one result per window when it closes; 'update': also on every change."
+    )
+    output: str = setting("", "Stream the results go to.")
+    late: str = setting("", "Stream late events go to, with the window they missed.")
+    engine: WindowEngine = setting(
+        "transactional",
+        "'transactional' (exactly-once output and state) or 'faust' (a Faust agent, "
+        "at-least-once).",
+    )
+    workers: int = setting(
+        1, "Worker processes: one is active, the others stand by and take over on a crash."
+    )
+    batch_size: int = setting(50_000, "Most events per batch (one Kafka transaction).")
+    batch_window_seconds: float = setting(0.5, "Longest a batch waits to fill.")
+    max_open_windows: int = setting(
+        1_000_000, "Most open (window, key) entries; beyond it the oldest close early."
+    )
+    id_field: str = setting(
+        "event_id", "Field identifying an event: `windows verify` matches late events by it."
+    )
+
+    @property
+    def end_lag_seconds(self) -> float:
+        """How far a window's end lies past its last possible event time."""
+        return self.gap_seconds if self.type == "session" else 0.0
+
+
+def _parse_window(
+    source: str, name: str, raw: Any, streams: Mapping[str, StreamConfig]
+) -> WindowConfig:
+    """A ``[windows.<name>]`` table: typed, its streams resolved, its bounds checked."""
+    key = f"windows.{name}"
+    if not isinstance(raw, dict):
+        _fail(source, key, "must be a table")
+    raw = dict(raw)
+    choices: dict[str, Any] = {}
+    for field_name, kind in (
+        ("type", WindowType),
+        ("emit", WindowEmit),
+        ("engine", WindowEngine),
+        ("time", WindowTime),
+    ):
+        if field_name in raw:
+            value = raw.pop(field_name)
+            allowed = typing.get_args(kind)
+            if value not in allowed:
+                _fail(source, f"{key}.{field_name}", f"must be one of {', '.join(allowed)}")
+            choices[field_name] = value
+    stream = raw.pop("source", "")
+    keys = raw.pop("key", [])
+    if isinstance(keys, str):
+        keys = [keys]
+    if not isinstance(keys, list) or not all(isinstance(k, str) and k for k in keys):
+        _fail(source, f"{key}.key", "must be a field name or a list of them")
+    aggregates = raw.pop("aggregates", {})
+    if not isinstance(aggregates, dict) or not aggregates:
+        _fail(source, f"{key}.aggregates", "must be a non-empty table of column = aggregate")
+    spec = _section(
+        source,
+        key,
+        WindowConfig,
+        raw,
+        name=name,
+        key=tuple(dict.fromkeys(keys)),
+        aggregates=types.MappingProxyType(dict(aggregates)),
+        **choices,
+    )
+    spec = dataclasses.replace(spec, source=stream)
+    _check_window(source, key, spec, streams)
+    return spec
+
+
+def _check_window(
+    source: str, key: str, spec: WindowConfig, streams: Mapping[str, StreamConfig]
+) -> None:
+    """Bounds and references of a window's settings."""
+    from agents.windows.aggregates import AggregateError, parse_aggregate
+
+    for field_name in ("source", "output", "late"):
+        stream = getattr(spec, field_name)
+        if not isinstance(stream, str) or stream not in streams:
+            raise UnknownStreamError(source, f"{key}.{field_name}", str(stream), streams)
+    if len({spec.source, spec.output, spec.late}) != 3:
+        _fail(source, f"{key}.output", "source, output and late must be three different streams")
+    if spec.type in ("tumbling", "hopping", "sliding"):
+        _check_positive(source, f"{key}.size_seconds", spec.size_seconds, 0.001, 366 * 86_400)
+    if spec.type == "hopping":
+        _check_positive(source, f"{key}.step_seconds", spec.step_seconds, 0.001, spec.size_seconds)
+        steps = spec.size_seconds / spec.step_seconds
+        if abs(steps - round(steps)) > 1e-9 or round(steps) > 1000:
+            _fail(source, f"{key}.size_seconds", "must be 1-1000 times step_seconds")
+    elif spec.step_seconds:
+        _fail(source, f"{key}.step_seconds", "only hopping windows have a step")
+    if spec.type == "session":
+        _check_positive(source, f"{key}.gap_seconds", spec.gap_seconds, 0.001, 366 * 86_400)
+    elif spec.gap_seconds:
+        _fail(source, f"{key}.gap_seconds", "only session windows have a gap")
+    _check_positive(source, f"{key}.grace_seconds", spec.grace_seconds, 0, 7 * 86_400)
+    _check_positive(source, f"{key}.idle_timeout_seconds", spec.idle_timeout_seconds, 0, 86_400)
+    _check_positive(source, f"{key}.workers", spec.workers, 1, 64)
+    _check_positive(source, f"{key}.batch_size", spec.batch_size, 1, 1_000_000)
+    _check_positive(source, f"{key}.batch_window_seconds", spec.batch_window_seconds, 0, 300)
+    _check_positive(source, f"{key}.max_open_windows", spec.max_open_windows, 1, 100_000_000)
+    reserved = set(WINDOW_RESULT_COLUMNS)
+    for field_name in spec.key:
+        if not _TABLE_RE.match(field_name) or field_name in reserved:
+            _fail(source, f"{key}.key", f"{field_name!r} cannot be a result column")
+    for column, expression in spec.aggregates.items():
+        where = f"{key}.aggregates.{column}"
+        if not _TABLE_RE.match(column) or column in reserved or column in spec.key:
+            _fail(source, where, "a column name of letters, digits and _, not a key or reserved")
+        if not isinstance(expression, str):
+            _fail(source, where, f"must be an aggregate expression string, got {expression!r}")
+        try:
+            parse_aggregate(expression)
+        except AggregateError as exc:
+            _fail(source, where, str(exc))
+    if spec.time == "event" and not spec.time_field:
+        schema_name = streams[spec.source].schema
+        if not schema_name:
+            _fail(source, f"{key}.time_field", "the source has no schema: name the field")
+
+
 @dataclass(frozen=True)
 class FirelakeConfig:
     """The whole configuration."""
@@ -454,6 +537,7 @@ class FirelakeConfig:
     streams: Mapping[str, StreamConfig] = setting({}, "Streams by name.")
     routers: Mapping[str, RouterConfig] = setting({}, "Router agents by name.")
     sinks: Mapping[str, SinkConfig] = setting({}, "Parquet sinks by name.")
+    windows: Mapping[str, WindowConfig] = setting({}, "Window agents by name.")
 
     @property
     def bootstrap(self) -> str:
@@ -529,6 +613,12 @@ def _fail(source: str, key: str, reason: str) -> typing.NoReturn:
 
 def _coerce(source: str, key: str, value: Any, annotation: Any) -> Any:
     """Check one scalar against its annotated type (bools are not ints; ints are floats)."""
+    if get_origin(annotation) is Literal:
+        choices = [repr(choice) for choice in get_args(annotation)]
+        if value not in get_args(annotation):
+            shown = " or ".join(choices) if len(choices) == 2 else "one of " + ", ".join(choices)
+            _fail(source, key, f"must be {shown}, got {value!r}")
+        return value
     if annotation in (int, "int"):
         if isinstance(value, bool) or not isinstance(value, int):
             _fail(source, key, f"must be an integer, got {value!r}")
@@ -595,16 +685,16 @@ def _parse_schema(source: str, name: str, raw: Any) -> Schema:
         if not isinstance(type_name, str):
             _fail(source, f"{key}.fields.{column}", f"a type is a string, got {type_name!r}")
         try:
-            type_name = str(parse_field_type(type_name))
+            parsed = parse_field_type(type_name)
         except ValueError as exc:
             _fail(source, f"{key}.fields.{column}", f"type {type_name!r}: {exc}")
-        specs.append(FieldSpec(column, type_name, column in required))
+        specs.append(FieldSpec(column, parsed, column in required))
     time_field = raw.get("time_field", "")
     if not isinstance(time_field, str):
         _fail(source, f"{key}.time_field", "must be a column name")
     if time_field:
         spec = next((s for s in specs if s.name == time_field), None)
-        if spec is None or spec.type != "timestamp":
+        if spec is None or spec.type.kind != "timestamp":
             _fail(source, f"{key}.time_field", f"{time_field!r} must be a timestamp column")
     return Schema(name=name, fields=tuple(specs), time_field=time_field)
 
@@ -633,7 +723,6 @@ def _parse_sources(source: str, key: str, raw: Any) -> tuple[str, ...]:
 
 def _parse_patterns(source: str, key: str, raw: Any) -> tuple[Mapping[str, Any], ...]:
     """EventBridge patterns, compiled once here so a bad one is refused at start."""
-    from agents.filters import PatternError, compile_pattern
 
     if isinstance(raw, dict):
         raw = [raw]
@@ -683,9 +772,6 @@ def _check_router(source: str, key: str, spec: RouterConfig) -> None:
     )
     _check_positive(source, f"{key}.workers", spec.workers, 1, 64)
     _check_positive(source, f"{key}.metrics_port", spec.metrics_port, 0, 65535)
-    positions = ("TRIM_HORIZON", "LATEST", "AT_TIMESTAMP")
-    if spec.starting_position not in positions:
-        _fail(source, f"{key}.starting_position", f"must be one of {', '.join(positions)}")
     if spec.starting_position == "AT_TIMESTAMP":
         try:
             from datetime import datetime
@@ -693,10 +779,6 @@ def _check_router(source: str, key: str, spec: RouterConfig) -> None:
             datetime.fromisoformat(spec.starting_timestamp)
         except ValueError:
             _fail(source, f"{key}.starting_timestamp", "AT_TIMESTAMP needs an ISO-8601 time")
-    if spec.transform_mode not in ("batch", "event"):
-        _fail(source, f"{key}.transform_mode", "must be 'batch' or 'event'")
-    if spec.engine not in ROUTER_ENGINES:
-        _fail(source, f"{key}.engine", f"must be one of {', '.join(map(repr, ROUTER_ENGINES))}")
     if spec.engine == "faust" and spec.starting_position == "AT_TIMESTAMP":
         # Faust only knows earliest/latest for a new group; seeking by time is the worker's.
         _fail(source, f"{key}.starting_position", "AT_TIMESTAMP needs engine = 'transactional'")
@@ -706,8 +788,6 @@ def _check_router(source: str, key: str, spec: RouterConfig) -> None:
 
 def _check_sink(source: str, key: str, spec: SinkConfig) -> None:
     """A sink's settings that the type check alone does not cover."""
-    if spec.unknown_fields not in ("drop", "keep"):
-        _fail(source, f"{key}.unknown_fields", "must be 'drop' or 'keep'")
     if not _TABLE_RE.match(spec.unknown_column):
         _fail(source, f"{key}.unknown_column", "column names are letters, digits and _")
     if spec.destination and not (
@@ -722,7 +802,6 @@ def _check_sink(source: str, key: str, spec: SinkConfig) -> None:
     _check_positive(source, f"{key}.compact_grace_seconds", spec.compact_grace_seconds, 0)
     # The templates are checked by the module that renders them (no sinks import at parse
     # time for the rest of the config, as with router patterns).
-    from sinks.prefix import PrefixError, parse_prefix
 
     for field_name in ("prefix", "error_prefix", "archive_prefix"):
         try:
@@ -745,6 +824,7 @@ def parse_config(
     """
     environ = os.environ if environ is None else environ
     known = {"kafka", "ingest", "lake", "query", "schemas", "streams", "routers", "sinks"}
+    known.add("windows")
     for key in data:
         if key not in known:
             _fail(source, key, f"unknown section (known: {', '.join(sorted(known))})")
@@ -782,19 +862,13 @@ def parse_config(
         spec = _section(source, f"streams.{name}", StreamConfig, raw, name=name)
         _check_positive(source, f"streams.{name}.partitions", spec.partitions, 1, 10_000)
         _check_positive(source, f"streams.{name}.retention_hours", spec.retention_hours, 1, 87_600)
-        if spec.envelope not in ("batch", "single"):
-            _fail(
-                source,
-                f"streams.{name}.envelope",
-                f"must be 'batch' or 'single', got {spec.envelope!r}",
-            )
         if spec.schema and spec.schema not in schemas and spec.schema != DLQ_SCHEMA.name:
             _fail(source, f"streams.{name}.schema", f"unknown schema {spec.schema!r}")
         streams[name] = spec
 
     def stream_ref(key: str, name: str) -> None:
         if name not in streams:
-            _fail(source, key, f"unknown stream {name!r} (declared: {', '.join(sorted(streams))})")
+            raise UnknownStreamError(source, key, name, streams)
 
     routers: dict[str, RouterConfig] = {}
     for name, raw in table("routers").items():
@@ -876,6 +950,9 @@ def parse_config(
         streams=types.MappingProxyType(streams),
         routers=types.MappingProxyType(routers),
         sinks=types.MappingProxyType(sinks),
+        windows=types.MappingProxyType(
+            {n: _parse_window(source, n, raw, streams) for n, raw in table("windows").items()}
+        ),
     )
 
 

@@ -14,7 +14,6 @@ __all__ = [
     "FirelakeError",
     "TerminalError",
     "TransientError",
-    "UnknownStreamError",
     "is_retriable",
 ]
 
@@ -42,16 +41,6 @@ class TransientError(FirelakeError):
     def __init__(self, message: str, retry_after: float | None = None) -> None:
         super().__init__(message)
         self.retry_after = retry_after
-
-
-class UnknownStreamError(TerminalError, LookupError):
-    """A stream name that is neither declared in the config nor in the registry."""
-
-    def __init__(self, stream: str, known: tuple[str, ...] = ()) -> None:
-        shown = ", ".join(sorted(known)) or "none"
-        super().__init__(f"unknown stream {stream!r} (declared: {shown})")
-        self.stream = stream
-        self.known = known
 
 
 #: OS errors that describe a passing condition of the network or of a peer.

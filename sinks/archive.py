@@ -17,9 +17,9 @@ from dataclasses import dataclass
 import orjson
 
 from firelake.config import FirelakeConfig
+from firelake.grammars.prefix import parse_prefix
 from sinks.destinations import Destination, destination_for
 from sinks.paths import ARCHIVE_SUFFIX
-from sinks.prefix import parse_prefix
 
 __all__ = [
     "ARCHIVE_SUFFIX",

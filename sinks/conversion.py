@@ -2,7 +2,7 @@
 
 What Firehose's ``DataFormatConversionConfiguration`` holds, for one sink:
 
-- **Types.** Every Firelake column type (``firelake.config.parse_field_type``) has an
+- **Types.** Every Firelake column type (``firelake.grammars.field_types``) has an
   Arrow type: string, int64, float64, bool, timestamp[us, UTC], date32, decimal128(p, s),
   list, struct and map, nested freely. ``pyarrow.json`` reads all of them straight from
   JSON except two: dates (read as text, then cast — the cast refuses a bad date, so the
@@ -38,7 +38,8 @@ from decimal import Decimal
 import orjson
 import pyarrow as pa
 
-from firelake.config import FieldType, Schema, SinkConfig, parse_field_type
+from firelake.config import Schema, SinkConfig
+from firelake.grammars.field_types import FieldType
 
 __all__ = [
     "ConversionSpec",
@@ -106,9 +107,7 @@ class ConversionSpec:
         """The output schema (None: inferred), with the unknown-field column last."""
         if self.schema is None:
             return None
-        fields = [
-            pa.field(f.name, arrow_type(parse_field_type(f.type))) for f in self.schema.fields
-        ]
+        fields = [pa.field(f.name, arrow_type(f.type)) for f in self.schema.fields]
         if self.unknown_fields == "keep":
             fields.append(pa.field(self.unknown_column, pa.string()))
         return pa.schema(fields)
@@ -122,7 +121,7 @@ class ConversionSpec:
             [
                 pa.field(f.name, arrow_type(kind, for_reading=True))
                 for f in self.schema.fields
-                if not _has_map(kind := parse_field_type(f.type))
+                if not _has_map(kind := f.type)
             ]
         )
 
@@ -135,9 +134,7 @@ class ConversionSpec:
         """The columns holding a map anywhere, read by the Python pass, with their types."""
         if self.schema is None:
             return {}
-        return {
-            f.name: kind for f in self.schema.fields if _has_map(kind := parse_field_type(f.type))
-        }
+        return {f.name: kind for f in self.schema.fields if _has_map(kind := f.type)}
 
     @property
     def python_pass(self) -> bool:

@@ -40,6 +40,7 @@ import pyarrow.json as pj
 import pyarrow.parquet as pq
 
 from firelake.config import Schema
+from firelake.grammars.prefix import Prefix, parse_prefix, render
 from sinks.archive import archive_bytes
 from sinks.buffer import Batch
 from sinks.conversion import ConversionSpec, prepare_lines, unify
@@ -49,7 +50,7 @@ from sinks.paths import (
     data_file_name,
     error_file_name,
 )
-from sinks.prefix import Prefix, folder_keys, parse_prefix, render, split_by_keys
+from sinks.prefix import folder_keys, split_by_keys
 from sinks.progress import PlannedFile
 
 __all__ = [

@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import IllegalStateError, KafkaError
 
-from firelake.config import FirelakeConfig, Schema, SinkConfig, load_config, parse_field_type
+from firelake.config import FirelakeConfig, Schema, SinkConfig, load_config
 from sinks.buffer import (
     Batch,
     BufferLimits,
@@ -191,7 +191,7 @@ class ParquetSink:
             declared = schema.field_named(column) if schema is not None else None
             if schema is not None and declared is None:
                 raise SinkError(sink_name, f"prefix reads column {column!r}, not in the schema")
-            if declared is not None and parse_field_type(declared.type).items:
+            if declared is not None and declared.type.items:
                 raise SinkError(sink_name, f"prefix column {column!r} is not a scalar")
         if not config.kafka.bootstrap:
             raise SinkError(sink_name, "kafka.bootstrap is empty; start the broker first")

@@ -61,7 +61,7 @@ def schema_to_json(schema: Schema) -> dict[str, Any]:
     """A schema as plain JSON data."""
     return {
         "name": schema.name,
-        "fields": [[f.name, f.type, f.required] for f in schema.fields],
+        "fields": [[f.name, str(f.type), f.required] for f in schema.fields],
         "time_field": schema.time_field,
     }
 

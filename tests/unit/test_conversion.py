@@ -10,7 +10,8 @@ import orjson
 import pyarrow as pa
 import pytest
 
-from firelake.config import FieldSpec, Schema, SinkConfig, parse_field_type
+from firelake.config import FieldSpec, Schema, SinkConfig
+from firelake.grammars.field_types import parse_field_type
 from sinks.conversion import ConversionSpec, arrow_type, spec_for
 from sinks.parquet import convert
 

@@ -17,6 +17,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from firelake.config import DLQ_SCHEMA, FieldSpec, Schema, SinkConfig
+from firelake.grammars.prefix import parse_prefix
 from firelake.testing import sample_event
 from sinks import parquet
 from sinks.buffer import Batch
@@ -30,7 +31,6 @@ from sinks.parquet import (
     rows_by_folder,
     to_table,
 )
-from sinks.prefix import parse_prefix
 from sinks.progress import ProgressStore
 
 SCHEMA = Schema(

@@ -7,7 +7,8 @@ from datetime import UTC, datetime
 import pyarrow as pa
 import pytest
 
-from sinks.prefix import DEFAULT_PARTITION, PrefixError, parse_prefix, render, split_rows
+from firelake.grammars.prefix import DEFAULT_PARTITION, PrefixError, parse_prefix, render
+from sinks.prefix import split_rows
 
 WHEN = datetime(2026, 11, 29, 8, 5, 9, tzinfo=UTC)
 TEMPLATE = (

@@ -23,7 +23,8 @@ from agents.validation import (
     validate,
     validator_for,
 )
-from firelake.config import DLQ_SCHEMA, FieldSpec, FieldType, Schema
+from firelake.config import DLQ_SCHEMA, FieldSpec, Schema
+from firelake.grammars.field_types import FieldType
 from sinks.conversion import arrow_type
 from sinks.parquet import convert
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from agents.filters import PatternError, compile_pattern, compile_patterns
+from firelake.grammars.patterns import PatternError, compile_pattern, compile_patterns
 
 EVENT = {
     "event_type": "start",
