@@ -16,6 +16,7 @@ from firelake.config import (
     IngestConfig,
     KafkaConfig,
     LakeConfig,
+    QueryConfig,
     RouterConfig,
     SinkConfig,
     StreamConfig,
@@ -328,11 +329,12 @@ def cmd_compact(args: argparse.Namespace) -> int:
 def cmd_query(args: argparse.Namespace) -> int:
     from queries.catalog import Lake
     from queries.engine import QueryEngine, format_csv, format_json, format_table
+    from queries.sandbox import query_limits
 
     config = _config(args)
     # The lake root and every sink destination (local folders and S3 prefixes).
     with QueryEngine(
-        Lake.of(config), threads=config.query.threads, max_rows=config.query.max_rows
+        Lake.of(config), threads=config.query.threads, limits=query_limits(config.query)
     ) as engine:
         result = engine.query(args.sql)
     formatter = {"table": format_table, "csv": format_csv, "json": format_json}[args.format]
@@ -366,6 +368,10 @@ def cmd_tables(args: argparse.Namespace) -> int:
             f"{table.name:<20} {table.rows:>12} {table.files:>7} "
             f"{len(table.partitions):>10} {table.bytes:>12}"
         )
+    # Files a table holds but queries skip (a foreign file, a broken footer), and why.
+    for table in tables:
+        for problem in table.problems:
+            print(f"{table.name}: {problem.path}: {problem.reason}")
     return 0
 
 
@@ -375,6 +381,7 @@ def cmd_config(args: argparse.Namespace) -> int:
             ("kafka", KafkaConfig),
             ("ingest", IngestConfig),
             ("lake", LakeConfig),
+            ("query", QueryConfig),
             ("streams.<name>", StreamConfig),
             ("routers.<name>", RouterConfig),
             ("sinks.<name>", SinkConfig),

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, Literal, get_args, get_origin
 
 from firelake.errors import TerminalError
+from firelake.grammars.aggregates import AggregateError, parse_aggregate
 from firelake.grammars.field_types import FieldType, parse_field_type
 from firelake.grammars.patterns import PatternError, compile_pattern
 from firelake.grammars.prefix import PrefixError, parse_prefix
@@ -118,6 +119,9 @@ class KafkaConfig:
     port: int = setting(9092, "Port of the local broker started by Firelake (127.0.0.1).")
     data_dir: str = setting(".firelake/kafka", "Data and log folder of the local broker.")
     client_id: str = setting("firelake", "Client id prefix used by every Firelake Kafka client.")
+    replication_factor: int = setting(
+        0, "Replicas of every topic Firelake creates; 0: 1 below 3 brokers, else 3."
+    )
 
 
 @dataclass(frozen=True)
@@ -166,6 +170,19 @@ class QueryConfig:
 
     threads: int = setting(2, "DuckDB worker threads.")
     max_rows: int = setting(10_000, "Most rows a query returns (results are held in memory).")
+    timeout_seconds: float = setting(30.0, "A query running longer is stopped (sandbox).")
+    memory_limit_mb: int = setting(1024, "Memory a query may use, in MiB (DuckDB memory_limit).")
+    max_bytes_scanned: int = setting(
+        0, "Per-query bytes-scanned cutoff, like an Athena workgroup's (0: none)."
+    )
+    host: str = setting("127.0.0.1", "Address the HTTP query service binds.")
+    port: int = setting(8080, "Port of the HTTP query service (0: any free port).")
+    api_keys: str = setting(
+        "", "Keys the query service requires, 'KEY:read,KEY2:admin'; empty: no key needed."
+    )
+    saved_dir: str = setting(
+        "saved_queries", "Folder of saved queries (*.sql), relative to the config file."
+    )
 
 
 @dataclass(frozen=True)
@@ -476,7 +493,6 @@ def _check_window(
     source: str, key: str, spec: WindowConfig, streams: Mapping[str, StreamConfig]
 ) -> None:
     """Bounds and references of a window's settings."""
-    from agents.windows.aggregates import AggregateError, parse_aggregate
 
     for field_name in ("source", "output", "late"):
         stream = getattr(spec, field_name)
@@ -837,8 +853,13 @@ def parse_config(
     if environ.get("FIRELAKE_LAKE"):
         lake = dataclasses.replace(lake, root=environ["FIRELAKE_LAKE"])
     query = _section(source, "query", QueryConfig, data.get("query", {}))
+    _check_positive(source, "query.timeout_seconds", query.timeout_seconds, 0.01, 86_400)
+    _check_positive(source, "query.memory_limit_mb", query.memory_limit_mb, 16)
+    _check_positive(source, "query.max_bytes_scanned", query.max_bytes_scanned, 0)
+    _check_positive(source, "query.port", query.port, 0, 65_535)
     for key, port in (("kafka.port", kafka.port), ("ingest.port", ingest.port)):
         _check_positive(source, key, port, 0, 65535)
+    _check_positive(source, "kafka.replication_factor", kafka.replication_factor, 0)
     _check_positive(source, "ingest.max_records", ingest.max_records, 1, 500)
     _check_positive(source, "ingest.max_inflight_requests", ingest.max_inflight_requests, 1, 1024)
     _check_positive(source, "ingest.slot_wait_seconds", ingest.slot_wait_seconds, 0, 60)

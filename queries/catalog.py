@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections import Counter
 from collections.abc import Mapping, MutableMapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -49,9 +50,11 @@ __all__ = [
     "LakeRoot",
     "Partition",
     "TableInfo",
+    "dominant_layout",
     "list_tables",
     "live_table_files",
     "parse_partition",
+    "partition_keys",
     "read_footers",
     "root_destination",
     "table_info",
@@ -64,6 +67,8 @@ FOOTER_READERS = 8
 
 _DT_RE = re.compile(r"^dt=(\d{4}-\d{2}-\d{2})$")
 _HOUR_RE = re.compile(r"^hour=(\d{1,2})$")
+#: Why a file outside the Hive layout is not part of its table.
+OUTSIDE_LAYOUT = "outside the dt=YYYY-MM-DD/hour=HH layout"
 
 #: A lake root: a local folder, an ``s3://bucket/prefix`` URL (default S3 settings), or a
 #: destination (which carries its S3 endpoint and credentials).
@@ -124,6 +129,8 @@ class TableInfo:
     data_files: tuple[DataFile, ...]
     problems: tuple[FileProblem, ...] = ()
     destination: Destination | None = field(default=None, compare=False, repr=False)
+    #: The Hive keys of the table's folders, outermost first (e.g. ``("dt", "hour")``).
+    layout: tuple[str, ...] = ()
 
 
 def parse_partition(relative: Path | PurePosixPath) -> tuple[str, int] | None:
@@ -141,6 +148,24 @@ def parse_partition(relative: Path | PurePosixPath) -> tuple[str, int] | None:
     if dt is None or hour_text is None or int(hour_text) > 23:
         return None
     return dt, int(hour_text)
+
+
+def partition_keys(relative: Path | PurePosixPath) -> tuple[str, ...]:
+    """The Hive keys of a file path relative to its table folder, outermost first."""
+    return tuple(part.partition("=")[0] for part in relative.parts[:-1])
+
+
+def dominant_layout(layouts: Sequence[tuple[str, ...]]) -> tuple[tuple[str, ...], set[int]]:
+    """The layout most files share (ties: the longer) and the indexes of those files.
+
+    DuckDB's Hive reader refuses a table whose files disagree on their partition keys, so
+    a table is read with one layout and files of any other are left out (and reported).
+    """
+    if not layouts:
+        return (), set()
+    counts = Counter(layouts)
+    layout = max(counts, key=lambda keys: (counts[keys], len(keys), keys))
+    return layout, {i for i, keys in enumerate(layouts) if keys == layout}
 
 
 def root_destination(root: LakeRoot) -> Destination:
@@ -204,6 +229,7 @@ def table_info(
     """The catalog entry of one table of a root, or None when it holds no complete file."""
     listing = live_table_files(destination, table)
     files: list[DataFile] = []
+    layouts: list[tuple[str, ...]] = []
     problems: list[FileProblem] = []
     for info, metadata in zip(listing, read_footers(destination, listing, footers), strict=True):
         location = _location(destination, info.key)
@@ -213,11 +239,20 @@ def table_info(
         if isinstance(metadata, BaseException):
             problems.append(FileProblem(location, f"unreadable Parquet footer: {metadata}"))
             continue
-        partition = parse_partition(PurePosixPath(info.key).relative_to(table))
+        relative = PurePosixPath(info.key).relative_to(table)
+        partition = parse_partition(relative)
         if partition is None:
-            problems.append(FileProblem(location, "outside the dt=YYYY-MM-DD/hour=HH layout"))
-        dt, hour = partition if partition is not None else (None, None)
-        files.append(DataFile(location, metadata.num_rows, info.size, dt, hour))
+            # A foreign file (say, written by hand): queries skip it, so totals do too.
+            problems.append(FileProblem(location, f"{OUTSIDE_LAYOUT}; not read"))
+            continue
+        files.append(DataFile(location, metadata.num_rows, info.size, *partition))
+        layouts.append(partition_keys(relative))
+    layout, kept = dominant_layout(layouts)
+    for index, data_file in enumerate(files):
+        if index not in kept:
+            reason = f"partition folders differ from the table's {'=/'.join(layout)}=; not read"
+            problems.append(FileProblem(data_file.path, reason))
+    files = [data_file for index, data_file in enumerate(files) if index in kept]
     if not files:
         return None
     totals: dict[tuple[str, int], list[int]] = {}
@@ -242,6 +277,7 @@ def table_info(
         data_files=tuple(files),
         problems=tuple(problems),
         destination=destination,
+        layout=layout,
     )
 
 

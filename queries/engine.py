@@ -20,7 +20,7 @@ hive_partitioning = true, union_by_name = true, hive_types = {'dt': DATE, 'hour'
 Tables on S3 (a ``[lake] root`` or a sink ``destination`` of ``s3://bucket/prefix``) cannot
 use ``read_parquet``: the duckdb wheel ships without ``httpfs`` and the machines cannot
 fetch it. They are read through pyarrow's S3 filesystem instead: the table's live files
-(``sinks.compaction.live_files``: manifest first, then the listing) become a
+(``sinks.manifest.live_table_files``: manifest first, then the listing) become a
 ``pyarrow.dataset`` with the same Hive columns (``dt`` DATE, ``hour`` INTEGER, other keys
 VARCHAR) and a schema unified by name, registered in DuckDB under the table's name; DuckDB
 pushes projections and filters (so partition pruning) into the dataset's scan. Before each
@@ -42,14 +42,15 @@ import csv
 import io
 import json
 import math
+import re
 import threading
 import time
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
 from datetime import time as dtime
 from decimal import Decimal
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from types import TracebackType
 from typing import Any
 from uuid import UUID
@@ -66,12 +67,24 @@ from queries.catalog import (
     TableInfo,
     list_tables,
     live_table_files,
+    partition_keys,
     read_footers,
+)
+from queries.sandbox import (
+    CheckedStatement,
+    Deadline,
+    SandboxLimits,
+    SandboxViolation,
+    check_sql,
+    connection_settings,
+    lock_settings,
+    violation_from_error,
 )
 from sinks.destinations import Destination, LocalDestination, ObjectInfo
 from sinks.paths import COMPACTED_PREFIX, manifest_key
 
 __all__ = [
+    "ATHENA_MINIMUM_BYTES",
     "DEFAULT_MAX_ROWS",
     "HIVE_TYPES",
     "PRICE_PER_TB_USD",
@@ -79,6 +92,7 @@ __all__ = [
     "QueryError",
     "QueryResult",
     "arrow_dataset",
+    "error_position",
     "format_csv",
     "format_json",
     "format_table",
@@ -88,6 +102,8 @@ __all__ = [
 HIVE_TYPES = "{'dt': DATE, 'hour': INTEGER}"
 #: Athena's price per terabyte scanned.
 PRICE_PER_TB_USD = 5.0
+#: Athena bills at least this many bytes per query.
+ATHENA_MINIMUM_BYTES = 10_000_000
 #: Most rows a query returns unless the caller asks for more (results are held in memory).
 DEFAULT_MAX_ROWS = 10_000
 #: Arrow types of the Hive partition columns (any other partition key is a string).
@@ -96,14 +112,82 @@ ARROW_HIVE_TYPES: dict[str, pa.DataType] = {"dt": pa.date32(), "hour": pa.int32(
 S3_SCAN_NOTE = "S3 tables are scanned through pyarrow, which DuckDB's profiler does not measure"
 
 
-class QueryError(Exception):
-    """A query DuckDB refused or could not run: its message, the SQL and the error kind."""
+_LINE_RE = re.compile(r"^LINE (\d+): (.*)$")
 
-    def __init__(self, message: str, sql: str, kind: str = "Error") -> None:
+
+class QueryError(Exception):
+    """A query DuckDB or the sandbox refused, or could not run.
+
+    ``message`` is DuckDB's own (with its ``LINE n:`` excerpt and caret) or the sandbox's;
+    ``kind`` the error class (``ParserException``, ``BinderException``,
+    ``SandboxViolation`` …); ``reason`` the sandbox's named reason; ``position`` the
+    1-based ``(line, column)`` in the SQL when known.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        sql: str,
+        kind: str = "Error",
+        reason: str | None = None,
+        position: tuple[int, int] | None = None,
+    ) -> None:
         self.message = message
         self.sql = sql
         self.kind = kind
+        self.reason = reason
+        self.position = position
         super().__init__(message)
+
+    @classmethod
+    def from_violation(cls, violation: SandboxViolation, sql: str) -> QueryError:
+        """A sandbox refusal, positioned at what was refused."""
+        position = None
+        if violation.position is not None:
+            before = sql[: violation.position]
+            position = (before.count("\n") + 1, violation.position - before.rfind("\n"))
+        return cls(str(violation), sql, "SandboxViolation", violation.reason, position)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The error as JSON data (the HTTP API's error body)."""
+        line, column = self.position if self.position is not None else (None, None)
+        return {
+            "kind": self.kind,
+            "reason": self.reason,
+            "message": self.message,
+            "line": line,
+            "column": column,
+        }
+
+
+def error_position(message: str, statement: str, offset: int, sql: str) -> tuple[int, int] | None:
+    """(line, column) in ``sql`` of DuckDB's caret under its ``LINE n:`` excerpt.
+
+    DuckDB numbers lines within the statement it ran (``statement``, which starts at
+    ``offset`` in ``sql``); its excerpt may be shortened with ``...`` around long lines,
+    in which case the column is found by searching the excerpt in the statement's line.
+    """
+    lines = message.splitlines()
+    for i, text in enumerate(lines[:-1]):
+        match = _LINE_RE.match(text)
+        if not match or "^" not in lines[i + 1]:
+            continue
+        line_in_statement = int(match.group(1))
+        excerpt = match.group(2)
+        caret = lines[i + 1].index("^") - (len(text) - len(excerpt))
+        source_lines = statement.split("\n")
+        if not 1 <= line_in_statement <= len(source_lines):
+            return None
+        source = source_lines[line_in_statement - 1]
+        shown = excerpt.removeprefix("...").removesuffix("...")
+        shift = len(excerpt) - len(excerpt.removeprefix("..."))
+        found = source.find(shown) if shown else 0
+        column = (found if found >= 0 else 0) + caret - shift
+        line = sql[:offset].count("\n") + line_in_statement
+        if line_in_statement == 1:
+            column += offset - (sql.rfind("\n", 0, offset) + 1)
+        return line, max(column, 0) + 1
+    return None
 
 
 @dataclass(frozen=True)
@@ -123,16 +207,28 @@ class QueryResult:
     bytes_scanned: int | None
     truncated: bool = False
     scan_note: str = ""
+    files_read: int | None = None
+    arrow: pa.Table | None = field(default=None, repr=False, compare=False)
 
     @property
     def cost_usd(self) -> float:
         """What Athena would charge for the bytes scanned (no 10 MB minimum applied)."""
         return (self.bytes_scanned or 0) / 1e12 * PRICE_PER_TB_USD
 
+    @property
+    def billed_usd(self) -> float:
+        """Athena's price for the query: $5/TB with its 10 MB minimum per query."""
+        return max(self.bytes_scanned or 0, ATHENA_MINIMUM_BYTES) / 1e12 * PRICE_PER_TB_USD
+
 
 def _sql_string(text: str) -> str:
     """A SQL string literal."""
     return "'" + text.replace("'", "''") + "'"
+
+
+def _glob_escape(text: str) -> str:
+    """A path part matched literally by DuckDB's glob."""
+    return "".join(f"[{c}]" if c in "*?[]{}" else c for c in text)
 
 
 def _identifier(name: str) -> str:
@@ -212,38 +308,50 @@ class QueryEngine:
     ``lake`` is a lake root (a folder, an ``s3://`` URL, a destination) or a
     :class:`~queries.catalog.Lake` (several roots: ``Lake.of(config)``). One connection
     serves every query, guarded by a lock (DuckDB still runs each query on ``threads``
-    threads); create several engines for concurrent queries. ``sandbox`` confines DuckDB's
-    file access to the lake's local roots and locks the configuration (S3 tables are read
-    by pyarrow, outside DuckDB's file access).
+    threads); create several engines for concurrent queries. ``sandbox`` (the default)
+    applies :mod:`queries.sandbox`: user SQL reads the lake and nothing else, changes
+    nothing that outlives the query (each query runs in a transaction that is rolled
+    back), and runs within ``limits`` (time, memory, rows, bytes scanned). S3 tables are
+    read by pyarrow, outside DuckDB's file access.
     """
 
     def __init__(
         self,
         lake: LakeRoot | Lake,
         threads: int = 2,
-        max_rows: int = DEFAULT_MAX_ROWS,
+        max_rows: int | None = None,
         sandbox: bool = True,
+        limits: SandboxLimits | None = None,
     ) -> None:
         if threads < 1:
             raise ValueError(f"threads must be >= 1, got {threads}")
-        if max_rows < 1:
+        if max_rows is not None and max_rows < 1:
             raise ValueError(f"max_rows must be >= 1, got {max_rows}")
+        self.limits = limits or SandboxLimits()
+        if max_rows is not None:
+            self.limits = replace(self.limits, max_rows=max_rows)
+        self.sandbox = sandbox
         self.lake = lake if isinstance(lake, Lake) else Lake.at(lake)
         local_roots = [
             Path(root.root).resolve()
             for root in self.lake.roots
             if isinstance(root, LocalDestination)
         ]
+        self.local_roots = tuple(local_roots)
+        self.remote_roots = tuple(
+            root.url for root in self.lake.roots if not isinstance(root, LocalDestination)
+        )
         #: The first root when it is a local folder (the usual lake), else None.
         self.lake_root: Path | None = (
             local_roots[0] if isinstance(self.lake.roots[0], LocalDestination) else None
         )
-        self.max_rows = max_rows
         self._lock = threading.Lock()
         self._tables: dict[str, TableInfo] = {}
         self._views: set[str] = set()
         #: The local root of each local table (views read it with read_parquet).
         self._roots: dict[str, Path] = {}
+        #: The Hive keys of each local table's folders (its view's glob follows them).
+        self._layouts: dict[str, tuple[str, ...]] = {}
         #: Tables on S3, registered as Arrow datasets, by name.
         self._remote: dict[str, _RemoteTable] = {}
         #: Tables whose view lists its files (compacted tables), by name.
@@ -269,11 +377,7 @@ class QueryEngine:
             "SET profiling_coverage = 'ALL'",
         ]
         if sandbox:
-            allowed = ", ".join(_sql_string(str(r).rstrip("/") + "/") for r in local_roots)
-            if allowed:
-                setup.append(f"SET allowed_directories = [{allowed}]")
-            # Registered Arrow datasets still scan: pyarrow does their I/O, not DuckDB.
-            setup.append("SET enable_external_access = false")
+            setup += connection_settings(local_roots, self.limits)
         for statement in setup:
             self._conn.execute(statement)
         #: Names the tables a statement reads (to re-list only those on S3); it holds no
@@ -282,7 +386,12 @@ class QueryEngine:
         self.refresh()
         if sandbox:
             # Last: user SQL must not undo the sandbox (views need no settings change).
-            self._conn.execute("SET lock_configuration = true")
+            self._conn.execute(lock_settings())
+
+    @property
+    def max_rows(self) -> int:
+        """Most rows a query returns unless the call asks otherwise."""
+        return self.limits.max_rows
 
     # ------------------------------------------------------------------ catalog
 
@@ -305,7 +414,17 @@ class QueryEngine:
     def live_files(self, table: str) -> list[str]:
         """The files of a compacted table a query may open: manifest read, *then* listed."""
         destination = LocalDestination(self._root(table))
-        return [str(destination.path(info.key)) for info in live_table_files(destination, table)]
+        return [str(destination.path(info.key)) for info in self._layout_files(destination, table)]
+
+    def _layout_files(self, destination: Destination, table: str) -> list[ObjectInfo]:
+        """A table's live files in its layout (the catalog reports the others)."""
+        layout = self._layouts.get(table)
+        return [
+            info
+            for info in live_table_files(destination, table)
+            if layout is None
+            or partition_keys(PurePosixPath(info.key).relative_to(table)) == layout
+        ]
 
     def view_sql(self, table: str, files: Sequence[str] | None = None) -> str:
         """The SELECT behind a table's view: a glob, or the given files of a compacted table.
@@ -318,7 +437,11 @@ class QueryEngine:
             source = "[" + ", ".join(_sql_string(f) for f in files) + "]"
             where = ""
         else:
-            source = _sql_string(f"{self._root(table)}/{table}/**/[!.]*.parquet")
+            # Only folders of the table's layout: a foreign file (say, one copied into the
+            # table folder by hand) would make DuckDB's Hive reader refuse the whole table.
+            keys = self._layouts.get(table) or ("dt", "hour")
+            folders = "".join(f"{_glob_escape(key)}=*/" for key in keys)
+            source = _sql_string(f"{self._root(table)}/{table}/{folders}[!.]*.parquet")
             # No manifest yet: an output of a compaction killed before its switch is unused.
             where = f" WHERE NOT contains(filename, {_sql_string('/' + COMPACTED_PREFIX)})"
         return (
@@ -342,7 +465,7 @@ class QueryEngine:
         and nothing else; a changed one reads only the footers of files not seen before.
         """
         state = self._remote[table]
-        files = live_table_files(state.destination, table)
+        files = self._layout_files(state.destination, table)
         listing = tuple((f.key, f.size, f.mtime) for f in files)
         if listing == state.listing:
             return
@@ -403,8 +526,10 @@ class QueryEngine:
             current = {info.name: info.destination for info in tables}
             for name in sorted((self._views | set(self._remote)) - set(current)):
                 self._drop(name)
+                self._layouts.pop(name, None)
             for info in tables:
                 destination = info.destination
+                self._layouts[info.name] = info.layout
                 try:
                     if destination is not None and not isinstance(destination, LocalDestination):
                         state = self._remote.get(info.name)
@@ -434,11 +559,58 @@ class QueryEngine:
 
     # ------------------------------------------------------------------ queries
 
-    def query(self, sql: str, max_rows: int | None = None) -> QueryResult:
-        """Run SQL and return at most ``max_rows`` rows; :class:`QueryError` if it fails."""
+    def statements(self, sql: str) -> list[CheckedStatement]:
+        """The statements of SQL, each checked by the sandbox when it is on.
+
+        Raises :class:`QueryError` (a sandbox refusal with its reason, or DuckDB's parser
+        error with its position).
+        """
+        try:
+            return check_sql(sql, self.local_roots, self.remote_roots, enforce=self.sandbox)
+        except SandboxViolation as violation:
+            raise QueryError.from_violation(violation, sql) from None
+        except duckdb.Error as exc:
+            message = str(exc)
+            raise QueryError(
+                message, sql, type(exc).__name__, position=error_position(message, sql, 0, sql)
+            ) from None
+
+    def query(
+        self,
+        sql: str,
+        max_rows: int | None = None,
+        params: Mapping[str, Any] | None = None,
+        arrow: bool = False,
+    ) -> QueryResult:
+        """Run SQL and return at most ``max_rows`` rows; :class:`QueryError` if it fails.
+
+        SQL may hold several statements (the last one's rows are the answer) and named
+        parameters (``$day``), bound from ``params``. With ``arrow`` the rows come as an
+        Arrow table in :attr:`QueryResult.arrow` (types exact) instead of Python tuples.
+        """
         limit = self.max_rows if max_rows is None else max_rows
         if limit < 1:
             raise ValueError(f"max_rows must be >= 1, got {limit}")
+        statements = [s for s in self.statements(sql) if s.sql.strip().strip(";").strip()]
+        if not statements:
+            raise QueryError("no SQL statement given", sql, "ParserException")
+        params = dict(params or {})
+        wanted = set().union(*(s.parameters for s in statements))
+        missing = sorted(wanted - set(params))
+        if missing:
+            raise QueryError(
+                f"missing parameter(s) {', '.join('$' + m for m in missing)}",
+                sql,
+                "ParameterError",
+            )
+        unused = sorted(set(params) - wanted)
+        if unused:
+            raise QueryError(
+                f"parameter(s) {', '.join(unused)} not used by the SQL "
+                f"(it uses: {', '.join('$' + w for w in sorted(wanted)) or 'none'})",
+                sql,
+                "ParameterError",
+            )
         with self._lock:
             started = time.perf_counter()
             remote = self._remote_tables_of(sql)
@@ -446,36 +618,118 @@ class QueryEngine:
                 self._sync_manifests()
                 for table in remote:
                     self._register_remote(table)
-                cursor = self._conn.execute(sql)
-                description = cursor.description
-                rows = cursor.fetchmany(limit + 1) if description else []
             except duckdb.Error as exc:
-                raise QueryError(str(exc), sql, type(exc).__name__) from None
+                raise self._error(exc, sql, statements[0]) from None
             except (OSError, pa.ArrowException) as exc:
                 # An S3 listing or footer read failed (endpoint down, corrupt file).
                 raise QueryError(str(exc), sql, type(exc).__name__) from None
+            scanned = 0
+            files = 0
+            rows: list[tuple[Any, ...]] = []
+            table: pa.Table | None = None
+            description = None
+            current = statements[0]
+            deadline = Deadline(self._conn, self.limits.timeout_seconds)
+            if self.sandbox:
+                # Everything a query creates (TEMP objects) goes with the rollback.
+                self._conn.execute("BEGIN TRANSACTION")
+            try:
+                with deadline:
+                    for current in statements:
+                        bound = {k: params[k] for k in current.parameters}
+                        cursor = self._conn.execute(current.sql, bound or None)
+                        last = current is statements[-1]
+                        description = cursor.description if last else None
+                        if last and description:
+                            if arrow:
+                                table = self._fetch_arrow(cursor, limit + 1)
+                            else:
+                                rows = cursor.fetchmany(limit + 1)
+                        elif cursor.description:
+                            cursor.fetchall()
+                        step_bytes, step_files = self._profile()
+                        scanned += step_bytes or 0
+                        files += step_files
+                        cutoff = self.limits.max_bytes_scanned
+                        if self.sandbox and cutoff and not remote and scanned > cutoff:
+                            violation = SandboxViolation(
+                                "bytes_scanned_limit",
+                                f"{scanned} bytes scanned, cutoff {cutoff}",
+                                current.offset,
+                            )
+                            raise QueryError.from_violation(violation, sql)
+            except duckdb.Error as exc:
+                violation = violation_from_error(exc, self.limits, deadline.fired)
+                if self.sandbox and violation is not None:
+                    error = QueryError.from_violation(violation, sql)
+                    error.message += f"\nDuckDB: {str(exc).splitlines()[0]}"
+                    raise error from None
+                raise self._error(exc, sql, current) from None
+            except (OSError, pa.ArrowException) as exc:
+                raise QueryError(str(exc), sql, type(exc).__name__) from None
+            finally:
+                if self.sandbox:
+                    self._conn.execute("ROLLBACK")
             elapsed = time.perf_counter() - started
-            bytes_scanned = None if remote else self._bytes_scanned()
-        truncated = len(rows) > limit
+        if table is not None:
+            truncated = table.num_rows > limit
+            table = table.slice(0, limit)
+        else:
+            truncated = len(rows) > limit
         return QueryResult(
             sql=sql,
             columns=tuple(d[0] for d in description or ()),
             types=tuple(str(d[1]) for d in description or ()),
             rows=rows[:limit],
             elapsed=elapsed,
-            bytes_scanned=bytes_scanned,
+            bytes_scanned=None if remote else scanned,
             truncated=truncated,
             scan_note=S3_SCAN_NOTE if remote else "",
+            files_read=None if remote else files,
+            arrow=table,
         )
 
-    def _bytes_scanned(self) -> int | None:
-        """Compressed Parquet bytes the last statement read, from DuckDB's profiler."""
+    @staticmethod
+    def _fetch_arrow(cursor: duckdb.DuckDBPyConnection, count: int) -> pa.Table:
+        """At most ``count`` rows of a cursor's result as an Arrow table."""
+        reader = cursor.fetch_record_batch(min(count, 100_000))
+        batches: list[pa.RecordBatch] = []
+        have = 0
+        for batch in reader:
+            batches.append(batch)
+            have += batch.num_rows
+            if have >= count:
+                break
+        return pa.Table.from_batches(batches, schema=reader.schema).slice(0, count)
+
+    def _error(self, exc: duckdb.Error, sql: str, statement: CheckedStatement) -> QueryError:
+        """DuckDB's error with its position in the whole SQL, and the real cause of a
+        missing table: a lake table whose view could not be created says why."""
+        message = str(exc)
+        position = error_position(message, statement.sql, statement.offset, sql)
+        if isinstance(exc, duckdb.CatalogException):
+            for table, cause in sorted(self.view_errors.items()):
+                if f"name {table} does not exist" in message:
+                    message += f"\n{table!r} is a lake table, but it cannot be read: {cause}"
+        return QueryError(message, sql, type(exc).__name__, position=position)
+
+    def _profile(self) -> tuple[int | None, int]:
+        """Compressed Parquet bytes and files the last statement read (DuckDB's profiler)."""
         try:
             profile = json.loads(self._conn.get_profiling_information())
         except (duckdb.Error, ValueError):
-            return None
+            return None, 0
         value = profile.get("query", {}).get("total_bytes_scanned")
-        return int(value) if isinstance(value, (int, float)) else None
+        files = 0
+        stack = list(profile.get("operator", profile.get("children", [])))
+        while stack:
+            node = stack.pop()
+            extra = node.get("extra_info") or {}
+            count = extra.get("Total Files Read") if isinstance(extra, dict) else None
+            if isinstance(count, str) and count.isdigit():
+                files += int(count)
+            stack.extend(node.get("children", []))
+        return (int(value) if isinstance(value, (int, float)) else None), files
 
     def close(self) -> None:
         """Close the DuckDB connections."""

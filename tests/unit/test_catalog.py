@@ -9,8 +9,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from queries.catalog import Lake, list_tables, parse_partition
-from sinks.compaction import Manifest
 from sinks.destinations import LocalDestination
+from sinks.manifest import Manifest
 from sinks.paths import manifest_key
 
 
@@ -84,8 +84,9 @@ def test_unreadable_and_out_of_layout_files_are_problems(lake: Path) -> None:
     reasons = {p.path: p.reason for p in table.problems}
     assert "unreadable Parquet footer" in reasons[broken]
     assert "outside the dt=YYYY-MM-DD/hour=HH layout" in reasons[stray]
-    # The stray file still counts (it is data), the broken one cannot.
-    assert table.rows == 5
+    # Neither counts: queries cannot read the broken one and skip the stray one.
+    assert table.rows == 2 and table.files == 1
+    assert table.layout == ("dt", "hour")
     assert [(p.dt, p.hour, p.rows) for p in table.partitions] == [("2026-11-29", 8, 2)]
 
 
@@ -160,3 +161,15 @@ def test_a_lake_of_several_roots_reads_each_table_from_its_sinks_root(tmp_path: 
 
     assert {name: t.rows for name, t in tables.items()} == {"clicks": 6, "page": 5, "playback": 2}
     assert tables["page"].destination is elsewhere
+
+
+def test_files_of_another_layout_are_left_out_and_reported(lake: Path) -> None:
+    write(lake / "page" / "dt=2026-11-29" / "hour=08" / "a.parquet", 2)
+    write(lake / "page" / "dt=2026-11-29" / "hour=09" / "b.parquet", 2)
+    other = write(lake / "page" / "device=tv" / "dt=2026-11-29" / "hour=08" / "c.parquet", 5)
+
+    (table,) = list_tables(lake)
+
+    assert (table.rows, table.files, table.layout) == (4, 2, ("dt", "hour"))
+    (problem,) = table.problems
+    assert problem.path == other and "dt=/hour=" in problem.reason

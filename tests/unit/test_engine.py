@@ -185,8 +185,10 @@ def test_sandbox_reads_only_the_lake(filled: Path, tmp_path: Path) -> None:
     outside = tmp_path / "outside.csv"
     outside.write_text("a\n1\n")
     with QueryEngine(filled) as engine:
-        with pytest.raises(QueryError, match="disabled by configuration"):
+        with pytest.raises(QueryError, match="reads_outside_lake") as caught:
             engine.query(f"SELECT * FROM read_csv('{outside}')")
+        assert caught.value.reason == "reads_outside_lake"
+        assert caught.value.position == (1, 24)
         with pytest.raises(QueryError):
             engine.query("SET enable_external_access = true")
         with pytest.raises(QueryError):
@@ -202,7 +204,7 @@ def test_row_limit_truncates(filled: Path) -> None:
         assert result.rows[0] == ("e000000",)
         full = engine.query("SELECT event_id FROM playback", max_rows=1000)
         assert len(full.rows) == 500 and not full.truncated
-        statement = engine.query("CREATE TABLE scratch AS SELECT 1 AS x")
+        statement = engine.query("CREATE TEMP TABLE scratch AS SELECT 1 AS x")
         assert (statement.columns, statement.rows) == (("Count",), [(1,)])
 
 
