@@ -26,6 +26,7 @@ run: kafka
 	$(BIN)/firelake up
 
 test: kafka
+	$(BIN)/lint-imports --no-cache
 	$(BIN)/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
 
 lint: install
