@@ -15,6 +15,7 @@ from __future__ import annotations
 import base64
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -26,6 +27,8 @@ __all__ = [
     "DEFAULT_MAX_PAYLOAD_BYTES",
     "HEADER_ATTEMPTS",
     "HEADER_FIRST_ATTEMPT",
+    "DeadLetterBatch",
+    "DeadLetterSource",
     "DeadLetters",
     "dlq_line",
     "dlq_record",
@@ -173,4 +176,62 @@ class DeadLetters:
             first_attempt_at=first_attempt_at,
             source_key=source_key,
             max_payload_bytes=self.max_payload_bytes,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetterSource:
+    """The message failed events came from, and how often it was tried.
+
+    Shared by every DLQ record of that message: the router's bad data and the edge's
+    refused deliveries describe their origin the same way, through :class:`DeadLetterBatch`.
+    """
+
+    topic: str
+    partition: int
+    offset: int
+    attempts: int = 1
+    first_attempt_at: str | None = None
+
+
+class DeadLetterBatch:
+    """The DLQ records of one source message, in order, with one clock read for them all.
+
+    The one place a router builds a DLQ record from an event of a message: the time is read
+    on the first record only (``failed_at`` fixes it), since a message may hold thousands
+    of bad events.
+    """
+
+    __slots__ = ("_failed_at", "letters", "records", "source")
+
+    def __init__(
+        self, letters: DeadLetters, source: DeadLetterSource, failed_at: str | None = None
+    ) -> None:
+        self.letters = letters
+        self.source = source
+        self.records: list[dict[str, Any]] = []
+        self._failed_at = failed_at
+
+    def add(
+        self, payload: bytes, index: int, error_type: str, reason: str, key: str | None
+    ) -> None:
+        """Dead-letter event ``index`` of the message (-1: the whole message) with its key."""
+        failed_at = self._failed_at
+        if failed_at is None:
+            failed_at = self._failed_at = self.letters.now()
+        source = self.source
+        self.records.append(
+            self.letters.record(
+                payload,
+                error_type,
+                reason,
+                source_topic=source.topic,
+                source_partition=source.partition,
+                source_offset=source.offset,
+                source_index=index,
+                failed_at=failed_at,
+                attempts=source.attempts,
+                first_attempt_at=source.first_attempt_at,
+                source_key=key,
+            )
         )

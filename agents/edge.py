@@ -14,32 +14,43 @@ at the edge lives here so the two cannot drift apart:
 - :func:`dead_letter_failed`: that replacement of refused envelopes by DLQ records.
 
 An attempt reports per-message failures by raising :class:`SendFailed` (errors aligned with
-the messages it was given), a whole-attempt failure by raising a Kafka or OS error, and a
-lost ownership (a newer worker fenced this one) by raising :class:`Fenced`.
+the messages it was given), a whole-attempt failure by raising a Kafka, OS or Firelake
+error, and a lost ownership (a newer worker fenced this one) by raising :class:`Fenced`.
+
+Only transient failures are retried (:func:`failure_kind`). A record the producer refused
+itself (:class:`RecordRefused`) goes to the DLQ at once; any other terminal error (an
+authorization error, a producer in a fatal state) stops the worker at once with a
+:class:`DeliveryError` naming it, its input uncommitted; a fenced worker drops the batch.
 """
 
 from __future__ import annotations
 
 import asyncio
+import enum
 import logging
 import random
 import time
 import weakref
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 
-from aiokafka.errors import KafkaError
+from aiokafka.errors import KafkaError, MessageSizeTooLargeError
 
+from agents.dlq import DeadLetterBatch, DeadLetterSource
 from agents.metrics import EdgeStats
 from agents.routing import Outgoing, Router
 from agents.validation import DELIVERY_FAILED
+from firelake.errors import FirelakeError, TerminalError
 from streams.envelope import HEADER_COUNT, decode
+from streams.kafka_errors import is_transient
 
 __all__ = [
     "Attempt",
     "DeliveryError",
+    "FailureKind",
     "Fenced",
+    "RecordRefused",
     "Routed",
     "SendFailed",
     "SourceMessage",
@@ -49,6 +60,8 @@ __all__ = [
     "deliver",
     "describe",
     "event_count",
+    "failure_kind",
+    "refused_at_send",
     "route_records",
     "route_records_off_loop",
 ]
@@ -95,8 +108,12 @@ class SourceMessage:
 Attempt = Callable[[list[Outgoing]], Awaitable[None]]
 
 
-class DeliveryError(RuntimeError):
-    """Kafka did not accept a batch even after its retries and its DLQ fallback."""
+class DeliveryError(TerminalError, RuntimeError):
+    """The worker stops: Kafka did not take a batch, and retrying cannot help.
+
+    Raised when even the DLQ fallback was refused, or at once for a terminal error (an
+    authorization error, a producer in a fatal state). The batch's input stays uncommitted.
+    """
 
     def __init__(self, topic: str, partition: int, offset: int, cause: BaseException) -> None:
         self.topic = topic
@@ -108,17 +125,73 @@ class DeliveryError(RuntimeError):
         )
 
 
-class SendFailed(Exception):
-    """Some sends of an attempt failed; ``errors`` holds each message's error or None."""
+class SendFailed(FirelakeError):
+    """Some sends of an attempt failed; ``errors`` holds each message's error or None.
+
+    ``retriable`` when every failed send is (so :func:`firelake.errors.is_retriable` works).
+    """
 
     def __init__(self, errors: list[BaseException | None]) -> None:
         self.errors = errors
-        first = next(e for e in errors if e is not None)
-        super().__init__(f"{sum(e is not None for e in errors)} sends failed, first: {first!r}")
+        failed = [e for e in errors if e is not None]
+        self.retriable = all(failure_kind(e) is FailureKind.TRANSIENT for e in failed)
+        super().__init__(f"{len(failed)} sends failed, first: {failed[0]!r}")
 
 
-class Fenced(Exception):
+class Fenced(TerminalError):
     """Another worker owns the input now: drop the batch; the new owner routes it again."""
+
+
+class RecordRefused(TerminalError):
+    """The producer refused one record itself, before sending it: no retry can send it.
+
+    A message above the producer's own ``max_request_size`` is one: the same bytes never
+    fit. Its events go to the DLQ at once (``delivery_failed``), the batch goes on.
+    """
+
+    def __init__(self, cause: BaseException) -> None:
+        self.cause = cause
+        super().__init__(describe(cause))
+
+
+class FailureKind(enum.Enum):
+    """What a failed send means for its batch."""
+
+    #: May pass by itself: retried with backoff within the budget, then dead-lettered.
+    TRANSIENT = "transient"
+    #: The record itself cannot be sent: its events go to the DLQ at once.
+    RECORD = "record"
+    #: Nothing this worker can do: it stops with a DeliveryError, input uncommitted.
+    FATAL = "fatal"
+
+
+def failure_kind(error: BaseException) -> FailureKind:
+    """How a failed send or attempt is handled, decided by the error's type.
+
+    Transient: what :func:`streams.kafka_errors.is_transient` says (aiokafka's ``retriable``
+    flag, Firelake's own, connection resets, and Kafka's timeouts). One Kafka error aiokafka
+    calls terminal is retried all the same: a *broker's* MESSAGE_SIZE_TOO_LARGE is the
+    destination topic's ``max.message.bytes``, a setting an operator can raise while the
+    retries run (a destination "unavailable for a while"); within the budget it is
+    retried, then dead-lettered. The producer's own refusal of a record arrives as
+    :class:`RecordRefused` (see :func:`refused_at_send`).
+    """
+    if isinstance(error, RecordRefused):
+        return FailureKind.RECORD
+    if is_transient(error) or isinstance(error, MessageSizeTooLargeError):
+        return FailureKind.TRANSIENT
+    return FailureKind.FATAL
+
+
+def refused_at_send(error: BaseException) -> BaseException:
+    """An error raised by a producer's ``send`` itself, before the record left.
+
+    There, MESSAGE_SIZE_TOO_LARGE is the producer's own size check (:class:`RecordRefused`);
+    every other error is returned as it is.
+    """
+    if isinstance(error, MessageSizeTooLargeError):
+        return RecordRefused(error)
+    return error
 
 
 @dataclass
@@ -202,47 +275,44 @@ def dead_letter_failed(
     errors: Sequence[BaseException | None],
     attempts: int,
     first_attempt: str,
-) -> list[Outgoing]:
-    """The batch's messages with every refused one replaced by DLQ records.
+) -> list[Routed]:
+    """The batch with every refused message replaced by DLQ records of its events.
 
     ``errors`` is aligned with the batch's messages in order (each record's ``outgoing``).
     Kept messages are the same objects as before, so an engine may recognise the ones it
-    already delivered.
+    already delivered. A refused message that holds no source events (a DLQ envelope) is
+    kept, to be sent again: there is no DLQ for the DLQ.
     """
-    keep: list[Outgoing] = []
-    dead: list[Outgoing] = []
-    position = 0
     now = router.dead_letters.now()
+    position = 0
+    replaced: list[Routed] = []
     for item in routed:
         record = item.record
+        keep: list[Outgoing] = []
+        dead: DeadLetterBatch | None = None
         envelope = None
-        records: list[dict[str, Any]] = []
         for o in item.outgoing:
             error = errors[position]
             position += 1
-            if error is None:
+            if error is None or not o.origins:
                 keep.append(o)
                 continue
-            if envelope is None:
-                envelope = decode(record.value, record.headers, record.key)
-            for index in dict.fromkeys(o.origins):
-                records.append(
-                    router.dead_letters.record(
-                        envelope.lines[index],
-                        DELIVERY_FAILED,
-                        f"{o.stream}[{o.partition}] refused: {describe(error)}",
-                        source_topic=record.topic,
-                        source_partition=record.partition,
-                        source_offset=record.offset,
-                        source_index=index,
-                        failed_at=now,
-                        attempts=attempts,
-                        first_attempt_at=first_attempt,
-                        source_key=envelope.key_at(index),
-                    )
+            if dead is None:
+                source = DeadLetterSource(
+                    record.topic, record.partition, record.offset, attempts, first_attempt
                 )
-        router.emit_dead(records, record.partition, dead)
-    return keep + dead
+                dead = DeadLetterBatch(router.dead_letters, source, failed_at=now)
+                envelope = decode(record.value, record.headers, record.key)
+            assert envelope is not None
+            reason = f"{o.stream}[{o.partition}] refused: {describe(error)}"
+            for index in dict.fromkeys(o.origins):
+                dead.add(
+                    envelope.lines[index], index, DELIVERY_FAILED, reason, envelope.key_at(index)
+                )
+        if dead is not None:
+            keep += router.pack_dead(dead.records, record.partition)
+        replaced.append(Routed(record, keep))
+    return replaced
 
 
 async def deliver(
@@ -257,54 +327,75 @@ async def deliver(
 ) -> bool:
     """Deliver a batch with the router's retry policy, then its DLQ fallback.
 
-    ``reset`` runs after every failed attempt (the transactional engine replaces its
-    producer there). Returns False when the batch was dropped because :class:`Fenced`;
-    raises :class:`DeliveryError` when even the fallback was refused.
+    Transient failures are retried whole until the budget runs out, then the events of the
+    refused messages become DLQ records and one last attempt sends them with the rest.
+    Records the producer refused go to the DLQ at once (:class:`RecordRefused`); a fatal
+    error raises :class:`DeliveryError` at once. ``reset`` runs after every failed attempt
+    (the transactional engine replaces its producer there). Returns False when the batch
+    was dropped because :class:`Fenced`; raises :class:`DeliveryError` when even the
+    fallback was refused.
     """
-    out = [o for r in routed for o in r.outgoing]
     policy = router.policy
     first_attempt = router.dead_letters.now()
     first = routed[0].record
+    oldest = min((r.record.timestamp for r in routed), default=None)
     retries = 0
-    while True:
-        try:
-            await attempt(out)
-            edge.batches += 1
-            return True
-        except Fenced:
-            return False
-        except (KafkaError, SendFailed, OSError) as exc:
-            failure: BaseException = exc
-        oldest = min((r.record.timestamp for r in routed), default=None)
-        if policy.may_retry(retries) and not policy.too_old(oldest, time.time()):
-            delay = policy.delay(retries, rng)
-            retries += 1
-            edge.retries += 1
-            log.warning(
-                "router %s: batch from %s[%d] failed (%s); retry %d in %.2fs",
-                router.name,
-                first.topic,
-                first.partition,
-                describe(failure),
-                retries,
-                delay,
+    fallback = False  # the DLQ fallback is on its way: one more failure stops the worker
+    lost = False  # events went to the DLQ, or the batch was lost: one delivery failure
+    try:
+        while True:
+            out = [o for r in routed for o in r.outgoing]
+            try:
+                await attempt(out)
+            except Fenced:
+                return False
+            except (KafkaError, FirelakeError, OSError) as exc:
+                failure: BaseException = exc
+            else:
+                edge.batches += 1
+                return True
+            errors = failure.errors if isinstance(failure, SendFailed) else [failure] * len(out)
+            kinds = [None if e is None else failure_kind(e) for e in errors]
+            # A refused DLQ envelope (no source events) cannot be dead-lettered in turn.
+            fatal = fallback or any(
+                kind is FailureKind.FATAL or (kind is FailureKind.RECORD and not o.origins)
+                for kind, o in zip(kinds, out, strict=True)
             )
+            if fatal:
+                lost = True
+                raise DeliveryError(
+                    first.topic, first.partition, first.offset, failure
+                ) from failure
+            refused = [
+                e if k is FailureKind.RECORD else None for e, k in zip(errors, kinds, strict=True)
+            ]
+            transient = FailureKind.TRANSIENT in kinds
+            if transient and policy.may_retry(retries) and not policy.too_old(oldest, time.time()):
+                delay = policy.delay(retries, rng)
+                retries += 1
+                edge.retries += 1
+                log.warning(
+                    "router %s: batch from %s[%d] failed (%s); retry %d in %.2fs",
+                    router.name,
+                    first.topic,
+                    first.partition,
+                    describe(failure),
+                    retries,
+                    delay,
+                )
+                if any(refused):
+                    lost = True
+                    routed = dead_letter_failed(router, routed, refused, retries, first_attempt)
+                if reset is not None:
+                    await reset()
+                await sleep(delay)
+                continue
+            # Out of budget (or nothing to wait for): dead-letter only the refused messages.
+            fallback = transient
+            lost = True
+            routed = dead_letter_failed(router, routed, errors, retries + 1, first_attempt)
             if reset is not None:
                 await reset()
-            await sleep(delay)
-            continue
-        break
-    # Out of budget: dead-letter only the events of the refused messages.
-    edge.delivery_failures += 1
-    failed = failure.errors if isinstance(failure, SendFailed) else [failure] * len(out)
-    replacement = dead_letter_failed(router, routed, failed, retries + 1, first_attempt)
-    if reset is not None:
-        await reset()
-    try:
-        await attempt(replacement)
-    except Fenced:
-        return False
-    except (KafkaError, SendFailed, OSError) as exc:
-        raise DeliveryError(first.topic, first.partition, first.offset, exc) from exc
-    edge.batches += 1
-    return True
+    finally:
+        if lost:
+            edge.delivery_failures += 1

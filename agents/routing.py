@@ -26,9 +26,16 @@ from typing import Any
 import orjson
 
 from agents.dedup import DedupWindow
-from agents.dlq import DEFAULT_MAX_PAYLOAD_BYTES, DeadLetters, dlq_line, redrive_state
+from agents.dlq import (
+    DEFAULT_MAX_PAYLOAD_BYTES,
+    DeadLetterBatch,
+    DeadLetters,
+    DeadLetterSource,
+    dlq_line,
+    redrive_state,
+)
 from agents.enrich import date_hour, stable_event_id
-from firelake.grammars.patterns import compile_pattern, compile_patterns
+from agents.packing import EnvelopePacker, Outgoing
 from agents.retry import RetryPolicy
 from agents.transform import Ok, ProcessingFailed, TransformRunner, load_transform
 from agents.validation import (
@@ -40,13 +47,13 @@ from agents.validation import (
     ValidationError,
     Validator,
     _shown,
-    canonical_to_epoch_ms,
     format_epoch_ms,
     parse_event,
     validator_for,
 )
 from firelake.config import FirelakeConfig, RouterConfig
-from streams.envelope import EnvelopeError, decode, encode
+from firelake.grammars.patterns import compile_pattern, compile_patterns
+from streams.envelope import Envelope, EnvelopeError, decode
 from streams.partitioning import partition_for_key
 
 __all__ = [
@@ -65,19 +72,6 @@ DEFAULT_MAX_ENVELOPE_EVENTS = 5_000
 DEFAULT_MAX_ENVELOPE_BYTES = 900_000
 
 Headers = Sequence[tuple[str, bytes]]
-
-
-@dataclass(frozen=True, slots=True)
-class Outgoing:
-    """One Kafka message to send: to ``stream`` on an explicit ``partition``."""
-
-    stream: str
-    partition: int
-    value: bytes
-    headers: list[tuple[str, bytes]] | None
-    key: bytes | None
-    #: Index in the incoming message of each event line (to dead-letter a failed delivery).
-    origins: tuple[int, ...] = ()
 
 
 @dataclass
@@ -122,19 +116,9 @@ class _Route:
     targets: tuple[str, ...] = ()
 
 
-class _Buffer:
-    """Event lines bound for one (stream, partition), sealed into bounded envelopes."""
-
-    __slots__ = ("keyed", "keys", "lines", "origins", "size", "tmax", "tmin")
-
-    def __init__(self, keyed: bool) -> None:
-        self.keyed = keyed
-        self.lines: list[bytes] = []
-        self.origins: list[int] = []
-        self.keys: list[str] = []
-        self.size = 0
-        self.tmin = ""
-        self.tmax = ""
+#: An accepted event: (index in the message, its line, its key, the event, pristine — the
+#: event is still exactly its line's JSON, so a schema-less stream may send the line as is).
+_Accepted = tuple[int, bytes, str | None, dict[str, Any], bool]
 
 
 def policy_of(spec: RouterConfig) -> RetryPolicy:
@@ -279,74 +263,71 @@ class Router:
     ) -> list[Outgoing]:
         """The messages to send for one incoming message, typed envelopes first, then DLQ.
 
-        Per event, in order: parse; filter (EventBridge patterns; no match: skipped); event
-        id and idempotency window (a repeat is skipped, a redriven retry is not a repeat); the
-        user transform (Firehose semantics); route by value and rules; enrich; validate per
-        destination schema.
+        The phases, in order: decode the envelope; past the maximum record age, everything
+        goes to the DLQ; per event :meth:`_accept` (parse, filter, event id and idempotency
+        window), the user transform (:meth:`_transform`, Firehose semantics), then
+        :meth:`_pack_events` (route by value and rules, enrich, validate per destination
+        schema, pack); last the DLQ records (:meth:`pack_dead`). Each phase adds what it
+        cannot handle to the message's :class:`~agents.dlq.DeadLetterBatch`.
         """
-        stats = self.stats
-        stats.messages += 1
-        out: list[Outgoing] = []
-        dead: list[dict[str, Any]] = []
-        failed_at = ""
+        self.stats.messages += 1
         attempts, first_attempt = redrive_state(headers)
+        source = DeadLetterSource(topic, partition, offset, attempts, first_attempt)
+        dead = DeadLetterBatch(self.dead_letters, source)
+        out: list[Outgoing] = []
+        envelope = self._decode(value, headers, key, dead)
+        if envelope is not None:
+            self.stats.events_in += len(envelope.lines)
+            if self.policy.too_old(timestamp_ms, self.clock()):
+                self._expire(envelope, timestamp_ms, dead)
+            else:
+                accepted = self._accept(envelope, dead)
+                if self.transform is not None and accepted:
+                    accepted = self._transform(accepted, timestamp_ms, dead)
+                out = self._pack_events(accepted, envelope.keys is not None, timestamp_ms, dead)
+        out += self.pack_dead(dead.records, partition)
+        return out
 
-        def dead_letter(
-            payload: bytes, index: int, error_type: str, reason: str, event_key: str | None
-        ) -> None:
-            nonlocal failed_at
-            if not failed_at:  # one clock read per message, not per bad event
-                failed_at = self.dead_letters.now()
-            dead.append(
-                self.dead_letters.record(
-                    payload,
-                    error_type,
-                    reason,
-                    source_topic=topic,
-                    source_partition=partition,
-                    source_offset=offset,
-                    source_index=index,
-                    failed_at=failed_at,
-                    attempts=attempts,
-                    first_attempt_at=first_attempt,
-                    source_key=event_key,
-                )
-            )
+    # ------------------------------------------------------------------ phases
 
+    @staticmethod
+    def _decode(
+        value: bytes | None, headers: Headers | None, key: bytes | None, dead: DeadLetterBatch
+    ) -> Envelope | None:
+        """The incoming envelope, or None when it cannot be read (one DLQ record, index -1)."""
         try:
-            envelope = decode(value, headers, key)
+            return decode(value, headers, key)
         except EnvelopeError as exc:
             key_text = key.decode("utf-8", "replace") if key is not None else None
-            dead_letter(value or b"", -1, ENVELOPE_ERROR, f"envelope: {exc}", key_text)
-            self.emit_dead(dead, partition, out)
-            return out
+            dead.add(value or b"", -1, ENVELOPE_ERROR, f"envelope: {exc}", key_text)
+            return None
 
-        lines = envelope.lines
+    def _expire(self, envelope: Envelope, timestamp_ms: int | None, dead: DeadLetterBatch) -> None:
+        """Lambda's MaximumRecordAgeInSeconds: a record this old is not processed."""
+        age = self.clock() - (timestamp_ms or 0) / 1000.0
+        limit = self.policy.max_record_age_s
+        reason = f"record is {age:.0f}s old; max_record_age_seconds is {limit:g}"
         keys = envelope.keys
-        stats.events_in += len(lines)
-        if self.policy.too_old(timestamp_ms, self.clock()):
-            # Lambda's MaximumRecordAgeInSeconds: a record this old is not processed.
-            age = self.clock() - (timestamp_ms or 0) / 1000.0
-            limit = self.policy.max_record_age_s
-            reason = f"record is {age:.0f}s old; max_record_age_seconds is {limit:g}"
-            for index, line in enumerate(lines):
-                dead_letter(line, index, TOO_OLD, reason, keys[index] if keys else None)
-            self.emit_dead(dead, partition, out)
-            return out
+        for index, line in enumerate(envelope.lines):
+            dead.add(line, index, TOO_OLD, reason, keys[index] if keys else None)
 
-        # Phase 1: parse, filter, deduplicate.
-        # (index, line, key, event, pristine: the event is exactly its line's JSON)
-        accepted: list[tuple[int, bytes, str | None, dict[str, Any], bool]] = []
+    def _accept(self, envelope: Envelope, dead: DeadLetterBatch) -> list[_Accepted]:
+        """Parse, filter and deduplicate the envelope's events, in order."""
+        stats = self.stats
+        keys = envelope.keys
+        accepted: list[_Accepted] = []
         matches = self._filter
         id_field = self._id_field
         dedup = self.dedup
-        redriven = attempts > 1
-        for index, line in enumerate(lines):
+        source = dead.source
+        topic, partition = source.topic, source.partition
+        redriven = source.attempts > 1
+        for index, line in enumerate(envelope.lines):
             event_key = keys[index] if keys is not None else None
             try:
                 event = parse_event(line)
             except ValidationError as exc:
-                dead_letter(line, index, exc.error_type, exc.reason, event_key)
+                dead.add(line, index, exc.error_type, exc.reason, event_key)
                 continue
             if matches is not None and not matches(event):
                 stats.filtered += 1
@@ -367,114 +348,94 @@ class Router:
                     stats.duplicates += 1
                     continue
             accepted.append((index, line, event_key, event, pristine))
+        return accepted
 
-        # Phase 2: the user transform, Firehose style.
-        if self.transform is not None and accepted:
-            results = self.transform([item[3] for item in accepted], timestamp_ms)
-            kept = []
-            for item, result in zip(accepted, results, strict=True):
-                if isinstance(result, Ok):
-                    kept.append((item[0], item[1], item[2], result.event, False))
-                elif isinstance(result, ProcessingFailed):
-                    dead_letter(item[1], item[0], PROCESSING_FAILED, result.message, item[2])
-                else:
-                    stats.dropped += 1
-            accepted = kept
+    def _transform(
+        self, accepted: list[_Accepted], timestamp_ms: int | None, dead: DeadLetterBatch
+    ) -> list[_Accepted]:
+        """The user transform, Firehose style: kept (changed), dropped or dead-lettered."""
+        assert self.transform is not None
+        results = self.transform([item[3] for item in accepted], timestamp_ms)
+        kept: list[_Accepted] = []
+        for (index, line, event_key, _, _), result in zip(accepted, results, strict=True):
+            if isinstance(result, Ok):
+                kept.append((index, line, event_key, result.event, False))
+            elif isinstance(result, ProcessingFailed):
+                dead.add(line, index, PROCESSING_FAILED, result.message, event_key)
+            else:
+                self.stats.dropped += 1
+        return kept
 
-        # Phase 3: route, enrich, validate, pack envelopes.
-        buffers: dict[tuple[str, int], _Buffer] = {}
+    def _pack_events(
+        self,
+        accepted: list[_Accepted],
+        keyed: bool,
+        timestamp_ms: int | None,
+        dead: DeadLetterBatch,
+    ) -> list[Outgoing]:
+        """Route, enrich, validate per destination schema and pack the accepted events."""
+        packer = EnvelopePacker(self.max_envelope_events, self.max_envelope_bytes, keyed=keyed)
         receive_time = self._receive_time(timestamp_ms)
         route_field = self._route_field
         receive_field = self._receive_field
-        date_field, hour_field = self._date_field, self._hour_field
-        max_bytes = self.max_envelope_bytes
-        keyed = keys is not None
+        source_partition = dead.source.partition
         routed = 0
         for index, line, event_key, event, pristine in accepted:
             route_value = event.get(route_field)
             plan = self._targets_plan(route_value, event)
             if plan is None:
                 reason = self._no_route_reason(event, route_value)
-                dead_letter(line, index, NO_ROUTE, reason, event_key)
+                dead.add(line, index, NO_ROUTE, reason, event_key)
                 continue
             if plan.stamps_receive_time:
                 event[receive_field] = receive_time
-            key_cost = len(event_key) + 3 if event_key is not None else 0
             for group in plan.groups:
-                if group.validator is None:
-                    # A stream without a schema takes the event as it came (plus its id).
-                    data = line if pristine else orjson.dumps(event)
-                    when = ""
-                else:
-                    try:
-                        checked = group.validator(event)
-                    except ValidationError as exc:
-                        reason = exc.reason
-                        if plan.fan_out:
-                            streams = ", ".join(d.stream for d in group.destinations)
-                            reason = f"for {streams}: {reason}"
-                        dead_letter(line, index, exc.error_type, reason, event_key)
-                        continue
-                    when = checked.get(group.time_field, "") if group.time_field else ""
-                    if group.stamps_date and type(when) is str:
-                        parts = date_hour(when)
-                        if parts is not None:
-                            if checked is event:
-                                checked = dict(event)
-                            if date_field:
-                                checked[date_field] = parts[0]
-                            if hour_field:
-                                checked[hour_field] = parts[1]
-                    data = orjson.dumps(checked)
-                if len(data) + key_cost > max_bytes:
-                    dead_letter(
-                        line,
-                        index,
-                        TOO_LARGE,
-                        f"event is {len(data)} bytes; envelopes hold at most {max_bytes}",
-                        event_key,
-                    )
+                try:
+                    data, when = self._render(group, event, line, pristine)
+                except ValidationError as exc:
+                    reason = exc.reason
+                    if plan.fan_out:
+                        streams = ", ".join(d.stream for d in group.destinations)
+                        reason = f"for {streams}: {reason}"
+                    dead.add(line, index, exc.error_type, reason, event_key)
+                    continue
+                if packer.too_large(data, event_key):
+                    limit = self.max_envelope_bytes
+                    reason = f"event is {len(data)} bytes; envelopes hold at most {limit}"
+                    dead.add(line, index, TOO_LARGE, reason, event_key)
                     continue
                 for dest in group.destinations:
                     if event_key is not None:
                         dest_partition = _partition_of(event_key, dest.partitions)
                     else:
-                        dest_partition = partition % dest.partitions
+                        dest_partition = source_partition % dest.partitions
                     routed += 1
                     if dest.single:
-                        key_bytes = event_key.encode("utf-8") if event_key is not None else None
-                        out.append(
-                            Outgoing(dest.stream, dest_partition, data, None, key_bytes, (index,))
-                        )
-                        continue
-                    slot = (dest.stream, dest_partition)
-                    buffer = buffers.get(slot)
-                    if buffer is None:
-                        buffer = buffers[slot] = _Buffer(keyed)
-                    cost = len(data) + 1 + key_cost
-                    if buffer.lines and (
-                        len(buffer.lines) >= self.max_envelope_events
-                        or buffer.size + cost > max_bytes
-                    ):
-                        out.append(self._seal(dest.stream, dest_partition, buffer))
-                        buffer = buffers[slot] = _Buffer(keyed)
-                    buffer.lines.append(data)
-                    buffer.origins.append(index)
-                    if event_key is not None:
-                        buffer.keys.append(event_key)
-                    buffer.size += cost
-                    if type(when) is str and when:
-                        # Canonical timestamps sort as strings: convert only min and max.
-                        if not buffer.tmin or when < buffer.tmin:
-                            buffer.tmin = when
-                        if when > buffer.tmax:
-                            buffer.tmax = when
+                        packer.single(dest.stream, dest_partition, data, event_key, (index,))
+                    else:
+                        packer.add(dest.stream, dest_partition, data, event_key, index, when)
+        self.stats.routed += routed
+        return packer.finish()
 
-        stats.routed += routed
-        for (stream, dest_partition), buffer in buffers.items():
-            out.append(self._seal(stream, dest_partition, buffer))
-        self.emit_dead(dead, partition, out)
-        return out
+    def _render(
+        self, group: _Group, event: dict[str, Any], line: bytes, pristine: bool
+    ) -> tuple[bytes, Any]:
+        """(line to send, event time) of an event for one schema group; ValidationError."""
+        if group.validator is None:
+            # A stream without a schema takes the event as it came (plus its id).
+            return (line if pristine else orjson.dumps(event)), ""
+        checked = group.validator(event)
+        when = checked.get(group.time_field, "") if group.time_field else ""
+        if group.stamps_date and type(when) is str:
+            parts = date_hour(when)
+            if parts is not None:
+                if checked is event:
+                    checked = dict(event)
+                if self._date_field:
+                    checked[self._date_field] = parts[0]
+                if self._hour_field:
+                    checked[self._hour_field] = parts[1]
+        return orjson.dumps(checked), when
 
     def _receive_time(self, timestamp_ms: int | None) -> str:
         if timestamp_ms is not None and timestamp_ms >= 0:
@@ -491,42 +452,27 @@ class Router:
             return f"field {field_name!r} {state}; known routes: {self._known_routes}"
         return f"field {field_name!r}: no route for {_shown(value)} (known: {self._known_routes})"
 
-    def _seal(self, stream: str, partition: int, buffer: _Buffer) -> Outgoing:
-        keys = buffer.keys if buffer.keyed else None
-        time_min = canonical_to_epoch_ms(buffer.tmin) if buffer.tmin else 0
-        time_max = canonical_to_epoch_ms(buffer.tmax) if buffer.tmax else 0
-        value, headers = encode(buffer.lines, keys, time_min, time_max)
-        message_key = keys[0].encode("utf-8") if keys else None
-        return Outgoing(stream, partition, value, headers, message_key, tuple(buffer.origins))
+    def pack_dead(self, records: Sequence[dict[str, Any]], partition: int) -> list[Outgoing]:
+        """DLQ records as messages to the DLQ partition of their source partition, counted.
 
-    def emit_dead(self, dead: list[dict[str, Any]], partition: int, out: list[Outgoing]) -> None:
-        """DLQ records go to the DLQ partition of their source partition, bounded envelopes."""
-        if not dead:
-            return
+        Packed by the same :class:`~agents.packing.EnvelopePacker` as the typed outputs:
+        bounded envelopes (event time: ``failed_at``), or one message per record on a
+        ``single`` DLQ.
+        """
+        if not records:
+            return []
         counts = self.stats.dead_lettered
-        for record in dead:
+        for record in records:
             error_type = record["error_type"]
             counts[error_type] = counts.get(error_type, 0) + 1
         dlq = self._dlq
         dest_partition = partition % dlq.partitions
-        if dlq.single:
-            out.extend(Outgoing(dlq.stream, dest_partition, dlq_line(r), None, None) for r in dead)
-            return
-        buffer = _Buffer(keyed=False)
-        for record in dead:
-            data = dlq_line(record)
-            cost = len(data) + 1
-            if buffer.lines and (
-                len(buffer.lines) >= self.max_envelope_events
-                or buffer.size + cost > self.max_envelope_bytes
-            ):
-                out.append(self._seal(dlq.stream, dest_partition, buffer))
-                buffer = _Buffer(keyed=False)
-            buffer.lines.append(data)
-            buffer.size += cost
-            failed_at = record["failed_at"]
-            if not buffer.tmin or failed_at < buffer.tmin:
-                buffer.tmin = failed_at
-            if failed_at > buffer.tmax:
-                buffer.tmax = failed_at
-        out.append(self._seal(dlq.stream, dest_partition, buffer))
+        packer = EnvelopePacker(self.max_envelope_events, self.max_envelope_bytes, keyed=False)
+        for record in records:
+            if dlq.single:
+                packer.single(dlq.stream, dest_partition, dlq_line(record), None, ())
+            else:
+                packer.add(
+                    dlq.stream, dest_partition, dlq_line(record), None, None, record["failed_at"]
+                )
+        return packer.finish()

@@ -1,4 +1,10 @@
-"""How the ingest paths classify Kafka's errors for their callers."""
+"""How Firelake classifies Kafka's errors: for ingest callers, and transient or not.
+
+:func:`is_transient` is :func:`firelake.errors.is_retriable` (aiokafka's ``retriable`` flag,
+Firelake's own, connection resets) plus the errors that mean "the broker is slow or
+overloaded": aiokafka flags its own ``KafkaTimeoutError`` as not retriable, yet it is how a
+broker that is away shows on a send, and retrying later is the cure.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +13,16 @@ from typing import Any
 
 from aiokafka import errors as aiokafka_errors
 
-__all__ = ["INTERNAL", "THROTTLED", "THROTTLE_ERRORS", "record_failure", "settle"]
+from firelake.errors import is_retriable
+
+__all__ = [
+    "INTERNAL",
+    "THROTTLED",
+    "THROTTLE_ERRORS",
+    "is_transient",
+    "record_failure",
+    "settle",
+]
 
 THROTTLED = "ProvisionedThroughputExceededException"
 INTERNAL = "InternalFailure"
@@ -21,6 +36,11 @@ THROTTLE_ERRORS: tuple[type[BaseException], ...] = (
     aiokafka_errors.NotEnoughReplicasAfterAppendError,
     TimeoutError,
 )
+
+
+def is_transient(exc: BaseException) -> bool:
+    """True when trying the same Kafka call again later may succeed (see the module doc)."""
+    return is_retriable(exc) or isinstance(exc, THROTTLE_ERRORS)
 
 
 def record_failure(exc: BaseException) -> tuple[str, str]:

@@ -8,10 +8,12 @@ from typing import Any
 import orjson
 import pytest
 
+from agents.packing import EnvelopePacker
 from agents.routing import Outgoing, Router
 from firelake.config import FirelakeConfig, parse_config
+from firelake.errors import TerminalError
 from firelake.testing import example_data, sample_event
-from streams.envelope import decode, encode
+from streams.envelope import EnvelopeError, decode, encode
 from streams.partitioning import partition_for_key
 
 NOW = 1795939260.0  # 2026-11-29T08:01:00Z, the injected clock
@@ -424,3 +426,27 @@ def test_date_and_hour_are_stamped_when_the_schema_declares_them() -> None:
         route(router, *raw_message([sample_event(3600, "start")])), "playback-events"
     )
     assert (routed["event_date"], routed["event_hour"]) == ("2026-11-29", 9)
+
+
+def test_the_envelope_packer_splits_per_slot_in_order_and_keeps_singles_in_place() -> None:
+    packer = EnvelopePacker(max_events=2, max_bytes=1024, keyed=True)
+    for n in range(5):
+        packer.add("a", n % 2, b'{"n":%d}' % n, f"k{n}", n, "")
+    packer.single("s", 0, b"{}", None, (9,))
+    out = packer.finish()
+    assert [(o.stream, o.partition, o.origins) for o in out] == [
+        ("a", 0, (0, 2)),  # full at its third line: sealed before it
+        ("s", 0, (9,)),
+        ("a", 0, (4,)),  # the open envelopes, in the order they were opened
+        ("a", 1, (1, 3)),
+    ]
+    first = decode(out[0].value, out[0].headers, out[0].key)
+    assert out[0].key == b"k0" and tuple(first.keys or ()) == ("k0", "k2")
+    assert out[1].key is None and out[1].headers is None
+    assert packer.too_large(b"x" * 1022, None) is False
+    assert packer.too_large(b"x" * 1020, "kk") is True
+    assert packer.finish() == []
+
+
+def test_bad_envelopes_are_terminal_errors() -> None:
+    assert issubclass(EnvelopeError, TerminalError) and issubclass(EnvelopeError, ValueError)
