@@ -49,6 +49,7 @@ from agents.edge import (
     SourceMessage,
     app_id,
     deliver,
+    refused_at_send,
     route_records_off_loop,
 )
 from agents.metrics import EdgeStats, RouterCollector, metrics_ports, serve_metrics
@@ -139,7 +140,7 @@ class FaustRouterEdge:
                 try:
                     inflight.append((index, o, await send(o)))
                 except (KafkaError, OSError) as exc:  # refused before it left (e.g. too big)
-                    errors[index] = exc
+                    errors[index] = refused_at_send(exc)
             results = await asyncio.gather(*(f for _, _, f in inflight), return_exceptions=True)
             for (index, o, _), result in zip(inflight, results, strict=True):
                 if isinstance(result, BaseException):

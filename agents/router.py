@@ -26,8 +26,12 @@ whole, with exponential backoff and full jitter, until ``max_retry_attempts`` or
 ``max_record_age_seconds`` runs out; then — a partial batch failure, like
 ``ReportBatchItemFailures`` — only the events of the envelopes Kafka refused go to the DLQ
 (``delivery_failed``, with attempts and first/last attempt time) and the rest is delivered.
-If even that fails, the worker exits non-zero with its input uncommitted. Bad *data* never
-stops a partition: it becomes DLQ records at once.
+If even that fails, the worker exits non-zero with its input uncommitted. Only transient
+errors are retried (``agents/edge.py``, :func:`~agents.edge.failure_kind`): a record the
+producer refuses itself goes to the DLQ at once, and a terminal error (an authorization
+error, a producer in a fatal state) stops the worker at once, non-zero, input uncommitted.
+A fenced producer (a newer worker owns the partition) drops the batch for its new owner.
+Bad *data* never stops a partition: it becomes DLQ records at once.
 
 The retry loop, the DLQ fallback and the counters are shared with the Faust engine
 (``agents/edge.py``). ``routers.<name>.engine = "faust"`` runs the router as a Faust agent
@@ -53,7 +57,7 @@ from datetime import datetime
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener
-from aiokafka.errors import ProducerFenced
+from aiokafka.errors import KafkaError, ProducerFenced
 from aiokafka.structs import TopicPartition
 
 from agents.edge import (
@@ -64,6 +68,7 @@ from agents.edge import (
     app_id,
     deliver,
     event_count,
+    refused_at_send,
     route_records_off_loop,
 )
 from agents.metrics import EdgeStats, RouterCollector, metrics_ports, serve_metrics
@@ -208,14 +213,18 @@ class RouterWorker:
         """
         errors: list[BaseException | None] = [None] * len(out)
         async with producer.transaction():
-            futures = [
-                await producer.send(
-                    o.stream, o.value, key=o.key, partition=o.partition, headers=o.headers
-                )
-                for o in out
-            ]
-            results = await asyncio.gather(*futures, return_exceptions=True)
-            for index, result in enumerate(results):
+            pending: list[tuple[int, Any]] = []
+            for index, o in enumerate(out):
+                try:
+                    future = await producer.send(
+                        o.stream, o.value, key=o.key, partition=o.partition, headers=o.headers
+                    )
+                except KafkaError as exc:  # refused before it left (e.g. too big)
+                    errors[index] = refused_at_send(exc)
+                else:
+                    pending.append((index, future))
+            results = await asyncio.gather(*(f for _, f in pending), return_exceptions=True)
+            for (index, _), result in zip(pending, results, strict=True):
                 if isinstance(result, BaseException):
                     errors[index] = result
             if any(errors):
@@ -229,7 +238,14 @@ class RouterWorker:
         async def attempt(out: list[Outgoing]) -> None:
             producer = await self._producer(tp)
             try:
-                await self._transaction(producer, tp, out, next_offset)
+                try:
+                    await self._transaction(producer, tp, out, next_offset)
+                except SendFailed as exc:
+                    # A fenced producer fails its pending sends with ProducerFenced.
+                    fenced = next((e for e in exc.errors if isinstance(e, ProducerFenced)), None)
+                    if fenced is None:
+                        raise
+                    raise fenced from exc
             except ProducerFenced as exc:
                 # A newer worker owns this partition now: it re-reads what we did not commit.
                 log.warning("router %s: fenced on %s; leaving it", self.name, tuple(tp))

@@ -12,6 +12,8 @@ A function that *raises* or runs past ``timeout_s`` is a retriable failure of it
 batch, as in Firehose: with ``bisect`` the batch is split in halves and each half tried
 again, down to single events, so one poison event does not fail its neighbours; a single
 event that still fails after the retry budget becomes ``ProcessingFailed`` with the error.
+A result that breaks the contract (a wrong count or type: :class:`TransformError`) is
+terminal: bisected like any failure, never retried, since the same call breaks it again.
 The budget is the router's: ``max_retry_attempts`` *and* ``max_record_age_seconds`` (measured
 from the record's Kafka timestamp), so an unlimited attempt count with an age limit still
 ends. Retries wait with backoff and jitter (:class:`agents.retry.RetryPolicy`).
@@ -31,6 +33,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from agents.retry import RetryPolicy
+from firelake.errors import TerminalError
 
 __all__ = [
     "Dropped",
@@ -65,8 +68,8 @@ class ProcessingFailed:
 Result = Ok | Dropped | ProcessingFailed
 
 
-class TransformError(ValueError):
-    """A transform that cannot be loaded, or that broke its contract."""
+class TransformError(TerminalError, ValueError):
+    """A transform that cannot be loaded, or that broke its contract: not retried."""
 
 
 def load_transform(spec: str) -> Callable[..., Any]:
@@ -185,9 +188,13 @@ class TransformRunner:
                 middle = len(events) // 2
                 return self._run(events[:middle], retries) + self._run(events[middle:], retries)
             # Both limits, as for deliveries: with max_retry_attempts = -1 only the record
-            # age ends the retries of an event the transform always raises on.
-            if self.policy.may_retry(retries) and not self.policy.too_old(
-                self._record_ms, self.clock()
+            # age ends the retries of an event the transform always raises on. What the
+            # user function raises is retried as Firehose does (its errors carry no verdict);
+            # a broken contract (TransformError) is terminal: the same call breaks it again.
+            if (
+                not isinstance(exc, TerminalError)
+                and self.policy.may_retry(retries)
+                and not self.policy.too_old(self._record_ms, self.clock())
             ):
                 self.sleep(self.policy.delay(retries, self.rng))
                 return self._run(events, retries + 1)

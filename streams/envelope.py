@@ -17,6 +17,8 @@ from dataclasses import dataclass
 
 import orjson
 
+from firelake.errors import TerminalError
+
 __all__ = [
     "FORMAT_NDJSON",
     "HEADER_COUNT",
@@ -41,8 +43,9 @@ FORMAT_NDJSON = b"ndjson/1"
 Headers = Sequence[tuple[str, bytes]]
 
 
-class EnvelopeError(ValueError):
-    """A message that claims to be an envelope but is not a well-formed one."""
+class EnvelopeError(TerminalError, ValueError):
+    """A message that claims to be an envelope but is not a well-formed one (bad data:
+    reading it again cannot help)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,6 +16,7 @@ from agents.transform import (
     TransformRunner,
     load_transform,
 )
+from firelake.errors import TerminalError, is_retriable
 
 NO_WAIT = RetryPolicy(max_attempts=2, base_delay_s=0.0, max_delay_s=0.0)
 
@@ -137,3 +138,18 @@ def test_unlimited_attempts_still_stop_at_the_maximum_record_age() -> None:
     (result,) = made([{"a": 1}], record_ms=int(now[0] * 1000))
     assert isinstance(result, ProcessingFailed) and "poison" in result.message
     assert len(calls) == 6  # tried until the record was past 5 s, not forever
+
+
+def test_a_broken_contract_is_terminal_and_never_retried() -> None:
+    calls: list[int] = []
+
+    def wrong_count(events):
+        calls.append(len(events))
+        return []
+
+    run = runner(wrong_count, bisect=False)  # two retries allowed
+    results = run([{"n": 1}])
+    assert isinstance(results[0], ProcessingFailed) and "0 results for 1" in results[0].message
+    assert calls == [1] and run.sleeps == []
+    assert issubclass(TransformError, TerminalError) and issubclass(TransformError, ValueError)
+    assert not is_retriable(TransformError("bad"))
