@@ -1,0 +1,319 @@
+"""A window definition at work, batch by batch: what to send, what to remember.
+
+:class:`WindowProcessor` is the whole window agent without Kafka: :meth:`~WindowProcessor.process`
+takes a batch of source messages and returns an :class:`Emission` — result and late-event
+envelopes for the output and late streams, and the changelog records that make the new state
+durable. The engine sends all three and the batch's source offsets in one transaction;
+:meth:`~WindowProcessor.restore` rebuilds the state from the changelog after a crash or a
+rebalance, and the same input then gives the same output.
+
+Per batch: the batch's partials (:mod:`agents.windows.batch`) merge into the state; the
+watermark advances (:mod:`agents.windows.watermarks`); every window whose end it reached is
+emitted ``is_final = true`` and evicted. With ``emit = "update"`` every window the batch
+changed is also emitted with its current values (``is_final = false``) — no retractions: the
+latest row of a (window, key) is its current value, and the final row, when it comes, is the
+last. :meth:`~WindowProcessor.tick` advances by the clock alone (idle partitions).
+
+``max_open_windows`` bounds the state: beyond it the windows that end first are closed early
+(emitted as final), and the watermark windows are closed at moves to their end, so events
+for them later go to the late stream rather than reopening them.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+import orjson
+
+from agents.windows import codec
+from agents.windows.aggregates import parse_aggregate
+from agents.windows.assign import US, geometry_of
+from agents.windows.batch import BatchPartials, BatchReader, SourceMessage
+from agents.windows.state import EntryId, Result, state_for
+from agents.windows.watermarks import NO_TIME, Watermarks
+from firelake.config import FirelakeConfig, WindowConfig
+from streams.envelope import encode
+from streams.partitioning import partition_for_key
+
+__all__ = [
+    "MAX_ENVELOPE_BYTES",
+    "MAX_ENVELOPE_EVENTS",
+    "META_KEY",
+    "Emission",
+    "WindowMessage",
+    "WindowProcessor",
+    "WindowStats",
+    "format_us",
+]
+
+#: Most lines and bytes in one outgoing envelope (under Kafka's default 1 MiB message).
+MAX_ENVELOPE_EVENTS = 5_000
+MAX_ENVELOPE_BYTES = 900_000
+#: The changelog key of the watermarks.
+META_KEY = codec.dumps(["m"])
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def format_us(us: int) -> str:
+    """Canonical UTC text of epoch microseconds (the router's timestamp form)."""
+    moment = _EPOCH + timedelta(microseconds=us)
+    return (
+        f"{moment.year:04d}-{moment.month:02d}-{moment.day:02d}T"
+        f"{moment.hour:02d}:{moment.minute:02d}:{moment.second:02d}.{moment.microsecond:06d}Z"
+    )
+
+
+def _json_value(value: Any) -> Any:
+    if isinstance(value, datetime):
+        moment = value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+        return format_us((moment - _EPOCH) // timedelta(microseconds=1))
+    if isinstance(value, date):
+        return value.isoformat()
+    if isinstance(value, Decimal):
+        return float(value)
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class WindowMessage:
+    """One Kafka message to send: to ``stream`` on an explicit ``partition``."""
+
+    stream: str
+    partition: int
+    value: bytes
+    headers: list[tuple[str, bytes]] | None
+    key: bytes | None
+
+
+@dataclass
+class Emission:
+    """What a batch (or a tick) produced: messages to send, changelog records to write."""
+
+    messages: list[WindowMessage] = field(default_factory=list)
+    changelog: list[tuple[bytes, bytes | None]] = field(default_factory=list)
+    results: list[dict[str, Any]] = field(default_factory=list)
+    late: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass
+class WindowStats:
+    """Counters since the processor was built."""
+
+    batches: int = 0
+    events: int = 0
+    late: int = 0
+    unreadable: int = 0
+    results: int = 0
+    finals: int = 0
+
+
+class WindowProcessor:
+    """One window definition's state and logic (see the module docstring)."""
+
+    def __init__(
+        self,
+        config: FirelakeConfig,
+        name: str,
+        partitions: Iterable[int],
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        spec = config.windows.get(name)
+        if spec is None:
+            known = ", ".join(sorted(config.windows)) or "none"
+            raise ValueError(f"{config.source}: no window named {name!r} (declared: {known})")
+        self.spec: WindowConfig = spec
+        self.name = name
+        self.clock = clock
+        self.columns = list(spec.aggregates)
+        self.aggregates = [parse_aggregate(text) for text in spec.aggregates.values()]
+        self.geometry = geometry_of(spec)
+        self.reader = BatchReader(
+            spec, config.schema_of(spec.source), self.aggregates, self.geometry
+        )
+        self.state = state_for(self.aggregates, self.geometry)
+        self.watermarks = Watermarks(
+            partitions, round(spec.grace_seconds * US), spec.idle_timeout_seconds, clock
+        )
+        self.output_partitions = config.streams[spec.output].partitions
+        self.late_partitions = config.streams[spec.late].partitions
+        self.stats = WindowStats()
+
+    def close(self) -> None:
+        self.reader.close()
+
+    # ------------------------------------------------------------------ batches
+
+    def process(self, messages: Sequence[SourceMessage]) -> Emission:
+        """Merge a batch into the state; the results, late events and changelog it makes."""
+        marks = self.watermarks
+        prior = {p: t for p, t in marks.max_time.items() if t != NO_TIME}
+        partials = self.reader.read(messages, prior, marks.closed)
+        for partition in {m.partition for m in messages}:
+            marks.observe(partition, partials.max_time.get(partition))
+        self.stats.batches += 1
+        self.stats.events += partials.events
+        dirty = self.state.add(partials.groups)
+        emission = Emission()
+        self._late(partials, emission)
+        self._advance(dirty, emission)
+        return emission
+
+    def tick(self) -> Emission:
+        """Close what the watermark allows now (idle partitions age by the clock)."""
+        emission = Emission()
+        self._advance(set(), emission)
+        if not emission.results:
+            emission.changelog.clear()
+        return emission
+
+    def watermark(self) -> int:
+        """The window's watermark now (µs)."""
+        return self.watermarks.current()
+
+    def _advance(self, dirty: set[EntryId], emission: Emission) -> None:
+        marks = self.watermarks
+        mark = marks.current()
+        finals, closed = self.state.close(mark)
+        while self.state.size() > self.spec.max_open_windows:
+            end = self.state.earliest_end()
+            if end is None:
+                break
+            mark = max(mark, end)
+            more, gone = self.state.close(mark)
+            finals.extend(more)
+            closed |= gone
+        marks.closed = max(marks.closed, mark)
+        updates = self.state.current(dirty) if self.spec.emit == "update" else []
+        now = format_us(round(self.clock() * US))
+        rows = [self._row(r, now) for r in (*updates, *finals)]
+        self.stats.results += len(rows)
+        self.stats.finals += len(finals)
+        emission.results.extend(rows)
+        self._pack(self.spec.output, rows, emission)
+        emission.changelog.extend(self.state.record(i) for i in sorted(dirty | closed, key=repr))
+        emission.changelog.append((META_KEY, codec.dumps(marks.snapshot())))
+
+    # ------------------------------------------------------------------ records
+
+    def _row(self, result: Result, now: str) -> dict[str, Any]:
+        row: dict[str, Any] = {
+            "window_start": format_us(result.start),
+            "window_end": format_us(result.end),
+        }
+        for name, value in zip(self.spec.key, result.key, strict=True):
+            row[name] = _json_value(value)
+        for name, value in zip(self.columns, result.values, strict=True):
+            row[name] = _json_value(value)
+        row["event_count"] = result.count
+        row["emit_time"] = now
+        row["is_final"] = result.final
+        return row
+
+    def _key_text(self, row: dict[str, Any]) -> str:
+        return "|".join(str(row.get(k)) for k in self.spec.key)
+
+    def _late(self, partials: BatchPartials, emission: Emission) -> None:
+        records: list[tuple[int, dict[str, Any]]] = []
+        parsed: dict[int, dict[str, Any]] = {}
+
+        def event_of(row: int) -> dict[str, Any]:
+            if row not in parsed:
+                line = partials.rows[row][3]
+                try:
+                    event = orjson.loads(line)
+                except orjson.JSONDecodeError:
+                    event = None
+                if not isinstance(event, dict):
+                    event = {"late_raw": line.decode("utf-8", "replace")}
+                parsed[row] = event
+            return dict(parsed[row])
+
+        def source_of(row: int, event: dict[str, Any]) -> None:
+            partition, offset, index, _ = partials.rows[row]
+            event["late_window"] = self.name
+            event["source_partition"] = partition
+            event["source_offset"] = offset
+            event["source_index"] = index
+
+        for pair in partials.late:
+            event = event_of(pair.row)
+            event["late_reason"] = "window_closed"
+            event["late_window_start"] = format_us(pair.start)
+            event["late_window_end"] = format_us(pair.end)
+            event["late_watermark"] = format_us(pair.watermark)
+            source_of(pair.row, event)
+            records.append((partials.rows[pair.row][0], event))
+        for bad in partials.unreadable:
+            event = event_of(bad.row)
+            event["late_reason"] = bad.reason
+            source_of(bad.row, event)
+            records.append((partials.rows[bad.row][0], event))
+        self.stats.late += len(partials.late)
+        self.stats.unreadable += len(partials.unreadable)
+        emission.late.extend(e for _, e in records)
+        by_partition: dict[int, list[dict[str, Any]]] = {}
+        for partition, event in records:
+            by_partition.setdefault(partition % self.late_partitions, []).append(event)
+        for partition, events in sorted(by_partition.items()):
+            self._seal(self.spec.late, partition, [orjson.dumps(e) for e in events], None, emission)
+
+    def _pack(self, stream: str, rows: list[dict[str, Any]], emission: Emission) -> None:
+        by_partition: dict[int, tuple[list[bytes], list[str]]] = {}
+        for row in rows:
+            key = self._key_text(row)
+            lines, keys = by_partition.setdefault(
+                partition_for_key(key, self.output_partitions), ([], [])
+            )
+            lines.append(orjson.dumps(row))
+            keys.append(key)
+        for partition, (lines, keys) in sorted(by_partition.items()):
+            self._seal(stream, partition, lines, keys, emission)
+
+    def _seal(
+        self,
+        stream: str,
+        partition: int,
+        lines: list[bytes],
+        keys: list[str] | None,
+        emission: Emission,
+    ) -> None:
+        start = 0
+        while start < len(lines):
+            end = start
+            size = 0
+            while end < len(lines) and end - start < MAX_ENVELOPE_EVENTS:
+                cost = len(lines[end]) + 1 + (len(keys[end]) + 3 if keys else 0)
+                if end > start and size + cost > MAX_ENVELOPE_BYTES:
+                    break
+                size += cost
+                end += 1
+            chunk_keys = keys[start:end] if keys is not None else None
+            value, headers = encode(lines[start:end], chunk_keys)
+            key = chunk_keys[0].encode() if chunk_keys else None
+            emission.messages.append(WindowMessage(stream, partition, value, headers, key))
+            start = end
+
+    # ------------------------------------------------------------------ restore
+
+    def restore(self, records: Iterable[tuple[bytes, bytes | None]]) -> int:
+        """Rebuild the state from changelog records in log order (last one per key wins);
+        returns the number of live entries loaded."""
+        latest: dict[bytes, bytes | None] = {}
+        for key, value in records:
+            latest[key] = value
+        loaded = 0
+        for key, value in latest.items():
+            if value is None:
+                continue
+            if key == META_KEY:
+                self.watermarks.restore(codec.loads(value))
+                continue
+            self.state.load(codec.loads(key), codec.loads(value))
+            loaded += 1
+        return loaded
