@@ -9,7 +9,7 @@ object sizes. Sinks write files under a name starting with ``.`` and rename them
 complete, so dot-files (and dot-folders) are in-flight and never counted; the sink's
 bookkeeping (``_firelake``) and conversion errors (``_errors``) are not tables.
 
-Only *live* files count: a compacted table's manifest (``sinks.compaction``) retires the
+Only *live* files count: a compacted table's manifest (``sinks.manifest``) retires the
 files it merged — they stay on storage for a grace period, for queries already running —
 and an output the manifest does not list yet is not in use; both are skipped, exactly as
 the query engine skips them.
@@ -30,7 +30,6 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from firelake.config import FirelakeConfig
-from sinks.compaction import live_files
 from sinks.destinations import (
     Destination,
     LocalDestination,
@@ -39,6 +38,7 @@ from sinks.destinations import (
     lake_destination,
     open_destination,
 )
+from sinks.manifest import live_table_files
 from sinks.paths import ERRORS_DIR, STATE_DIR
 
 __all__ = [
@@ -180,19 +180,6 @@ def _location(destination: Destination, key: str) -> Path | str:
     if isinstance(destination, LocalDestination):
         return destination.root / key
     return destination.uri(key)
-
-
-def live_table_files(destination: Destination, table: str) -> list[ObjectInfo]:
-    """A table's complete live Parquet files, sorted by key: manifest read, then listed.
-
-    ``sinks.compaction.live_files`` applies the manifest; on S3 only a key's last part is
-    checked for a leading dot, so files in dot-folders (staging) are dropped here.
-    """
-    return [
-        info
-        for info in live_files(destination, table)
-        if not any(part.startswith(".") for part in info.key.split("/"))
-    ]
 
 
 def read_footers(

@@ -1,12 +1,9 @@
 """Compaction: merge a table's small files into files near a target size, atomically.
 
 Readers glob a table's folders, and no filesystem (let alone S3) can remove N files and
-add one in a single step. So the switch is a *manifest*, one small JSON object per table
-(``_firelake/tables/<table>/manifest.json``) put atomically, and a naming rule:
-
-- a compaction output is named ``compacted-<digest>.parquet``; readers use such a file
-  only while the manifest lists it in ``active``;
-- a file the manifest lists in ``retired`` is never used by readers.
+add one in a single step. So the switch is a *manifest* (``sinks.manifest``: its format,
+and the rule readers follow — a ``compacted-*`` file is used only while the manifest lists
+it ``active``, a ``retired`` file never), one small JSON object per table put atomically.
 
 :func:`compact` (1) writes the merged file — invisible, not active yet; (2) puts the new
 manifest: output active, inputs retired — the one atomic switch; (3) deletes retired
@@ -34,15 +31,16 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
-import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from sinks.destinations import Destination, LocalDestination, ObjectInfo
+from sinks.manifest import Manifest, live_files, load_manifest
 from sinks.parquet import parquet_bytes
 from sinks.paths import COMPACTED_PREFIX, manifest_key, parse_data_file_name
 from sinks.progress import ProgressStore
 
+# Manifest, live_files, load_manifest live in sinks.manifest (re-exported here).
 __all__ = [
     "CompactionReport",
     "Manifest",
@@ -50,59 +48,6 @@ __all__ = [
     "live_files",
     "load_manifest",
 ]
-
-
-@dataclass
-class Manifest:
-    """Which compacted files are live and which files are retired (key -> epoch seconds)."""
-
-    version: int = 0
-    active: list[str] = field(default_factory=list)
-    retired: dict[str, float] = field(default_factory=dict)
-    deleted: dict[str, float] = field(default_factory=dict)
-
-    def to_json(self) -> bytes:
-        return orjson.dumps(
-            {
-                "version": self.version,
-                "active": sorted(self.active),
-                "retired": sorted(self.retired),
-                "retired_at": self.retired,
-                "deleted_at": self.deleted,
-            }
-        )
-
-    def is_live(self, key: str) -> bool:
-        """Whether readers use this file (given that it exists)."""
-        if key in self.retired or key in self.deleted:
-            return False
-        name = key.rsplit("/", 1)[-1]
-        return not name.startswith(COMPACTED_PREFIX) or key in self.active
-
-
-def load_manifest(destination: Destination, table: str) -> Manifest:
-    """A table's manifest, empty before its first compaction."""
-    raw = destination.get(manifest_key(table))
-    if raw is None:
-        return Manifest()
-    data = orjson.loads(raw)
-    retired_at = data.get("retired_at") or {}
-    return Manifest(
-        version=int(data.get("version", 0)),
-        active=list(data.get("active", [])),
-        retired={k: float(retired_at.get(k, 0.0)) for k in data.get("retired", [])},
-        deleted={k: float(v) for k, v in (data.get("deleted_at") or {}).items()},
-    )
-
-
-def live_files(destination: Destination, table: str) -> list[ObjectInfo]:
-    """The Parquet files of a table a reader should use now (manifest read first)."""
-    manifest = load_manifest(destination, table)
-    return [
-        info
-        for info in destination.list(f"{table}/")
-        if info.key.endswith(".parquet") and manifest.is_live(info.key)
-    ]
 
 
 @dataclass

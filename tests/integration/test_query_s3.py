@@ -25,8 +25,8 @@ from firelake.cli import main as firelake_main
 from firelake.testing import write_config
 from queries.catalog import Lake, list_tables
 from queries.engine import QueryEngine
-from sinks.compaction import Manifest
 from sinks.destinations import Destination, LocalDestination, S3Destination
+from sinks.manifest import Manifest
 from sinks.paths import manifest_key
 from sinks.testing import REPO, S3Endpoint, s3  # noqa: F401  (the module's S3 server)
 

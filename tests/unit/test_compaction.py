@@ -12,8 +12,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from queries.engine import QueryEngine
-from sinks.compaction import compact, live_files, load_manifest
+from sinks.compaction import compact
 from sinks.destinations import Destination, LocalDestination
+from sinks.manifest import live_files, load_manifest
 from sinks.parquet import parquet_bytes
 from sinks.paths import data_file_name
 from sinks.progress import PlannedFile, ProgressStore
