@@ -326,19 +326,72 @@ def cmd_compact(args: argparse.Namespace) -> int:
     return 0
 
 
+def _params(pairs: Sequence[str]) -> dict[str, str]:
+    """``--param name=value`` pairs as a dict."""
+    values: dict[str, str] = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not name:
+            raise UsageError(f"--param {pair!r}: write name=value")
+        values[name] = value
+    return values
+
+
 def cmd_query(args: argparse.Namespace) -> int:
-    from queries.catalog import Lake
     from queries.engine import QueryEngine, format_csv, format_json, format_table
-    from queries.sandbox import query_limits
+    from queries.export import export_file, export_table
+    from queries.saved import bind_parameters, load_saved, saved_dir
+    from sinks.destinations import lake_destination
 
     config = _config(args)
+    folder = saved_dir(config)
+    saved = load_saved([folder])
+    if args.list:
+        for query in saved.values():
+            params = " ".join(
+                f"{p.name}:{p.type}" + ("" if p.required else f"={p.default}")
+                for p in query.parameters
+            )
+            kind = "view" if query.view else "query"
+            print(f"{query.name:<28} {kind:<5} {params:<32} {query.description}")
+        if not saved:
+            print(f"no saved queries in {folder}")
+        return 0
+    values: dict[str, object] = dict(_params(args.param))
+    if args.saved:
+        if args.sql:
+            raise UsageError("give SQL or --saved NAME, not both")
+        if args.saved not in saved:
+            known = ", ".join(saved) or "none"
+            raise UsageError(f"no saved query {args.saved!r} in {folder} (saved: {known})")
+        sql = saved[args.saved].sql
+        values = bind_parameters(saved[args.saved], values)
+    elif args.sql:
+        sql = args.sql
+    else:
+        raise UsageError("give SQL, --saved NAME or --list")
+    exporting = bool(args.output or args.into_table)
+    views = {q.name: q.sql for q in saved.values() if q.view}
     # The lake root and every sink destination (local folders and S3 prefixes).
-    with QueryEngine(
-        Lake.of(config), threads=config.query.threads, limits=query_limits(config.query)
-    ) as engine:
-        result = engine.query(args.sql)
-    formatter = {"table": format_table, "csv": format_csv, "json": format_json}[args.format]
-    print(formatter(result))
+    with QueryEngine.for_config(config, views) as engine:
+        result = engine.query(sql, max_rows=args.max_rows, params=values, arrow=exporting)
+        existing = set(engine.tables)
+    if exporting:
+        if result.truncated or result.arrow is None:
+            raise UsageError(
+                f"the result has more than {args.max_rows or config.query.max_rows} rows; "
+                "nothing exported (raise --max-rows)"
+            )
+        if args.output:
+            report = export_file(result.arrow, args.output, args.output_format)
+        else:
+            report = export_table(
+                result.arrow, lake_destination(config), args.into_table, existing, args.append
+            )
+        print(f"exported {report}")
+    else:
+        formatter = {"table": format_table, "csv": format_csv, "json": format_json}[args.format]
+        print(formatter(result))
     # Like Athena's console: what the query cost, on stderr so piped output stays clean.
     scanned = (
         f"{result.bytes_scanned} bytes scanned, ${result.cost_usd:.8f} at $5/TB"
@@ -346,7 +399,7 @@ def cmd_query(args: argparse.Namespace) -> int:
         else f"bytes scanned unknown: {result.scan_note or 'no profile'}"
     )
     print(
-        f"({len(result.rows)} rows{' (truncated)' if result.truncated else ''}, "
+        f"({result.row_count} rows{' (truncated)' if result.truncated else ''}, "
         f"{result.elapsed:.3f}s, {scanned})",
         file=sys.stderr,
     )
@@ -500,9 +553,29 @@ def build_parser() -> argparse.ArgumentParser:
         default=3600.0,
         help="skip folders with a file newer than this many seconds (open partitions)",
     )
-    p = command("query", cmd_query, "run SQL over the lake with DuckDB")
-    p.add_argument("sql", help="the SQL; each lake table is a view")
+    p = command("query", cmd_query, "run SQL or a saved query over the lake with DuckDB")
+    p.add_argument("sql", nargs="?", help="the SQL; each lake table is a view")
     p.add_argument("--format", choices=["table", "csv", "json"], default="table")
+    p.add_argument("--saved", default=None, metavar="NAME", help="run this saved query")
+    p.add_argument(
+        "--param", action="append", default=[], metavar="NAME=VALUE", help="a $NAME parameter"
+    )
+    p.add_argument("--list", action="store_true", help="list the saved queries and views")
+    p.add_argument("--max-rows", type=int, default=None, help="most rows (default [query])")
+    p.add_argument("--output", default=None, metavar="FILE", help="write the result to FILE")
+    p.add_argument(
+        "--output-format",
+        choices=["parquet", "csv", "json"],
+        default=None,
+        help="format of --output (default: its extension)",
+    )
+    p.add_argument(
+        "--into-table",
+        default=None,
+        metavar="TABLE",
+        help="write the result into the lake as a new table (CTAS)",
+    )
+    p.add_argument("--append", action="store_true", help="--into-table may add to a table")
     command("tables", cmd_tables, "list lake tables with rows, files and partitions")
     p = command("config", cmd_config, "check a configuration file, or describe every field")
     p.add_argument("--describe", action="store_true", help="print every field with its default")
@@ -530,10 +603,20 @@ def _expected_errors() -> tuple[type[BaseException], ...]:
     """Errors that describe the user's situation rather than a bug in Firelake."""
     from firelake.broker import BrokerError
     from queries.engine import QueryError
+    from queries.export import ExportError
+    from queries.saved import SavedQueryError
     from streams.replay import ReplayError
     from streams.topics import TopicError
 
-    return (BrokerError, QueryError, ReplayError, TopicError, UsageError)
+    return (
+        BrokerError,
+        ExportError,
+        QueryError,
+        ReplayError,
+        SavedQueryError,
+        TopicError,
+        UsageError,
+    )
 
 
 if __name__ == "__main__":

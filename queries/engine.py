@@ -45,6 +45,7 @@ import math
 import re
 import threading
 import time
+import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
@@ -60,6 +61,7 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
+from firelake.config import FirelakeConfig
 from queries.catalog import (
     FooterCache,
     Lake,
@@ -71,6 +73,7 @@ from queries.catalog import (
     read_footers,
 )
 from queries.sandbox import (
+    REASONS,
     CheckedStatement,
     Deadline,
     SandboxLimits,
@@ -78,6 +81,7 @@ from queries.sandbox import (
     check_sql,
     connection_settings,
     lock_settings,
+    query_limits,
     violation_from_error,
 )
 from sinks.destinations import Destination, LocalDestination, ObjectInfo
@@ -146,7 +150,9 @@ class QueryError(Exception):
         if violation.position is not None:
             before = sql[: violation.position]
             position = (before.count("\n") + 1, violation.position - before.rfind("\n"))
-        return cls(str(violation), sql, "SandboxViolation", violation.reason, position)
+        message = f"refused by the sandbox ({violation.reason}): {violation.detail}"
+        message += f" — {REASONS[violation.reason]}"
+        return cls(message, sql, "SandboxViolation", violation.reason, position)
 
     def to_dict(self) -> dict[str, Any]:
         """The error as JSON data (the HTTP API's error body)."""
@@ -214,6 +220,11 @@ class QueryResult:
     def cost_usd(self) -> float:
         """What Athena would charge for the bytes scanned (no 10 MB minimum applied)."""
         return (self.bytes_scanned or 0) / 1e12 * PRICE_PER_TB_USD
+
+    @property
+    def row_count(self) -> int:
+        """Rows returned (Python rows or the Arrow table)."""
+        return self.arrow.num_rows if self.arrow is not None else len(self.rows)
 
     @property
     def billed_usd(self) -> float:
@@ -312,7 +323,8 @@ class QueryEngine:
     applies :mod:`queries.sandbox`: user SQL reads the lake and nothing else, changes
     nothing that outlives the query (each query runs in a transaction that is rolled
     back), and runs within ``limits`` (time, memory, rows, bytes scanned). S3 tables are
-    read by pyarrow, outside DuckDB's file access.
+    read by pyarrow, outside DuckDB's file access. ``views`` are saved views (name to
+    SELECT, :mod:`queries.saved`) every query sees.
     """
 
     def __init__(
@@ -322,6 +334,7 @@ class QueryEngine:
         max_rows: int | None = None,
         sandbox: bool = True,
         limits: SandboxLimits | None = None,
+        views: Mapping[str, str] | None = None,
     ) -> None:
         if threads < 1:
             raise ValueError(f"threads must be >= 1, got {threads}")
@@ -358,6 +371,8 @@ class QueryEngine:
         self._listed: dict[str, bool] = {}
         #: Tables whose view could not be created this refresh, with DuckDB's reason.
         self.view_errors: dict[str, str] = {}
+        #: Saved views (name -> SELECT), created over the tables at every refresh.
+        self.saved_views: dict[str, str] = dict(views or {})
         self._conn = duckdb.connect(
             ":memory:",
             config={
@@ -387,6 +402,19 @@ class QueryEngine:
         if sandbox:
             # Last: user SQL must not undo the sandbox (views need no settings change).
             self._conn.execute(lock_settings())
+
+    @classmethod
+    def for_config(
+        cls, config: FirelakeConfig, views: Mapping[str, str] | None = None
+    ) -> QueryEngine:
+        """The sandboxed engine of a configuration: every lake root, the ``[query]``
+        limits and threads, and the given saved views."""
+        return cls(
+            Lake.of(config),
+            threads=config.query.threads,
+            limits=query_limits(config.query),
+            views=views,
+        )
 
     @property
     def max_rows(self) -> int:
@@ -554,8 +582,31 @@ class QueryEngine:
                     errors[info.name] = str(exc)
                     self._drop(info.name)
             self._tables = {info.name: info for info in tables if info.name not in errors}
+            self._create_saved_views(errors)
             self.view_errors = errors
         return tables
+
+    def _create_saved_views(self, errors: dict[str, str]) -> None:
+        """(Re-)create the saved views over the current tables (call with the lock held).
+
+        A view's SQL passes the sandbox like a query's; one that names a missing table or
+        a lake table's name is left out, with the reason in ``errors``.
+        """
+        for name, sql in self.saved_views.items():
+            if name in self._tables or name in self._remote:
+                errors[name] = f"saved view {name!r}: a lake table has that name"
+                continue
+            try:
+                (statement,) = check_sql(
+                    sql, self.local_roots, self.remote_roots, enforce=self.sandbox
+                )
+                if statement.type != duckdb.StatementType.SELECT:
+                    raise QueryError(f"a view is a SELECT, not {statement.type.name}", sql)
+                body = statement.sql.strip().rstrip(";")
+                self._conn.execute(f"CREATE OR REPLACE VIEW {_identifier(name)} AS {body}")
+            except (SandboxViolation, QueryError, ValueError, duckdb.Error) as exc:
+                errors[name] = f"saved view {name!r}: {exc}"
+                self._conn.execute(f"DROP VIEW IF EXISTS {_identifier(name)}")
 
     # ------------------------------------------------------------------ queries
 
@@ -661,9 +712,8 @@ class QueryEngine:
             except duckdb.Error as exc:
                 violation = violation_from_error(exc, self.limits, deadline.fired)
                 if self.sandbox and violation is not None:
-                    error = QueryError.from_violation(violation, sql)
-                    error.message += f"\nDuckDB: {str(exc).splitlines()[0]}"
-                    raise error from None
+                    violation.detail += f"; DuckDB: {str(exc).splitlines()[0]}"
+                    raise QueryError.from_violation(violation, sql) from None
                 raise self._error(exc, sql, current) from None
             except (OSError, pa.ArrowException) as exc:
                 raise QueryError(str(exc), sql, type(exc).__name__) from None
@@ -692,7 +742,10 @@ class QueryEngine:
     @staticmethod
     def _fetch_arrow(cursor: duckdb.DuckDBPyConnection, count: int) -> pa.Table:
         """At most ``count`` rows of a cursor's result as an Arrow table."""
-        reader = cursor.fetch_record_batch(min(count, 100_000))
+        with warnings.catch_warnings():
+            # DuckDB notes the copy an Arrow reader over a DB-API result makes: wanted here.
+            warnings.simplefilter("ignore", UserWarning)
+            reader = cursor.to_arrow_reader(min(count, 100_000))
         batches: list[pa.RecordBatch] = []
         have = 0
         for batch in reader:
@@ -709,7 +762,11 @@ class QueryEngine:
         position = error_position(message, statement.sql, statement.offset, sql)
         if isinstance(exc, duckdb.CatalogException):
             for table, cause in sorted(self.view_errors.items()):
-                if f"name {table} does not exist" in message:
+                if f"name {table} does not exist" not in message:
+                    continue
+                if table in self.saved_views:
+                    message += f"\n{table!r} is a saved view that could not be created: {cause}"
+                else:
                     message += f"\n{table!r} is a lake table, but it cannot be read: {cause}"
         return QueryError(message, sql, type(exc).__name__, position=position)
 
