@@ -286,9 +286,14 @@ def cmd_replay(args: argparse.Namespace) -> int:
         # Rebuild a stream from a sink's raw archive (Firehose S3 backup) instead.
         if args.stream or args.from_ or args.to or not args.into:
             raise UsageError("replay --from-archive TABLE takes --into STREAM and nothing else")
-        from sinks.archive import replay_archive
+        from sinks.archive import table_archive
+        from streams.replay import replay_archive
 
-        print(asyncio.run(replay_archive(config, args.from_archive, args.into)))
+        files = table_archive(config, args.from_archive)
+        if args.into not in config.streams:
+            raise ValueError(f"unknown stream {args.into!r}")
+        partitions = config.streams[args.into].partitions
+        print(asyncio.run(replay_archive(config.bootstrap, files, args.into, partitions)))
         return 0
     if not args.stream or not args.from_:
         raise UsageError("replay needs a stream and --from (a time, @epoch-ms or an offset)")

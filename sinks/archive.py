@@ -3,16 +3,16 @@
 With ``archive = true`` each flush also puts the raw lines of its messages — good and bad,
 exactly as they arrived — as one ``.jsonl.gz`` file under the archive prefix, inside the
 same intent as the Parquet files, so the archive is exactly-once too. ``firelake replay
---from-archive <table> --into <stream>`` (:func:`replay_archive`) rebuilds a stream from it:
-files in key order (by arrival hour, then source partition and offset), events in their
-original order, sent as envelopes.
+--from-archive <table> --into <stream>`` rebuilds a stream from it: :func:`table_archive`
+reads the files here, in key order (by arrival hour, then source partition and offset),
+events in their original order; ``streams.replay.replay_archive`` sends them as envelopes.
+Reading is pure storage I/O, so this module imports no Kafka client.
 """
 
 from __future__ import annotations
 
 import gzip
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 
 import orjson
 
@@ -23,11 +23,11 @@ from sinks.paths import ARCHIVE_SUFFIX
 
 __all__ = [
     "ARCHIVE_SUFFIX",
-    "ReplayReport",
     "archive_bytes",
+    "archive_file",
     "archive_files",
     "archive_lines",
-    "replay_archive",
+    "table_archive",
 ]
 
 #: gzip level: 3 compresses JSON nearly as well as 6 at about twice the speed.
@@ -69,68 +69,33 @@ def archive_files(destination: Destination, prefix_text: str, table: str) -> lis
     return [i.key for i in destination.list(static) if i.key.endswith(ARCHIVE_SUFFIX)]
 
 
+def archive_file(destination: Destination, key: str) -> Iterator[bytes]:
+    """The archived events of one file, one line each, in order (none if it is gone)."""
+    data = destination.get(key)
+    if data is None:
+        return
+    for line in gzip.decompress(data).split(b"\n"):
+        if line.strip():
+            yield line
+
+
 def archive_lines(destination: Destination, keys: Sequence[str]) -> Iterator[bytes]:
     """The archived events of the given files, one line each, in order."""
     for key in keys:
-        data = destination.get(key)
-        if data is None:
-            continue
-        for line in gzip.decompress(data).split(b"\n"):
-            if line.strip():
-                yield line
+        yield from archive_file(destination, key)
 
 
-@dataclass(frozen=True, slots=True)
-class ReplayReport:
-    """What a replay from the archive sent."""
+def table_archive(config: FirelakeConfig, table: str) -> list[Iterator[bytes]]:
+    """A table's archive as one lazy line iterator per file, in key order.
 
-    files: int
-    events: int
-    messages: int
-
-    def __str__(self) -> str:
-        return (
-            f"replayed {self.events} events from {self.files} archive files "
-            f"in {self.messages} messages"
-        )
-
-
-async def replay_archive(
-    config: FirelakeConfig, table: str, into: str, per_message: int = 500
-) -> ReplayReport:
-    """Send a table's archived events into a stream as envelopes (round robin partitions)."""
-    from aiokafka import AIOKafkaProducer
-
-    from streams.envelope import encode
-
+    The table's sink must keep an archive; a ValueError names what is missing. Files are
+    read only as their iterators are consumed.
+    """
     sink = next((s for s in config.sinks.values() if s.table == table), None)
     if sink is None:
         raise ValueError(f"no sink writes table {table!r}")
     if not sink.archive:
         raise ValueError(f"sink {sink.name!r} does not archive (archive = false)")
-    if into not in config.streams:
-        raise ValueError(f"unknown stream {into!r}")
     destination = destination_for(config, sink)
     keys = archive_files(destination, sink.archive_prefix, table)
-    partitions = config.streams[into].partitions
-    producer = AIOKafkaProducer(
-        bootstrap_servers=config.bootstrap, linger_ms=5, max_request_size=8 * 1024 * 1024
-    )
-    await producer.start()
-    events = messages = 0
-    try:
-        chunk: list[bytes] = []
-        for line in archive_lines(destination, keys):
-            chunk.append(line)
-            if len(chunk) == per_message:
-                value, headers = encode(chunk)
-                await producer.send(into, value, partition=messages % partitions, headers=headers)
-                events, messages, chunk = events + len(chunk), messages + 1, []
-        if chunk:
-            value, headers = encode(chunk)
-            await producer.send(into, value, partition=messages % partitions, headers=headers)
-            events, messages = events + len(chunk), messages + 1
-        await producer.flush()
-    finally:
-        await producer.stop()
-    return ReplayReport(len(keys), events, messages)
+    return [archive_file(destination, key) for key in keys]

@@ -12,14 +12,20 @@ old one would put the copy at the front of retention). They keep their partition
 the target has as many partitions; otherwise an envelope is split by its records'
 partition keys so each record lands where its key belongs. The end of the range is fixed
 when the replay starts, so replaying a stream into itself terminates.
+
+``firelake replay --from-archive <table> --into <stream>`` calls :func:`replay_archive`
+with a sink's raw archive (``sinks.archive.table_archive`` reads it; this module never
+imports ``sinks``): the archived events, in order, are sent as envelopes of up to
+``per_message`` events, round robin over the target's partitions.
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -33,11 +39,13 @@ from streams.topics import MAX_MESSAGE_BYTES
 
 __all__ = [
     "HEADER_REPLAYED_FROM",
+    "ArchiveReplayReport",
     "Position",
     "ReplayError",
     "ReplayReport",
     "parse_position",
     "replay",
+    "replay_archive",
     "run_replay",
 ]
 
@@ -272,3 +280,57 @@ def run_replay(
             progress,
         )
     )
+
+
+@dataclass(frozen=True, slots=True)
+class ArchiveReplayReport:
+    """What a replay from a sink's raw archive sent."""
+
+    files: int
+    events: int
+    messages: int
+
+    def __str__(self) -> str:
+        return (
+            f"replayed {self.events} events from {self.files} archive files "
+            f"in {self.messages} messages"
+        )
+
+
+async def replay_archive(
+    bootstrap: str,
+    files: Sequence[Iterable[bytes]],
+    into: str,
+    partitions: int,
+    per_message: int = 500,
+) -> ArchiveReplayReport:
+    """Send archived events into ``into`` as envelopes (round robin over ``partitions``).
+
+    ``files`` holds one iterable of event lines per archive file, in order; envelopes
+    span file boundaries, exactly as if the lines were one sequence.
+    """
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap, linger_ms=5, max_request_size=MAX_MESSAGE_BYTES
+    )
+    events = messages = 0
+
+    async def send(chunk: list[bytes]) -> None:
+        nonlocal events, messages
+        value, headers = envelope.encode(chunk)
+        await producer.send(into, value, partition=messages % partitions, headers=headers)
+        events, messages = events + len(chunk), messages + 1
+
+    await producer.start()
+    try:
+        chunk: list[bytes] = []
+        for line in itertools.chain.from_iterable(files):
+            chunk.append(line)
+            if len(chunk) == per_message:
+                await send(chunk)
+                chunk = []
+        if chunk:
+            await send(chunk)
+        await producer.flush()
+    finally:
+        await producer.stop()
+    return ArchiveReplayReport(len(files), events, messages)
