@@ -116,6 +116,7 @@ def cmd_up(args: argparse.Namespace) -> int:
             f"  Streams         : {', '.join(config.streams)}\n"
             f"  Lake            : {lake}\n"
             '  Query           : firelake query "SELECT count(*) FROM playback"\n'
+            f"  Query API       : http://{config.query.host}:{config.query.port}/v1/query\n"
             "Press Ctrl-C to stop.\n",
             flush=True,
         )
@@ -411,6 +412,14 @@ def cmd_query(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve_queries(args: argparse.Namespace) -> int:
+    from queries.service import serve_queries
+
+    config = _config(args)
+    _run_async(serve_queries(config, port=args.port))
+    return 0
+
+
 def cmd_tables(args: argparse.Namespace) -> int:
     from queries.catalog import Lake, list_tables
 
@@ -582,6 +591,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--append", action="store_true", help="--into-table may add to a table")
     command("tables", cmd_tables, "list lake tables with rows, files and partitions")
+    p = command("serve-queries", cmd_serve_queries, "run the HTTP query service (SQL, catalog)")
+    p.add_argument("--port", type=int, default=None, help="override query.port (0: any free)")
     p = command("config", cmd_config, "check a configuration file, or describe every field")
     p.add_argument("--describe", action="store_true", help="print every field with its default")
     return parser

@@ -74,6 +74,8 @@ def pipeline_services(
     # back at once instead of after a session timeout.
     sink_env = {**env, "FIRELAKE_SINK_INSTANCE_ID": f"firelake-sinks-{socket.gethostname()}"}
     services.append(ServiceSpec("sinks", (*cli, "sink", "--all", *config_args), sink_env))
+    # SQL over the lake (HTTP query API); it reads the lake only, never Kafka.
+    services.append(ServiceSpec("queries", (*cli, "serve-queries", *config_args), env))
     return services
 
 

@@ -103,6 +103,8 @@ def example_dict(
     raw = _rename(raw, suffix or unique_suffix())
     raw.setdefault("kafka", {})["bootstrap"] = bootstrap
     raw.setdefault("lake", {})["root"] = str(lake_root)
+    # Pipelines run side by side in tests: the query service takes any free port.
+    raw.setdefault("query", {}).setdefault("port", 0)
     return raw
 
 

@@ -45,7 +45,6 @@ import math
 import re
 import threading
 import time
-import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
@@ -100,6 +99,7 @@ __all__ = [
     "format_csv",
     "format_json",
     "format_table",
+    "json_rows",
 ]
 
 #: Types of the Hive partition columns every lake table has.
@@ -688,16 +688,16 @@ class QueryEngine:
                 with deadline:
                     for current in statements:
                         bound = {k: params[k] for k in current.parameters}
-                        cursor = self._conn.execute(current.sql, bound or None)
                         last = current is statements[-1]
-                        description = cursor.description if last else None
-                        if last and description:
-                            if arrow:
-                                table = self._fetch_arrow(cursor, limit + 1)
-                            else:
+                        if last and arrow and current.returns_rows:
+                            table, description = self._fetch_arrow(current.sql, bound, limit + 1)
+                        else:
+                            cursor = self._conn.execute(current.sql, bound or None)
+                            description = cursor.description if last else None
+                            if last and description:
                                 rows = cursor.fetchmany(limit + 1)
-                        elif cursor.description:
-                            cursor.fetchall()
+                            elif cursor.description:
+                                cursor.fetchall()
                         step_bytes, step_files = self._profile()
                         scanned += step_bytes or 0
                         files += step_files
@@ -739,21 +739,33 @@ class QueryEngine:
             arrow=table,
         )
 
-    @staticmethod
-    def _fetch_arrow(cursor: duckdb.DuckDBPyConnection, count: int) -> pa.Table:
-        """At most ``count`` rows of a cursor's result as an Arrow table."""
-        with warnings.catch_warnings():
-            # DuckDB notes the copy an Arrow reader over a DB-API result makes: wanted here.
-            warnings.simplefilter("ignore", UserWarning)
-            reader = cursor.to_arrow_reader(min(count, 100_000))
-        batches: list[pa.RecordBatch] = []
-        have = 0
-        for batch in reader:
-            batches.append(batch)
-            have += batch.num_rows
-            if have >= count:
-                break
-        return pa.Table.from_batches(batches, schema=reader.schema).slice(0, count)
+    def _fetch_arrow(
+        self, sql: str, params: Mapping[str, Any], count: int
+    ) -> tuple[pa.Table, list[tuple[str, str]]]:
+        """At most ``count`` rows of a query as an Arrow table, and its (name, type)s.
+
+        Through the relation API: an Arrow reader over a DB-API result leaves DuckDB's
+        profiler empty (no bytes scanned). The reader is closed and the relation dropped
+        even when rows are left, so the connection is free for the next statement.
+        """
+        relation = self._conn.sql(sql, params=dict(params) or None)
+        description = [
+            (name, str(kind)) for name, kind in zip(relation.columns, relation.types, strict=True)
+        ]
+        reader = relation.to_arrow_reader(min(count, 100_000))
+        try:
+            batches: list[pa.RecordBatch] = []
+            have = 0
+            for batch in reader:
+                batches.append(batch)
+                have += batch.num_rows
+                if have >= count:
+                    break
+            table = pa.Table.from_batches(batches, schema=reader.schema).slice(0, count)
+        finally:
+            reader.close()
+            del relation
+        return table, description
 
     def _error(self, exc: duckdb.Error, sql: str, statement: CheckedStatement) -> QueryError:
         """DuckDB's error with its position in the whole SQL, and the real cause of a
@@ -895,6 +907,11 @@ def format_csv(result: QueryResult) -> str:
     for row in result.rows:
         writer.writerow(["" if v is None else _text(v) for v in row])
     return out.getvalue()
+
+
+def json_rows(result: QueryResult) -> list[list[Any]]:
+    """The rows as JSON arrays (ISO times, decimals as numbers, bytes as hex)."""
+    return [[_jsonable(value) for value in row] for row in result.rows]
 
 
 def format_json(result: QueryResult, lines: bool = False) -> str:

@@ -1,0 +1,637 @@
+"""The HTTP query service (Athena's API, in Firelake's own JSON): SQL, saved queries, catalog.
+
+Routes (default ``http://127.0.0.1:8080``, ``[query] host/port``):
+
+- ``POST /v1/query`` ``{"sql": …, "params": {…}, "max_rows": n}`` → the rows and what the
+  query cost: ``columns`` (name and DuckDB type), ``rows`` (arrays), ``row_count``,
+  ``truncated``, ``elapsed_seconds``, ``files_read``, ``bytes_scanned``, ``cost_usd``
+  ($5/TB) and ``billed_usd`` (Athena's 10 MB minimum). ``Accept: text/csv`` answers CSV
+  and ``Accept: application/vnd.apache.arrow.stream`` an Arrow IPC stream (exact types),
+  both with the figures in ``X-Firelake-*`` headers. ``"into_table": NAME`` (admin) writes
+  the result into the lake as a new table (CTAS).
+- ``GET /v1/queries`` lists the saved queries and views; ``GET /v1/queries/{name}`` shows
+  one; ``POST /v1/queries/{name}`` ``{"params": {…}}`` runs it (same answers as above).
+- ``GET /v1/tables``, ``GET /v1/tables/{name}`` the catalog: columns and types, partitions,
+  files, rows, bytes, last update, files left out and why, schema versions.
+- ``POST /v1/refresh`` (admin) re-scans the lake now; otherwise every engine re-scans it
+  when its catalog is older than ``REFRESH_SECONDS``.
+- ``GET /health``.
+
+Errors are ``{"error": {"code", "message", "reason", "line", "column"}}``: bad SQL is 400
+with DuckDB's message and position; a sandbox refusal 403 with its named reason; a limit
+(time, memory, bytes scanned) 400 with its reason; an unknown saved query or table 404.
+
+With ``[query] api_keys = "KEY:read,KEY2:admin"`` every route but ``/health`` needs
+``Authorization: Bearer KEY`` (or ``X-Api-Key: KEY``): ``read`` may query and read the
+catalog, ``admin`` also refresh and write tables. Queries run on a small pool of sandboxed
+engines in worker threads, so the event loop keeps answering while DuckDB works.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import logging
+import queue
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+import pyarrow as pa
+from aiohttp import web
+
+from firelake.config import FirelakeConfig
+from queries.catalog import TableInfo
+from queries.engine import (
+    QueryEngine,
+    QueryError,
+    QueryResult,
+    format_csv,
+    json_rows,
+)
+from queries.export import ExportError, export_table
+from queries.saved import SavedQuery, SavedQueryError, bind_parameters, load_saved, saved_dir
+from sinks.destinations import lake_destination
+
+__all__ = [
+    "ACCESS_REASONS",
+    "ARROW_STREAM",
+    "REFRESH_SECONDS",
+    "ApiKeys",
+    "QueryServer",
+    "QueryServerThread",
+    "QueryService",
+    "create_app",
+    "result_json",
+    "serve_queries",
+    "table_json",
+]
+
+log = logging.getLogger(__name__)
+
+#: Media type of an Arrow IPC stream answer.
+ARROW_STREAM = "application/vnd.apache.arrow.stream"
+#: A catalog older than this is re-scanned before the next query on that engine.
+REFRESH_SECONDS = 5.0
+#: Sandbox reasons that are access refusals (403) rather than a query's fault (400).
+ACCESS_REASONS = frozenset(
+    {
+        "writes_files",
+        "reads_outside_lake",
+        "file_path_not_literal",
+        "attach",
+        "extensions",
+        "create_outside_temp",
+        "not_read_only",
+        "settings",
+        "environment",
+        "dynamic_sql",
+        "secrets",
+    }
+)
+SCOPES = ("read", "admin")
+
+
+class ApiError(Exception):
+    """An error answer: HTTP status, code and message (and a query error's details)."""
+
+    def __init__(self, status: int, code: str, message: str, **extra: Any) -> None:
+        self.status = status
+        self.code = code
+        self.message = message
+        self.extra = extra
+        super().__init__(message)
+
+
+@dataclass(frozen=True)
+class ApiKeys:
+    """The configured API keys and their scope; empty means no key is needed."""
+
+    keys: Mapping[str, str]
+
+    @classmethod
+    def parse(cls, text: str) -> ApiKeys:
+        """``"KEY:read,KEY2:admin"`` (a key without a scope is ``read``)."""
+        keys: dict[str, str] = {}
+        for item in filter(None, (part.strip() for part in text.split(","))):
+            key, _, scope = item.partition(":")
+            scope = scope or "read"
+            if scope not in SCOPES or not key:
+                raise ValueError(f"api key {item!r}: write KEY:read or KEY:admin")
+            keys[key] = scope
+        return cls(keys)
+
+    def scope(self, request: web.Request) -> str:
+        """The scope of the request's key ('admin' when no keys are configured)."""
+        if not self.keys:
+            return "admin"
+        given = request.headers.get("X-Api-Key", "")
+        auth = request.headers.get("Authorization", "")
+        if auth.lower().startswith("bearer "):
+            given = auth[7:].strip()
+        for key, scope in self.keys.items():
+            if given and hmac.compare_digest(given.encode(), key.encode()):
+                return scope
+        raise ApiError(
+            401,
+            "Unauthorized",
+            "an API key is required: Authorization: Bearer KEY" if not given else "unknown API key",
+        )
+
+
+def result_json(result: QueryResult) -> dict[str, Any]:
+    """A query result as the API answers it."""
+    return {
+        "columns": [
+            {"name": name, "type": kind}
+            for name, kind in zip(result.columns, result.types, strict=True)
+        ],
+        "rows": json_rows(result),
+        "row_count": result.row_count,
+        "truncated": result.truncated,
+        "elapsed_seconds": round(result.elapsed, 6),
+        "files_read": result.files_read,
+        "bytes_scanned": result.bytes_scanned,
+        "cost_usd": result.cost_usd,
+        "billed_usd": result.billed_usd,
+        "scan_note": result.scan_note or None,
+    }
+
+
+def _stats_headers(result: QueryResult) -> dict[str, str]:
+    return {
+        "X-Firelake-Row-Count": str(result.row_count),
+        "X-Firelake-Truncated": str(result.truncated).lower(),
+        "X-Firelake-Elapsed-Seconds": f"{result.elapsed:.6f}",
+        "X-Firelake-Files-Read": "" if result.files_read is None else str(result.files_read),
+        "X-Firelake-Bytes-Scanned": ""
+        if result.bytes_scanned is None
+        else str(result.bytes_scanned),
+        "X-Firelake-Cost-USD": f"{result.cost_usd:.12f}",
+        "X-Firelake-Billed-USD": f"{result.billed_usd:.12f}",
+    }
+
+
+def table_json(info: TableInfo, columns: list[tuple[str, str]] | None = None) -> dict[str, Any]:
+    """A catalog entry as the API answers it (columns when known)."""
+    last = max((f.dt or "", f.hour or 0) for f in info.data_files) if info.data_files else None
+    return {
+        "name": info.name,
+        "location": str(info.path),
+        "rows": info.rows,
+        "files": info.files,
+        "bytes": info.bytes,
+        "layout": list(info.layout),
+        "partitions": [
+            {"dt": p.dt, "hour": p.hour, "files": p.files, "rows": p.rows, "bytes": p.bytes}
+            for p in info.partitions
+        ],
+        "latest_partition": None if last is None else {"dt": last[0], "hour": last[1]},
+        "columns": None if columns is None else [{"name": n, "type": t} for n, t in columns],
+        "problems": [{"path": str(p.path), "reason": p.reason} for p in info.problems],
+    }
+
+
+class QueryService:
+    """What the routes use: a pool of sandboxed engines, the saved queries, the keys.
+
+    ``engines`` engines answer queries side by side, each in a worker thread; each holds
+    the saved views and re-scans the lake when its catalog is older than ``refresh_s``.
+    """
+
+    def __init__(
+        self,
+        config: FirelakeConfig,
+        engines: int = 2,
+        refresh_s: float = REFRESH_SECONDS,
+    ) -> None:
+        self.config = config
+        self.keys = ApiKeys.parse(config.query.api_keys)
+        self.refresh_s = refresh_s
+        self.saved = load_saved([saved_dir(config)])
+        views = {q.name: q.sql for q in self.saved.values() if q.view}
+        # Engines share the machine's cores: split the configured threads between them.
+        self._all = [QueryEngine.for_config(config, views) for _ in range(max(1, engines))]
+        self._idle: queue.SimpleQueue[QueryEngine] = queue.SimpleQueue()
+        self._refreshed: dict[int, float] = {}
+        now = time.monotonic()
+        for engine in self._all:
+            self._idle.put(engine)
+            self._refreshed[id(engine)] = now
+        self._lock = threading.Lock()
+
+    @contextlib.contextmanager
+    def engine(self) -> Iterator[QueryEngine]:
+        """An idle engine, with a catalog no older than ``refresh_s`` (blocks: call in a
+        worker thread)."""
+        engine = self._idle.get()
+        try:
+            if time.monotonic() - self._refreshed[id(engine)] > self.refresh_s:
+                engine.refresh()
+                self._refreshed[id(engine)] = time.monotonic()
+            yield engine
+        finally:
+            self._idle.put(engine)
+
+    def run(
+        self,
+        sql: str,
+        params: Mapping[str, Any] | None = None,
+        max_rows: int | None = None,
+        arrow: bool = False,
+    ) -> QueryResult:
+        """Run SQL on an idle engine (blocking)."""
+        with self.engine() as engine:
+            return engine.query(sql, max_rows=max_rows, params=params, arrow=arrow)
+
+    def into_table(self, result: QueryResult, name: str) -> dict[str, Any]:
+        """Write a result into the lake as a new table (blocking), then re-scan."""
+        if result.arrow is None or result.truncated:
+            raise ApiError(
+                400,
+                "ResultTooLarge",
+                f"the result has more than {self.config.query.max_rows} rows; nothing written",
+            )
+        with self.engine() as engine:
+            existing = set(engine.tables)
+        report = export_table(result.arrow, lake_destination(self.config), name, existing)
+        self.refresh()
+        return {"table": name, "rows": report.rows, "files": report.files, "bytes": report.bytes}
+
+    def refresh(self) -> list[TableInfo]:
+        """Re-scan the lake on every engine now (blocking)."""
+        tables: list[TableInfo] = []
+        for _ in self._all:
+            with self.engine() as engine:
+                tables = engine.refresh()
+                self._refreshed[id(engine)] = time.monotonic()
+        return tables
+
+    def tables(self) -> dict[str, TableInfo]:
+        with self.engine() as engine:
+            return engine.tables
+
+    def describe(self, name: str) -> tuple[TableInfo, list[tuple[str, str]]]:
+        """A table's catalog entry and its columns as queries see them (blocking)."""
+        with self.engine() as engine:
+            info = engine.tables.get(name)
+            if info is None:
+                raise ApiError(
+                    404,
+                    "TableNotFound",
+                    f"no table {name!r} (tables: {', '.join(engine.tables) or 'none'})",
+                )
+            described = engine.query(f'DESCRIBE "{name}"', max_rows=100_000)
+        return info, [(row[0], row[1]) for row in described.rows]
+
+    def saved_query(self, name: str) -> SavedQuery:
+        if name not in self.saved:
+            raise ApiError(
+                404,
+                "SavedQueryNotFound",
+                f"no saved query {name!r} (saved: {', '.join(self.saved) or 'none'})",
+            )
+        return self.saved[name]
+
+    def close(self) -> None:
+        for engine in self._all:
+            engine.close()
+
+
+SERVICE_KEY = web.AppKey("firelake_queries", QueryService)
+
+
+def _json(status: int, payload: Any, headers: Mapping[str, str] | None = None) -> web.Response:
+    return web.Response(
+        status=status,
+        body=orjson.dumps(payload),
+        content_type="application/json",
+        headers=headers,
+    )
+
+
+def _query_error(exc: QueryError) -> ApiError:
+    status = 403 if exc.reason in ACCESS_REASONS else 400
+    details = exc.to_dict()
+    return ApiError(
+        status,
+        exc.kind,
+        exc.message,
+        reason=details["reason"],
+        line=details["line"],
+        column=details["column"],
+    )
+
+
+@web.middleware
+async def _errors(request: web.Request, handler: Any) -> web.StreamResponse:
+    """Every error answer is ``{"error": {...}}`` with a status that says whose fault."""
+    try:
+        return await handler(request)
+    except ApiError as exc:
+        return _json(exc.status, {"error": {"code": exc.code, "message": exc.message, **exc.extra}})
+    except QueryError as exc:
+        error = _query_error(exc)
+        return _json(
+            error.status, {"error": {"code": error.code, "message": error.message, **error.extra}}
+        )
+    except (SavedQueryError, ExportError) as exc:
+        return _json(400, {"error": {"code": type(exc).__name__, "message": str(exc)}})
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        message = f"{exc.reason} for {request.method} {request.path}"
+        if exc.status == 404:
+            message = (
+                f"no route for {request.method} {request.path}; routes: POST /v1/query, "
+                "GET /v1/queries, GET|POST /v1/queries/{name}, GET /v1/tables, "
+                "GET /v1/tables/{name}, POST /v1/refresh, GET /health"
+            )
+        return _json(
+            exc.status, {"error": {"code": exc.reason.replace(" ", ""), "message": message}}
+        )
+    except Exception as exc:
+        log.exception("query service: unexpected error on %s %s", request.method, request.path)
+        return _json(
+            500,
+            {"error": {"code": "InternalError", "message": f"unexpected {type(exc).__name__}"}},
+        )
+
+
+def _scope(request: web.Request, needed: str = "read") -> str:
+    scope = request.app[SERVICE_KEY].keys.scope(request)
+    if needed == "admin" and scope != "admin":
+        raise ApiError(403, "Forbidden", "this needs an API key with the admin scope")
+    return scope
+
+
+async def _body(request: web.Request) -> dict[str, Any]:
+    if not request.can_read_body:
+        return {}
+    try:
+        data = orjson.loads(await request.read())
+    except orjson.JSONDecodeError as exc:
+        raise ApiError(400, "InvalidJSON", f"the body is not JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise ApiError(400, "InvalidJSON", "the body must be a JSON object")
+    return data
+
+
+def _wants(request: web.Request) -> str:
+    accept = request.headers.get("Accept", "")
+    if ARROW_STREAM in accept:
+        return "arrow"
+    if "text/csv" in accept:
+        return "csv"
+    return "json"
+
+
+async def _answer(
+    request: web.Request,
+    sql: str,
+    params: Mapping[str, Any] | None,
+    max_rows: Any,
+    into: Any = None,
+) -> web.Response:
+    service = request.app[SERVICE_KEY]
+    if max_rows is not None and (not isinstance(max_rows, int) or max_rows < 1):
+        raise ApiError(
+            400, "InvalidParameter", f"max_rows must be a positive integer, got {max_rows!r}"
+        )
+    if into is not None:
+        _scope(request, "admin")
+        if not isinstance(into, str):
+            raise ApiError(400, "InvalidParameter", "into_table must be a table name")
+    wants = _wants(request)
+    result = await asyncio.to_thread(
+        service.run, sql, params, max_rows, wants == "arrow" or into is not None
+    )
+    if into is not None:
+        written = await asyncio.to_thread(service.into_table, result, into)
+        payload = result_json(result)
+        payload["rows"] = []
+        payload["into_table"] = written
+        return _json(200, payload)
+    if wants == "arrow":
+        assert result.arrow is not None
+        sink = pa.BufferOutputStream()
+        with pa.ipc.new_stream(sink, result.arrow.schema) as writer:
+            writer.write_table(result.arrow)
+        return web.Response(
+            body=sink.getvalue().to_pybytes(),
+            content_type=ARROW_STREAM,
+            headers=_stats_headers(result),
+        )
+    if wants == "csv":
+        return web.Response(
+            text=format_csv(result), content_type="text/csv", headers=_stats_headers(result)
+        )
+    return _json(200, result_json(result))
+
+
+async def _query(request: web.Request) -> web.Response:
+    _scope(request)
+    body = await _body(request)
+    sql = body.get("sql")
+    if not isinstance(sql, str) or not sql.strip():
+        raise ApiError(400, "MissingSQL", 'the body needs "sql": a SQL string')
+    params = body.get("params") or {}
+    if not isinstance(params, dict):
+        raise ApiError(400, "InvalidParameter", '"params" must be an object of name: value')
+    return await _answer(request, sql, params, body.get("max_rows"), body.get("into_table"))
+
+
+async def _list_saved(request: web.Request) -> web.Response:
+    _scope(request)
+    saved = request.app[SERVICE_KEY].saved
+    return _json(200, {"queries": [q.to_dict() for q in saved.values()]})
+
+
+async def _get_saved(request: web.Request) -> web.Response:
+    _scope(request)
+    return _json(200, request.app[SERVICE_KEY].saved_query(request.match_info["name"]).to_dict())
+
+
+async def _run_saved(request: web.Request) -> web.Response:
+    _scope(request)
+    query = request.app[SERVICE_KEY].saved_query(request.match_info["name"])
+    body = await _body(request)
+    given = body.get("params") or dict(request.query)
+    if not isinstance(given, dict):
+        raise ApiError(400, "InvalidParameter", '"params" must be an object of name: value')
+    if query.view:
+        sql, params = f'SELECT * FROM "{query.name}"', {}
+    else:
+        sql, params = query.sql, bind_parameters(query, given)
+    return await _answer(request, sql, params, body.get("max_rows"), body.get("into_table"))
+
+
+async def _tables(request: web.Request) -> web.Response:
+    _scope(request)
+    tables = await asyncio.to_thread(request.app[SERVICE_KEY].tables)
+    return _json(200, {"tables": [table_json(info) for info in tables.values()]})
+
+
+async def _table(request: web.Request) -> web.Response:
+    _scope(request)
+    info, columns = await asyncio.to_thread(
+        request.app[SERVICE_KEY].describe, request.match_info["name"]
+    )
+    return _json(200, table_json(info, columns))
+
+
+async def _refresh(request: web.Request) -> web.Response:
+    _scope(request, "admin")
+    tables = await asyncio.to_thread(request.app[SERVICE_KEY].refresh)
+    return _json(200, {"tables": [info.name for info in tables]})
+
+
+async def _health(request: web.Request) -> web.Response:
+    return _json(200, {"status": "ok"})
+
+
+def create_app(service: QueryService) -> web.Application:
+    """The query service's aiohttp application over a service (closed with the app)."""
+    app = web.Application(middlewares=[_errors], client_max_size=1024 * 1024)
+    app[SERVICE_KEY] = service
+
+    async def close(app: web.Application) -> None:
+        await asyncio.to_thread(app[SERVICE_KEY].close)
+
+    app.on_cleanup.append(close)
+    app.router.add_post("/v1/query", _query)
+    app.router.add_get("/v1/queries", _list_saved)
+    app.router.add_get("/v1/queries/{name}", _get_saved)
+    app.router.add_post("/v1/queries/{name}", _run_saved)
+    app.router.add_get("/v1/tables", _tables)
+    app.router.add_get("/v1/tables/{name}", _table)
+    app.router.add_post("/v1/refresh", _refresh)
+    app.router.add_get("/health", _health)
+    return app
+
+
+class QueryServer:
+    """The query service on a real socket: ``async with QueryServer(config, port=0) as s``."""
+
+    def __init__(self, config: FirelakeConfig, port: int | None = None, engines: int = 2) -> None:
+        self.config = config
+        self.host = config.query.host
+        self.requested_port = config.query.port if port is None else port
+        self.engines = engines
+        self.app: web.Application | None = None
+        self._runner: web.AppRunner | None = None
+        self._port: int | None = None
+
+    @property
+    def port(self) -> int:
+        if self._port is None:
+            raise RuntimeError("the query server is not started")
+        return self._port
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    async def start(self) -> None:
+        service = await asyncio.to_thread(QueryService, self.config, self.engines)
+        app = create_app(service)
+        runner = web.AppRunner(app, access_log=None, shutdown_timeout=10.0)
+        await runner.setup()
+        try:
+            site = web.TCPSite(runner, self.host, self.requested_port)
+            await site.start()
+        except BaseException:
+            await runner.cleanup()
+            raise
+        self.app, self._runner = app, runner
+        self._port = int(runner.addresses[0][1])
+        log.info("query service listening on %s", self.url)
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            runner, self._runner = self._runner, None
+            await runner.cleanup()
+
+    async def __aenter__(self) -> QueryServer:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.stop()
+
+
+@contextlib.asynccontextmanager
+async def _running(config: FirelakeConfig, port: int | None) -> AsyncIterator[QueryServer]:
+    server = QueryServer(config, port=port)
+    await server.start()
+    try:
+        yield server
+    finally:
+        await server.stop()
+
+
+async def serve_queries(
+    config: FirelakeConfig, port: int | None = None, ready: asyncio.Event | None = None
+) -> None:
+    """Run the query service until cancelled (``firelake serve-queries``)."""
+    async with _running(config, port):
+        if ready is not None:
+            ready.set()
+        await asyncio.Event().wait()
+
+
+class QueryServerThread:
+    """A :class:`QueryServer` on its own event loop in a background thread, for
+    synchronous callers (tests with boto3 or a browser, benchmarks):
+    ``with QueryServerThread(config, port=0) as server: server.url``."""
+
+    def __init__(self, config: FirelakeConfig, port: int | None = None, engines: int = 2) -> None:
+        self.server = QueryServer(config, port=port, engines=engines)
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
+        self._started = threading.Event()
+        self._error: BaseException | None = None
+
+    @property
+    def url(self) -> str:
+        return self.server.url
+
+    def _run(self) -> None:
+        async def main() -> None:
+            self._loop = asyncio.get_running_loop()
+            self._stop = asyncio.Event()
+            try:
+                await self.server.start()
+            except BaseException as exc:
+                self._error = exc
+                self._started.set()
+                return
+            self._started.set()
+            try:
+                await self._stop.wait()
+            finally:
+                await self.server.stop()
+
+        asyncio.run(main())
+
+    def __enter__(self) -> QueryServerThread:
+        self._thread = threading.Thread(target=self._run, name="query-service", daemon=True)
+        self._thread.start()
+        if not self._started.wait(60):
+            raise TimeoutError("the query service did not start within 60 s")
+        if self._error is not None:
+            raise self._error
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._thread is None:
+            return
+        if self._loop is not None and self._stop is not None and self._thread.is_alive():
+            self._loop.call_soon_threadsafe(self._stop.set)
+        self._thread.join(30)
+        self._thread = None
