@@ -26,11 +26,10 @@ from typing import Any
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.structs import TopicPartition
-from kafka.admin import KafkaAdminClient, NewTopic
-from kafka.errors import TopicAlreadyExistsError
 
 from agents.dlq import HEADER_ATTEMPTS, HEADER_FIRST_ATTEMPT
 from firelake.config import FirelakeConfig
+from streams.admin import TopicSpec, admin_client, ensure_topic
 from streams.envelope import decode
 from streams.partitioning import partition_for_key
 
@@ -146,17 +145,9 @@ def summarize(records: list[DeadRecord]) -> Counter[tuple[str, str]]:
     )
 
 
-def _ensure_ledger(bootstrap: str, topic: str) -> None:
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=30_000)
-    try:
-        if topic in admin.list_topics():
-            return
-        try:
-            admin.create_topics([NewTopic(topic, num_partitions=1, replication_factor=1)])
-        except TopicAlreadyExistsError:
-            pass
-    finally:
-        admin.close()
+def _ensure_ledger(config: FirelakeConfig, bootstrap: str, topic: str) -> None:
+    with admin_client(bootstrap, f"{config.kafka.client_id}-admin") as admin:
+        ensure_topic(admin, topic, TopicSpec(1), config.kafka.replication_factor)
 
 
 def _redriven_marks(bootstrap: str, topic: str) -> set[str]:
@@ -242,7 +233,7 @@ def redrive(
         raise ValueError(f"rate must be > 0 events/s, got {rate}")
     started = time.monotonic()
     ledger = ledger_topic(dlq_stream)
-    _ensure_ledger(bootstrap, ledger)
+    _ensure_ledger(config, bootstrap, ledger)
     done = _redriven_marks(bootstrap, ledger)
     report = RedriveReport()
     todo = []

@@ -168,7 +168,10 @@ class AwsBackend:
         self.options = options or AwsOptions()
         self.bootstrap = config.bootstrap
         self.store = RegistryStore(
-            self.bootstrap, self.options.registry_topic, client_id=config.kafka.client_id
+            self.bootstrap,
+            self.options.registry_topic,
+            client_id=config.kafka.client_id,
+            replication=config.kafka.replication_factor,
         )
         self.pool = ConsumerPool(self.bootstrap, self.options.consumers, config.kafka.client_id)
         self.started_ms = time.time_ns() // 1_000_000

@@ -111,9 +111,8 @@ class FirehoseApi:
             from firelake.config import FirelakeConfig
 
             topic = StreamConfig(name=entry.topic, partitions=entry.partitions, retention_hours=24)
-            await asyncio.to_thread(
-                ensure_topics, FirelakeConfig(streams={topic.name: topic}), self.backend.bootstrap
-            )
+            single = FirelakeConfig(kafka=self.backend.config.kafka, streams={topic.name: topic})
+            await asyncio.to_thread(ensure_topics, single, self.backend.bootstrap)
         await self.backend.store.put(delivery_key(name), entry.to_json())
         return {"DeliveryStreamARN": ctx.delivery_arn(name)}
 

@@ -289,7 +289,9 @@ class KinesisApi:
             retention_hours=MIN_RETENTION_HOURS,
             created_ms=time.time_ns() // 1_000_000,
         )
-        single = FirelakeConfig(streams={name: entry.stream_config()})
+        # The backend's [kafka] settings: client id prefix and replication factor.
+        kafka = self.backend.config.kafka
+        single = FirelakeConfig(kafka=kafka, streams={name: entry.stream_config()})
         try:
             await asyncio.to_thread(ensure_topics, single, self.backend.bootstrap)
         except TopicMismatchError as exc:
@@ -685,10 +687,11 @@ def _records_of(message: Any) -> tuple[tuple[bytes, ...], tuple[str, ...] | None
 def _alter_topic(bootstrap: str, entry: StreamEntry) -> None:
     """Set a topic's retention (with every other Firelake topic setting, since
     AlterConfigs replaces the whole set)."""
-    from kafka.admin import ConfigResource, ConfigResourceType, KafkaAdminClient
+    from kafka.admin import ConfigResource, ConfigResourceType
 
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="firelake-aws-admin")
-    try:
+    from streams.admin import admin_client
+
+    with admin_client(bootstrap, "firelake-aws-admin") as admin:
         admin.alter_configs(
             [
                 ConfigResource(
@@ -698,5 +701,3 @@ def _alter_topic(bootstrap: str, entry: StreamEntry) -> None:
                 )
             ]
         )
-    finally:
-        admin.close()

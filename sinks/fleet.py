@@ -32,7 +32,9 @@ async def run_sink_fleet(
     """Run every configured and registered sink until ``stop``; one failing stops them all."""
     stop = stop or asyncio.Event()
     running: dict[str, tuple[asyncio.Task[None], asyncio.Event]] = {}
-    async with RegistryStore(config.bootstrap, registry_topic) as store:
+    async with RegistryStore(
+        config.bootstrap, registry_topic, replication=config.kafka.replication_factor
+    ) as store:
         try:
             while not stop.is_set():
                 merged = registry_config(config, await store.refresh())

@@ -20,10 +20,10 @@ import asyncio
 import logging
 from typing import Any
 
-import kafka.errors as kafka_errors
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
+from streams.admin import AUTO_REPLICATION, TopicSpec, admin_client, ensure_topic
 from streams.resources import Registry
 from streams.topics import MAX_MESSAGE_BYTES
 
@@ -42,37 +42,18 @@ REGISTRY_TOPIC = "_firelake_registry"
 
 
 def ensure_registry_topic(
-    bootstrap: str, topic: str = REGISTRY_TOPIC, timeout_s: float = 30
+    bootstrap: str,
+    topic: str = REGISTRY_TOPIC,
+    timeout_s: float = 30,
+    replication: int = AUTO_REPLICATION,
 ) -> None:
-    """Create the compacted registry topic if it does not exist (administration, blocking)."""
-    from kafka.admin import KafkaAdminClient, NewTopic
+    """Create the compacted registry topic if it does not exist (administration, blocking).
 
-    admin = KafkaAdminClient(
-        bootstrap_servers=bootstrap,
-        client_id="firelake-registry-admin",
-        request_timeout_ms=int(timeout_s * 1000),
-    )
-    try:
-        try:
-            admin.create_topics(
-                [
-                    NewTopic(
-                        topic,
-                        num_partitions=1,
-                        replication_factor=1,
-                        topic_configs={
-                            "cleanup.policy": "compact",
-                            "max.message.bytes": str(MAX_MESSAGE_BYTES),
-                        },
-                    )
-                ],
-                timeout_ms=int(timeout_s * 1000),
-            )
-            admin.wait_for_topics([topic], timeout_ms=int(timeout_s * 1000))
-        except kafka_errors.TopicAlreadyExistsError:
-            pass
-    finally:
-        admin.close()
+    ``replication`` is ``kafka.replication_factor`` (0: chosen by the cluster's size).
+    """
+    spec = TopicSpec(1, {"cleanup.policy": "compact", "max.message.bytes": str(MAX_MESSAGE_BYTES)})
+    with admin_client(bootstrap, "firelake-registry-admin", timeout_s) as admin:
+        ensure_topic(admin, topic, spec, replication, timeout_s)
 
 
 class RegistryStore:
@@ -84,11 +65,16 @@ class RegistryStore:
     """
 
     def __init__(
-        self, bootstrap: str, topic: str = REGISTRY_TOPIC, client_id: str = "firelake"
+        self,
+        bootstrap: str,
+        topic: str = REGISTRY_TOPIC,
+        client_id: str = "firelake",
+        replication: int = AUTO_REPLICATION,
     ) -> None:
         self.bootstrap = bootstrap
         self.topic = topic
         self.client_id = client_id
+        self.replication = replication
         self.registry = Registry()
         self._tp = TopicPartition(topic, 0)
         self._consumer: AIOKafkaConsumer | None = None
@@ -96,7 +82,9 @@ class RegistryStore:
         self._lock = asyncio.Lock()
 
     async def start(self) -> None:
-        await asyncio.to_thread(ensure_registry_topic, self.bootstrap, self.topic)
+        await asyncio.to_thread(
+            ensure_registry_topic, self.bootstrap, self.topic, replication=self.replication
+        )
         consumer = AIOKafkaConsumer(
             bootstrap_servers=self.bootstrap,
             client_id=f"{self.client_id}-registry",

@@ -1,10 +1,11 @@
 """The Kafka topics behind the configured streams: create them, check them, delete them.
 
-Administration only (kafka-python's ``KafkaAdminClient``), never the hot path. Every stream
-of the configuration is a topic with its declared partition count, its retention and a
-message size limit big enough for a full PutRecords envelope. An existing topic is never
-altered: a partition count that differs from the configuration would send keys to other
-partitions than producers and readers expect, so it is refused with
+Administration only (``streams.admin``), never the hot path. Every stream of the
+configuration is a topic with its declared partition count, its retention, a message size
+limit big enough for a full PutRecords envelope and the replication factor
+``streams.admin`` picks (``kafka.replication_factor``, or by cluster size). An existing
+topic is never altered: a partition count that differs from the configuration would send
+keys to other partitions than producers and readers expect, so it is refused with
 :class:`TopicMismatchError`.
 """
 
@@ -17,6 +18,7 @@ import kafka.errors as kafka_errors
 from kafka.admin import KafkaAdminClient
 
 from firelake.config import FirelakeConfig, StreamConfig
+from streams.admin import TopicSpec, admin_client, create_topics
 
 __all__ = [
     "MAX_MESSAGE_BYTES",
@@ -76,16 +78,6 @@ def topic_configs(stream: StreamConfig) -> dict[str, str]:
     }
 
 
-def _admin(bootstrap: str, client_id: str, timeout_s: float) -> KafkaAdminClient:
-    timeout_ms = int(timeout_s * 1000)
-    return KafkaAdminClient(
-        bootstrap_servers=bootstrap,
-        client_id=client_id,
-        request_timeout_ms=timeout_ms,
-        bootstrap_timeout_ms=timeout_ms,
-    )
-
-
 def _partition_counts(admin: KafkaAdminClient, names: list[str]) -> dict[str, int | None]:
     """Partition count of each topic, ``None`` for a topic that does not exist."""
     counts: dict[str, int | None] = {}
@@ -117,36 +109,31 @@ def ensure_topics(config: FirelakeConfig, bootstrap: str, timeout_s: float = 30.
     streams = dict(config.streams)
     if not streams:
         return []
-    admin = _admin(bootstrap, f"{config.kafka.client_id}-admin", timeout_s)
-    try:
+    with admin_client(bootstrap, f"{config.kafka.client_id}-admin", timeout_s) as admin:
         counts = _partition_counts(admin, list(streams))
         for name, stream in streams.items():
             _check(stream, counts.get(name))
         missing = [name for name in streams if counts.get(name) is None]
         if not missing:
             return []
-        result = admin.create_topics(
+        results = create_topics(
+            admin,
             {
-                name: {
-                    "num_partitions": streams[name].partitions,
-                    "replication_factor": 1,
-                    "configs": topic_configs(streams[name]),
-                }
+                name: TopicSpec(streams[name].partitions, topic_configs(streams[name]))
                 for name in missing
             },
-            timeout_ms=int(timeout_s * 1000),
-            raise_errors=False,
+            config.kafka.replication_factor,
+            timeout_s,
         )
         created: list[str] = []
         raced: list[str] = []
-        for topic in result["topics"]:
-            code = topic["error_code"]
+        for name, (code, message) in results.items():
             if code == 0:
-                created.append(topic["name"])
+                created.append(name)
             elif code == _TOPIC_EXISTS:
-                raced.append(topic["name"])
+                raced.append(name)
             else:
-                raise _broker_error(topic["name"], "create", code, topic["error_message"])
+                raise _broker_error(name, "create", code, message)
         if raced:
             # Another process created these between our describe and create: check theirs.
             recount = _partition_counts(admin, raced)
@@ -156,8 +143,6 @@ def ensure_topics(config: FirelakeConfig, bootstrap: str, timeout_s: float = 30.
             admin.wait_for_topics(created, timeout_ms=int(timeout_s * 1000))
             log.info("created topics %s", ", ".join(created))
         return created
-    finally:
-        admin.close()
 
 
 def delete_topics(
@@ -173,16 +158,13 @@ def delete_topics(
     names = list(names)
     if not names:
         return []
-    admin = _admin(bootstrap, client_id, timeout_s)
-    try:
+    with admin_client(bootstrap, client_id, timeout_s) as admin:
         result = admin.delete_topics(names, timeout_ms=int(timeout_s * 1000), raise_errors=False)
-        deleted = []
-        for topic in result["topics"]:
-            code = topic["error_code"]
-            if code == 0:
-                deleted.append(topic["name"])
-            elif code != _UNKNOWN_TOPIC:
-                raise _broker_error(topic["name"], "delete", code, topic["error_message"])
-        return deleted
-    finally:
-        admin.close()
+    deleted = []
+    for topic in result["topics"]:
+        code = topic["error_code"]
+        if code == 0:
+            deleted.append(topic["name"])
+        elif code != _UNKNOWN_TOPIC:
+            raise _broker_error(topic["name"], "delete", code, topic["error_message"])
+    return deleted

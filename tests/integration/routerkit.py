@@ -20,17 +20,12 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.structs import TopicPartition
 from kafka import KafkaConsumer
 from kafka import TopicPartition as KafkaTopicPartition
-from kafka.admin import (
-    AlterConfigOp,
-    ConfigResource,
-    ConfigResourceType,
-    KafkaAdminClient,
-    NewTopic,
-)
+from kafka.admin import AlterConfigOp, ConfigResource, ConfigResourceType
 
 from agents.status import scrape
 from firelake.config import FirelakeConfig, load_config
 from firelake.testing import example_data, example_dict, write_config
+from streams import admin
 from streams.envelope import decode, encode
 from streams.partitioning import partition_for_key
 from streams.topics import ensure_topics
@@ -95,21 +90,14 @@ def create_topics(
     if not overrides:
         ensure_topics(config, bootstrap)
         return
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=30_000)
-    try:
-        admin.create_topics(
-            [
-                NewTopic(
-                    s.name,
-                    num_partitions=s.partitions,
-                    replication_factor=1,
-                    topic_configs=dict(overrides.get(s.name, {})),
-                )
-                for s in config.streams.values()
-            ]
-        )
-    finally:
-        admin.close()
+    specs = {
+        s.name: admin.TopicSpec(s.partitions, overrides.get(s.name, {}))
+        for s in config.streams.values()
+    }
+    with admin.admin_client(bootstrap) as client:
+        results = admin.create_topics(client, specs, config.kafka.replication_factor)
+    refused = {name: result for name, result in results.items() if result[0]}
+    assert not refused, f"topics not created (error code, message): {refused}"
 
 
 def alter_topic_config(bootstrap: str, topic: str, settings: Mapping[str, str | None]) -> None:
@@ -118,20 +106,14 @@ def alter_topic_config(bootstrap: str, topic: str, settings: Mapping[str, str | 
         key: (AlterConfigOp.DELETE, None) if value is None else (AlterConfigOp.SET, value)
         for key, value in settings.items()
     }
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=30_000)
-    try:
-        admin.alter_configs([ConfigResource(ConfigResourceType.TOPIC, topic, ops)])
-    finally:
-        admin.close()
+    with admin.admin_client(bootstrap) as client:
+        client.alter_configs([ConfigResource(ConfigResourceType.TOPIC, topic, ops)])
 
 
 def committed_offsets(bootstrap: str, group: str, topic: str) -> dict[int, int]:
     """The consumer group's committed offset per partition of a topic."""
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=30_000)
-    try:
-        offsets = admin.list_group_offsets(group).get(group, {})
-    finally:
-        admin.close()
+    with admin.admin_client(bootstrap) as client:
+        offsets = client.list_group_offsets(group).get(group, {})
     return {tp.partition: meta.offset for tp, meta in offsets.items() if tp.topic == topic}
 
 

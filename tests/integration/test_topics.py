@@ -1,4 +1,5 @@
-"""Stream topics on the real broker: create, re-check, mismatch, concurrent creation, delete."""
+"""Stream topics on the real broker: create, re-check, mismatch, concurrent creation, delete,
+and the replication factor (automatic by cluster size, or configured)."""
 
 from __future__ import annotations
 
@@ -11,18 +12,22 @@ from kafka.admin import ConfigResource, ConfigResourceType, KafkaAdminClient
 
 from firelake.config import FirelakeConfig
 from firelake.testing import example_config
-from streams.topics import MAX_MESSAGE_BYTES, TopicMismatchError, delete_topics, ensure_topics
+from streams.admin import admin_client, broker_count, choose_replication_factor
+from streams.topics import (
+    MAX_MESSAGE_BYTES,
+    TopicError,
+    TopicMismatchError,
+    delete_topics,
+    ensure_topics,
+)
 
 pytestmark = pytest.mark.kafka
 
 
 @pytest.fixture
 def admin(kafka_bootstrap: str) -> Iterator[KafkaAdminClient]:
-    client = KafkaAdminClient(bootstrap_servers=kafka_bootstrap, client_id="test-topics")
-    try:
+    with admin_client(kafka_bootstrap, "test-topics") as client:
         yield client
-    finally:
-        client.close()
 
 
 @pytest.fixture
@@ -94,3 +99,39 @@ def test_delete_skips_unknown_topics(kafka_bootstrap: str, config: FirelakeConfi
     deleted = delete_topics(kafka_bootstrap, [*names, f"never-created-{names[0]}"])
     assert sorted(deleted) == sorted(names)
     assert delete_topics(kafka_bootstrap, []) == []
+
+
+def replication_factors(admin: KafkaAdminClient, names: list[str]) -> dict[str, set[int]]:
+    return {
+        t["name"]: {len(p["replica_nodes"]) for p in t["partitions"]}
+        for t in admin.describe_topics(names)
+    }
+
+
+def test_new_topics_get_the_automatic_replication_factor_of_the_cluster(
+    kafka_bootstrap: str, config: FirelakeConfig, admin: KafkaAdminClient
+) -> None:
+    assert config.kafka.replication_factor == 0  # automatic, the default
+    brokers = broker_count(admin)
+    assert brokers >= 1
+    expected = choose_replication_factor(brokers)  # 1 on the single dev broker
+    names = list(config.streams)
+    assert sorted(ensure_topics(config, kafka_bootstrap)) == sorted(names)
+    assert replication_factors(admin, names) == {name: {expected} for name in names}
+
+
+def test_a_configured_replication_factor_reaches_the_broker(
+    kafka_bootstrap: str, lake: Path, suffix: str, config: FirelakeConfig, admin: KafkaAdminClient
+) -> None:
+    # More replicas than the cluster has brokers: the broker refuses, naming the topic.
+    too_many = broker_count(admin) + 1
+    only_raw = {"streams": {"raw-events": {"partitions": 1}}}
+    greedy = example_config(
+        kafka_bootstrap, lake, suffix, data=only_raw, kafka={"replication_factor": too_many}
+    )
+    raw = f"raw-events-{suffix}"
+    with pytest.raises(TopicError) as info:
+        ensure_topics(greedy, kafka_bootstrap)
+    assert info.value.topic == raw
+    assert "InvalidReplicationFactor" in str(info.value) and raw in str(info.value)
+    assert partition_counts(admin, [raw]) == {raw: None}
