@@ -3,7 +3,8 @@
 A window's ``aggregates`` map output columns to expressions such as ``count(*)``,
 ``sum(position_seconds) FILTER (WHERE event_type = 'stop')`` or ``count(DISTINCT user_id)``.
 Their grammar (:mod:`firelake.grammars.aggregates`) parses the outer call only; the inner
-expression and the FILTER condition stay SQL that DuckDB evaluates over a whole batch. Each aggregate has a *partial* form that merges exactly, in any order:
+expression and the FILTER condition stay SQL that DuckDB evaluates over a whole batch.
+Each aggregate has a *partial* form that merges exactly, in any order:
 
 =================  =========================  ==================================
 aggregate          partial                    merge

@@ -172,6 +172,11 @@ class WindowProcessor:
             emission.changelog.clear()
         return emission
 
+    def open_rows(self) -> list[dict[str, Any]]:
+        """Every open window's current values as result rows (``is_final`` false)."""
+        now = format_us(round(self.clock() * US))
+        return [self._row(r, now) for r in self.state.open_results()]
+
     def watermark(self) -> int:
         """The window's watermark now (µs)."""
         return self.watermarks.current()

@@ -87,6 +87,10 @@ class WindowState:
     def close(self, watermark: int) -> tuple[list[Result], set[EntryId]]:
         raise NotImplementedError
 
+    def open_results(self) -> list[Result]:
+        """Every open window's current values (``windows show``)."""
+        raise NotImplementedError
+
     def size(self) -> int:
         raise NotImplementedError
 
@@ -154,6 +158,9 @@ class FixedState(WindowState):
 
     def earliest_end(self) -> int | None:
         return min(self.windows) + self.geometry.size if self.windows else None
+
+    def open_results(self) -> list[Result]:
+        return self.current((start, key) for start, keys in self.windows.items() for key in keys)
 
     def record(self, entry_id: EntryId) -> tuple[bytes, bytes | None]:
         start, key = entry_id
@@ -243,6 +250,9 @@ class SessionState(WindowState):
     def earliest_end(self) -> int | None:
         ends = [s[1] + self.geometry.gap for ss in self.sessions.values() for s in ss]
         return min(ends) if ends else None
+
+    def open_results(self) -> list[Result]:
+        return self.current(self.sessions)
 
     def record(self, entry_id: EntryId) -> tuple[bytes, bytes | None]:
         sessions = self.sessions.get(entry_id)
@@ -341,6 +351,13 @@ class SlidingState(WindowState):
     def earliest_end(self) -> int | None:
         ends = [t + 1 for pending in self.open.values() for t, _ in pending]
         return min(ends) if ends else None
+
+    def open_results(self) -> list[Result]:
+        return [
+            self._result(key, t, False)
+            for key in sorted(self.open, key=repr)
+            for t, _ in sorted(self.open[key])
+        ]
 
     def record(self, entry_id: EntryId) -> tuple[bytes, bytes | None]:
         rows = self.events.get(entry_id)
