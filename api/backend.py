@@ -39,6 +39,7 @@ from api.protocol import (
 from api.records import AwsLimits, ShardQuota
 from api.sigv4 import Credentials
 from firelake.config import FirelakeConfig, StreamConfig
+from streams.deadline import remaining
 from streams.records import READ_TIMEOUT_S, RequestError
 from streams.registry import REGISTRY_TOPIC, RegistryStore
 from streams.resources import DELIVERY_TOPIC_PREFIX, Registry
@@ -331,14 +332,15 @@ async def handle(request: web.Request, backend: AwsBackend) -> web.Response:
     """Serve one AWS JSON 1.1 request."""
     try:
         async with backend.slot():
+            read_s = remaining(READ_TIMEOUT_S)  # the answer deadline the slot started
             try:
-                async with asyncio.timeout(READ_TIMEOUT_S):
+                async with asyncio.timeout(read_s):
                     body = await _read_body(request, max_body_bytes(backend.limits))
             except TimeoutError:
                 raise AwsError(
                     400,
                     "RequestTimeoutException",
-                    f"request body not received within {READ_TIMEOUT_S:.0f} s",
+                    f"request body not received within {read_s:.0f} s",
                 ) from None
             except asyncio.IncompleteReadError as exc:
                 raise AwsError(

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import re
 import time
 from collections.abc import Mapping
@@ -55,6 +56,7 @@ from api.shard_iterators import (
 )
 from firelake.config import FirelakeConfig, StreamConfig
 from streams import envelope
+from streams.deadline import remaining, unknown
 from streams.kafka_errors import THROTTLED, record_failure, settle
 from streams.resources import DELIVERY_TOPIC_PREFIX, StreamEntry, stream_key
 from streams.sequence import decode_sequence, encode_sequence
@@ -110,32 +112,37 @@ async def send_segments(
     the same producer batches; the idempotent producer keeps their order per partition.
     """
     pending: list[Any] = []
-    for segment in segments:
-        records = segment.records
-        try:
-            if segment.envelope:
-                value, headers = envelope.encode(
-                    [r.data for r in records],
-                    [r.key for r in records] if with_keys else None,
-                    arrival_ms,
-                    arrival_ms,
-                )
-            else:
-                value = records[0].data
-                headers = [(HEADER_DATA, RAW_BYTES)] if segment.raw else []
-            key = records[0].key.encode("utf-8") if with_keys else None
-            pending.append(
-                await producer.send(
-                    topic,
-                    value,
-                    key=key,
-                    partition=segment.partition,
-                    timestamp_ms=arrival_ms,
-                    headers=headers,
-                )
-            )
-        except Exception as exc:
-            pending.append(exc)
+    # send() waits for metadata or buffer space while the broker is away: bounded by the
+    # request's answer deadline (streams.deadline), like the acknowledgements in settle().
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(remaining()):
+            for segment in segments:
+                records = segment.records
+                try:
+                    if segment.envelope:
+                        value, headers = envelope.encode(
+                            [r.data for r in records],
+                            [r.key for r in records] if with_keys else None,
+                            arrival_ms,
+                            arrival_ms,
+                        )
+                    else:
+                        value = records[0].data
+                        headers = [(HEADER_DATA, RAW_BYTES)] if segment.raw else []
+                    key = records[0].key.encode("utf-8") if with_keys else None
+                    pending.append(
+                        await producer.send(
+                            topic,
+                            value,
+                            key=key,
+                            partition=segment.partition,
+                            timestamp_ms=arrival_ms,
+                            headers=headers,
+                        )
+                    )
+                except Exception as exc:
+                    pending.append(exc)
+    pending += [unknown() for _ in range(len(segments) - len(pending))]
     return await settle(pending)
 
 

@@ -165,7 +165,14 @@ class IngestServer:
                 self.config, producer, self.max_inflight, self.slot_wait_s, aws=self.aws
             )
             # No access log: a log line per request costs more than a whole PutRecords.
-            runner = web.AppRunner(app, access_log=None, shutdown_timeout=10.0)
+            # aiohttp's keep-alive timer also runs while a connection has not sent whole
+            # request headers, so it closes slow-header (slowloris) connections too.
+            runner = web.AppRunner(
+                app,
+                access_log=None,
+                shutdown_timeout=10.0,
+                keepalive_timeout=self.config.ingest.header_timeout_seconds,
+            )
             await runner.setup()
             try:
                 # With several workers, each process binds the one port (SO_REUSEPORT)

@@ -138,6 +138,14 @@ class IngestConfig:
         16, "Requests parsed and produced at once; more wait slot_wait_seconds, then get 503."
     )
     slot_wait_seconds: float = setting(5.0, "How long a request waits for an in-flight slot.")
+    answer_deadline_seconds: float = setting(
+        10.0,
+        "Every request is answered within this many seconds of its headers: records Kafka "
+        "has not confirmed by then are reported failed (InternalFailure), retry them.",
+    )
+    header_timeout_seconds: float = setting(
+        10.0, "A connection that sends no complete request headers for this long is closed."
+    )
     aws_access_keys: str = setting(
         "", "Access keys the AWS endpoint accepts, 'AKID[:SECRET],...'; empty accepts any."
     )
@@ -863,6 +871,10 @@ def parse_config(
     _check_positive(source, "ingest.max_records", ingest.max_records, 1, 500)
     _check_positive(source, "ingest.max_inflight_requests", ingest.max_inflight_requests, 1, 1024)
     _check_positive(source, "ingest.slot_wait_seconds", ingest.slot_wait_seconds, 0, 60)
+    _check_positive(
+        source, "ingest.answer_deadline_seconds", ingest.answer_deadline_seconds, 0.5, 300
+    )
+    _check_positive(source, "ingest.header_timeout_seconds", ingest.header_timeout_seconds, 1, 3600)
     _check_positive(source, "ingest.workers", ingest.workers, 1, 64)
     _check_positive(source, "ingest.max_record_bytes", ingest.max_record_bytes, 1, MiB)
     _check_positive(source, "ingest.max_request_bytes", ingest.max_request_bytes, 1, 5 * MiB)

@@ -37,6 +37,7 @@ from aiokafka import AIOKafkaProducer
 
 from firelake.config import FirelakeConfig, StreamConfig
 from streams import envelope
+from streams.deadline import answer_by, remaining, unknown
 from streams.kafka_errors import INTERNAL, THROTTLED, record_failure, settle
 from streams.records import (
     READ_TIMEOUT_S,
@@ -44,6 +45,7 @@ from streams.records import (
     PutRequest,
     RequestError,
     check_body_size,
+    check_content_type,
     parse_put_records,
 )
 from streams.registry import Registry
@@ -126,6 +128,7 @@ class Ingest:
         producer: AIOKafkaProducer,
         max_inflight: int = DEFAULT_MAX_INFLIGHT,
         slot_wait_s: float = DEFAULT_SLOT_WAIT_S,
+        deadline_s: float | None = None,
     ) -> None:
         if max_inflight < 1:
             raise ValueError(f"max_inflight must be >= 1, got {max_inflight}")
@@ -134,6 +137,10 @@ class Ingest:
         self.limits = Limits.from_config(config.ingest)
         self.max_inflight = max_inflight
         self.slot_wait_s = slot_wait_s
+        #: Every request is answered within this many seconds (``streams.deadline``).
+        self.deadline_s = (
+            config.ingest.answer_deadline_seconds if deadline_s is None else deadline_s
+        )
         self.ready = True
         self._slots = asyncio.Semaphore(max_inflight)
         self._in_flight = 0
@@ -163,23 +170,29 @@ class Ingest:
 
     @contextlib.asynccontextmanager
     async def slot(self) -> AsyncIterator[None]:
-        """Hold one of the ``max_inflight`` slots; 503 after ``slot_wait_s`` without one."""
-        try:
-            async with asyncio.timeout(self.slot_wait_s):
-                await self._slots.acquire()
-        except TimeoutError:
-            raise RequestError(
-                503,
-                THROTTLED,
-                f"the ingest is busy: {self.max_inflight} requests in flight for over "
-                f"{self.slot_wait_s:g} s; retry with backoff",
-            ) from None
-        self._in_flight += 1
-        try:
-            yield
-        finally:
-            self._in_flight -= 1
-            self._slots.release()
+        """Hold one of the ``max_inflight`` slots; 503 after ``slot_wait_s`` without one.
+
+        Starts the request's answer deadline (``deadline_s``), which the wait for a slot,
+        the body read and Kafka's acknowledgements all count against.
+        """
+        with answer_by(self.deadline_s):
+            wait_s = remaining(self.slot_wait_s)
+            try:
+                async with asyncio.timeout(wait_s):
+                    await self._slots.acquire()
+            except TimeoutError:
+                raise RequestError(
+                    503,
+                    THROTTLED,
+                    f"the ingest is busy: {self.max_inflight} requests in flight for over "
+                    f"{wait_s:g} s; retry with backoff",
+                ) from None
+            self._in_flight += 1
+            try:
+                yield
+            finally:
+                self._in_flight -= 1
+                self._slots.release()
 
     async def lookup(self, name: str) -> StreamConfig:
         """:meth:`stream`, re-reading the registry first for a name not known yet."""
@@ -211,17 +224,19 @@ class Ingest:
     async def put_records(self, request: web.Request) -> dict[str, Any]:
         """Handle one PutRecords request end to end; raises :class:`RequestError` on refusal."""
         stream = await self.lookup(request.match_info["stream"])
+        check_content_type(request.content_type)
         # Refuse a declared oversized body before reading a byte of it.
         check_body_size(request.content_length, self.limits)
         async with self.slot():
+            read_s = remaining(READ_TIMEOUT_S)
             try:
-                async with asyncio.timeout(READ_TIMEOUT_S):
+                async with asyncio.timeout(read_s):
                     body = await request.read()
             except TimeoutError:
                 raise RequestError(
                     408,
                     "RequestTimeout",
-                    f"the request body was not received within {READ_TIMEOUT_S:g} s",
+                    f"the request body was not received within {read_s:g} s",
                 ) from None
             except web.HTTPRequestEntityTooLarge as exc:
                 # A chunked body (no Content-Length) that grew past the limit while read.
@@ -242,22 +257,28 @@ class Ingest:
     ) -> dict[str, Any]:
         """One envelope per partition, all in flight at once; results in request order."""
         pending: list[Any] = []
-        for batch in request.batches:
-            value, headers = envelope.encode(batch.lines, batch.keys, arrival_ms, arrival_ms)
-            try:
-                # send() only queues the message; awaiting the futures below waits for acks.
-                pending.append(
-                    await self.producer.send(
-                        topic,
-                        value,
-                        key=batch.keys[0].encode("utf-8"),
-                        partition=batch.partition,
-                        timestamp_ms=arrival_ms,
-                        headers=headers,
+        # send() only queues a message, but waits for metadata or buffer space while the
+        # broker is away: bounded by the answer deadline like the acknowledgements.
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(remaining()):
+                for batch in request.batches:
+                    value, headers = envelope.encode(
+                        batch.lines, batch.keys, arrival_ms, arrival_ms
                     )
-                )
-            except Exception as exc:
-                pending.append(exc)
+                    try:
+                        pending.append(
+                            await self.producer.send(
+                                topic,
+                                value,
+                                key=batch.keys[0].encode("utf-8"),
+                                partition=batch.partition,
+                                timestamp_ms=arrival_ms,
+                                headers=headers,
+                            )
+                        )
+                    except Exception as exc:
+                        pending.append(exc)
+        pending += [unknown() for _ in range(len(request.batches) - len(pending))]
         outcomes = await settle(pending)
         results: list[dict[str, Any]] = [{}] * request.record_count
         failed = 0
@@ -289,29 +310,31 @@ class Ingest:
     ) -> dict[str, Any]:
         """One message per record (``envelope = "single"``); results in request order."""
         pending: list[Any] = []
-        indexes: list[int] = []
-        for batch in request.batches:
-            broken: BaseException | None = None
-            for line, key, index in zip(batch.lines, batch.keys, batch.indexes, strict=True):
-                indexes.append(index)
-                if broken is not None:
-                    # Keep per-key order: after a failed send, later records of this
-                    # partition fail too instead of overtaking it.
-                    pending.append(broken)
-                    continue
-                try:
-                    pending.append(
-                        await self.producer.send(
-                            topic,
-                            line,
-                            key=key.encode("utf-8"),
-                            partition=batch.partition,
-                            timestamp_ms=arrival_ms,
-                        )
-                    )
-                except Exception as exc:
-                    broken = exc
-                    pending.append(exc)
+        indexes = [index for batch in request.batches for index in batch.indexes]
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(remaining()):  # see _send_envelopes
+                for batch in request.batches:
+                    broken: BaseException | None = None
+                    for line, key in zip(batch.lines, batch.keys, strict=True):
+                        if broken is not None:
+                            # Keep per-key order: after a failed send, later records of
+                            # this partition fail too instead of overtaking it.
+                            pending.append(broken)
+                            continue
+                        try:
+                            pending.append(
+                                await self.producer.send(
+                                    topic,
+                                    line,
+                                    key=key.encode("utf-8"),
+                                    partition=batch.partition,
+                                    timestamp_ms=arrival_ms,
+                                )
+                            )
+                        except Exception as exc:
+                            broken = exc
+                            pending.append(exc)
+        pending += [unknown() for _ in range(len(indexes) - len(pending))]
         outcomes = await settle(pending)
         results: list[dict[str, Any]] = [{}] * request.record_count
         failed = 0

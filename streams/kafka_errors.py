@@ -14,6 +14,7 @@ from typing import Any
 from aiokafka import errors as aiokafka_errors
 
 from firelake.errors import is_retriable
+from streams.deadline import remaining, unknown
 
 __all__ = [
     "INTERNAL",
@@ -55,7 +56,27 @@ async def settle(pending: list[Any]) -> list[Any]:
 
     ``pending`` holds send futures and the exceptions of sends that failed at once; the
     answer has the same order, each future replaced by its result or its exception.
+    A future Kafka has not settled by the request's answer deadline (:mod:`streams.deadline`)
+    becomes :class:`~streams.deadline.DeliveryUnknown`: it may still be written later.
     """
     futures = [item for item in pending if not isinstance(item, BaseException)]
-    acked = iter(await asyncio.gather(*futures, return_exceptions=True))
-    return [item if isinstance(item, BaseException) else next(acked) for item in pending]
+    if futures:
+        await asyncio.wait(futures, timeout=remaining())
+    outcomes: list[Any] = []
+    for item in pending:
+        if isinstance(item, BaseException):
+            outcomes.append(item)
+        elif not item.done():
+            # Keep its eventual error from being logged as "never retrieved".
+            item.add_done_callback(_retrieve)
+            outcomes.append(unknown())
+        elif item.cancelled():
+            outcomes.append(unknown())
+        else:
+            outcomes.append(item.exception() or item.result())
+    return outcomes
+
+
+def _retrieve(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()

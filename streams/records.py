@@ -30,6 +30,7 @@ __all__ = [
     "PutRequest",
     "RequestError",
     "check_body_size",
+    "check_content_type",
     "parse_put_records",
 ]
 
@@ -121,6 +122,23 @@ def check_body_size(size: int | None, limits: Limits) -> None:
             f"request body is {_mib(size)}; the limit is {_mib(limits.max_body_bytes)} "
             f"({_mib(limits.max_request_bytes)} of data and partition keys plus framing)",
         )
+
+
+def check_content_type(content_type: str) -> None:
+    """Refuse (415) a body not declared as JSON: ``application/json`` or ``…+json``.
+
+    A form or plain-text post is far more often a misdirected client than an event source.
+    """
+    media = content_type.split(";", 1)[0].strip().lower()
+    if media == "application/json" or (
+        media.startswith("application/") and media.endswith("+json")
+    ):
+        return
+    raise RequestError(
+        415,
+        "UnsupportedMediaType",
+        f"Content-Type must be application/json, got {content_type or '(none)'!r}",
+    )
 
 
 def _type_name(value: Any) -> str:

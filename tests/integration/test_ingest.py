@@ -78,6 +78,9 @@ async def end_offsets(bootstrap: str, topic: str, partitions: int) -> list[int]:
         await consumer.stop()
 
 
+JSON = {"Content-Type": "application/json"}
+
+
 def run_with_server(
     cfg: FirelakeConfig, test: Callable[[IngestServer, aiohttp.ClientSession], Awaitable[None]]
 ) -> None:
@@ -269,14 +272,25 @@ def test_bad_requests_get_their_4xx_naming_the_problem(
         for name, stream, body, status, code, fragment in BAD_REQUESTS:
             target = raw if stream is None else f"{stream}-{suffix}" if stream != "nope" else stream
             data = body if isinstance(body, bytes) else orjson.dumps(body)
-            async with session.post(f"{server.url}/v1/streams/{target}/records", data=data) as r:
+            async with session.post(
+                f"{server.url}/v1/streams/{target}/records", data=data, headers=JSON
+            ) as r:
                 answer = await r.json()
                 assert (r.status, answer["error"]["code"]) == (status, code), (name, answer)
                 assert fragment in answer["error"]["message"], (name, answer)
 
+        # The native API takes JSON only: a text/plain post is refused unread.
+        async with session.post(
+            f"{server.url}/v1/streams/{raw}/records",
+            data=orjson.dumps({"records": [{"data": 1, "partition_key": "k"}]}),
+            headers={"Content-Type": "text/plain"},
+        ) as r:
+            assert r.status == 415
+            assert "application/json" in (await r.json())["error"]["message"]
+
         # A 50 MiB body is refused from its Content-Length, unread.
         async with session.post(
-            f"{server.url}/v1/streams/{raw}/records", data=b" " * (50 * MiB)
+            f"{server.url}/v1/streams/{raw}/records", data=b" " * (50 * MiB), headers=JSON
         ) as r:
             assert r.status == 413
             assert "52428800 bytes" in (await r.json())["error"]["message"]
@@ -286,7 +300,9 @@ def test_bad_requests_get_their_4xx_naming_the_problem(
             for _ in range(20):
                 yield b" " * MiB
 
-        async with session.post(f"{server.url}/v1/streams/{raw}/records", data=chunks()) as r:
+        async with session.post(
+            f"{server.url}/v1/streams/{raw}/records", data=chunks(), headers=JSON
+        ) as r:
             assert r.status == 413
             assert (await r.json())["error"]["code"] == "RequestTooLarge"
 
@@ -393,6 +409,7 @@ def test_create_app_over_a_given_producer(
                 r = await client.post(
                     f"/v1/streams/{raw}/records",
                     data=orjson.dumps({"records": [{"data": "x", "partition_key": "k"}]}),
+                    headers=JSON,
                 )
                 assert r.status == 200
                 answer = await r.json()
@@ -445,7 +462,9 @@ def test_requests_beyond_the_inflight_bound_are_refused_with_503(
 
         server = IngestServer(cfg, port=0, max_inflight=1, slot_wait_s=0.2)
         async with server, aiohttp.ClientSession() as session:
-            first = asyncio.create_task(session.post(server.url + url_path, data=slow_body()))
+            first = asyncio.create_task(
+                session.post(server.url + url_path, data=slow_body(), headers=JSON)
+            )
             assert server.app is not None
             ingest = server.app[INGEST_KEY]
             for _ in range(100):  # until the slow request holds the slot, at most 5 s
