@@ -466,6 +466,116 @@ def cmd_config(args: argparse.Namespace) -> int:
     return 0
 
 
+def _window_of(config: FirelakeConfig, name: str) -> None:
+    if name not in config.windows:
+        raise ConfigError(
+            config.source,
+            f"windows.{name}",
+            f"no such window (configured: {', '.join(config.windows) or 'none'})",
+        )
+
+
+def cmd_window(args: argparse.Namespace) -> int:
+    from agents.window_agent import run_window
+
+    config = _pipeline_config(args)
+    _window_of(config, args.name)
+    return run_window(config, args.name)
+
+
+def _epoch_us(text: str | None) -> int | None:
+    if text is None:
+        return None
+    from datetime import UTC, datetime
+
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError as exc:
+        raise UsageError(f"{text!r} is not an ISO-8601 time: {exc}") from exc
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return round(moment.timestamp() * 1_000_000)
+
+
+def cmd_windows(args: argparse.Namespace) -> int:
+    from agents.windows import verify
+
+    config = _config(args)
+    _window_of(config, args.name)
+    spec = config.windows[args.name]
+    if args.action == "show":
+        from agents.window_agent import open_windows
+
+        rows = asyncio.run(open_windows(config, args.name))
+        wanted = list(args.key or ())
+        shown = 0
+        for row in rows:
+            if wanted and [str(row.get(k)) for k in spec.key][: len(wanted)] != wanted:
+                continue
+            print(json.dumps(row, ensure_ascii=False))
+            shown += 1
+        print(f"({shown} open windows)", file=sys.stderr)
+        return 0
+    from queries.engine import QueryEngine
+
+    try:
+        tables = verify.tables_of(config, args.name)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from exc
+    limit = 100_000_000
+    with QueryEngine.for_config(config) as engine:
+        if args.action == "backfill":
+            if not args.from_ or not args.to:
+                raise UsageError("windows backfill needs --from and --to")
+            sql = verify.expected_sql(
+                config,
+                args.name,
+                tables,
+                with_late=False,
+                since_us=_epoch_us(args.from_),
+                until_us=_epoch_us(args.to),
+            )
+            result = engine.query(sql, max_rows=limit)
+            import time as _time
+
+            from agents.window_agent import publish_results
+
+            rows = verify.backfill_rows(
+                spec, result.columns, result.rows, round(_time.time() * 1_000_000)
+            )
+            if args.dry_run:
+                for row in rows:
+                    print(json.dumps(row, ensure_ascii=False))
+            else:
+                sent = asyncio.run(publish_results(config, args.name, rows))
+                print(f"backfilled {len(rows)} windows into {spec.output} ({sent} envelopes)")
+            return 0
+        since, until = _epoch_us(args.since), _epoch_us(args.until)
+        live = engine.query(verify.live_sql(spec, tables, since, None), max_rows=limit)
+        live_rows = [dict(zip(live.columns, r, strict=True)) for r in live.rows]
+        if until is None:
+            until = max((r["window_end"] for r in live_rows), default=0)
+        live_rows = [r for r in live_rows if r["window_end"] <= until]
+        sql = verify.expected_sql(
+            config,
+            args.name,
+            tables,
+            with_late=tables.late in engine.tables,
+            since_us=since,
+            until_us=until,
+        )
+        expected = engine.query(sql, max_rows=limit)
+    expected_rows = [dict(zip(expected.columns, r, strict=True)) for r in expected.rows]
+    differences = verify.compare(spec, expected_rows, live_rows)
+    for difference in differences:
+        print(difference)
+    print(
+        f"{args.name}: {len(expected_rows)} windows recomputed, {len(live_rows)} emitted, "
+        f"{len(differences)} differences"
+    )
+    return 1 if differences else 0
+
+
 def _run_async(coro) -> None:
     """Run a service coroutine until SIGINT/SIGTERM, then let it clean up."""
 
@@ -520,6 +630,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rate", type=float, default=1000.0, help="redrive events per second")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     command("status", cmd_status, "routers' consumer lag per partition and live counters")
+    p = command("window", cmd_window, "run one window agent")
+    p.add_argument("--name", required=True, help="window name from the configuration")
+    p = command("windows", cmd_windows, "show open windows, verify against the lake, backfill")
+    p.add_argument("action", choices=["show", "verify", "backfill"])
+    p.add_argument("name", help="window name from the configuration")
+    p.add_argument("--key", action="append", help="show: only this key value (repeatable)")
+    p.add_argument("--since", default=None, help="verify: windows starting at or after (ISO)")
+    p.add_argument("--until", default=None, help="verify: windows ending at or before (ISO)")
+    p.add_argument("--from", dest="from_", default=None, help="backfill: first time (ISO)")
+    p.add_argument("--to", default=None, help="backfill: end time, exclusive (ISO)")
+    p.add_argument("--dry-run", action="store_true", help="backfill: print the rows only")
     p = command("sink", cmd_sink, "run Parquet sinks")
     group = p.add_mutually_exclusive_group(required=True)
     group.add_argument("--name", help="sink name from the configuration")
