@@ -412,6 +412,53 @@ def cmd_query(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_describe(args: argparse.Namespace) -> int:
+    from datetime import UTC, datetime
+
+    from queries.catalog import Lake, table_info
+    from queries.versions import last_update, record_versions, table_columns
+
+    config = _config(args)
+    lake = Lake.of(config)
+    located = lake.locate()
+    info = table_info(located[args.table], args.table) if args.table in located else None
+    if info is None:
+        known = ", ".join(located) or "none"
+        raise UsageError(f"no table {args.table!r} in {lake.describe()} (tables: {known})")
+    # Describing crawls: the table's version record is extended with what the files show.
+    versions = record_versions(info.destination, info)
+
+    def when(epoch: float | None) -> str:
+        if epoch is None:
+            return "-"
+        return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="seconds")
+
+    print(f"table       {info.name}")
+    print(f"location    {info.path}")
+    print(f"rows        {info.rows}   files {info.files}   bytes {info.bytes}")
+    print(f"partitions  {len(info.partitions)} ({'/'.join(info.layout) or 'none'})")
+    print(f"updated     {when(last_update(info))}")
+    print(f"version     {versions[-1].version if versions else '-'} of {len(versions)}")
+    print("columns")
+    for column in table_columns(info):
+        print(f"  {column.name:<24} {column.type}{'  (partition)' if column.partition_key else ''}")
+    for problem in info.problems:
+        print(f"not read    {problem.path}: {problem.reason}")
+    if args.versions:
+        print("versions")
+        for version in versions:
+            change = ""
+            if version.added:
+                change += f" added {', '.join(version.added)}"
+            if version.changed:
+                change += f" changed {', '.join(version.changed)}"
+            print(
+                f"  v{version.version}  {when(version.created)}  "
+                f"{len(version.columns)} columns{change or ' (first)'}"
+            )
+    return 0
+
+
 def cmd_serve_queries(args: argparse.Namespace) -> int:
     from queries.service import serve_queries
 
@@ -712,6 +759,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--append", action="store_true", help="--into-table may add to a table")
     command("tables", cmd_tables, "list lake tables with rows, files and partitions")
+    p = command("describe", cmd_describe, "a lake table's columns, partitions and versions")
+    p.add_argument("table", help="the table")
+    p.add_argument("--versions", action="store_true", help="list every schema version")
     p = command("serve-queries", cmd_serve_queries, "run the HTTP query service (SQL, catalog)")
     p.add_argument("--port", type=int, default=None, help="override query.port (0: any free)")
     p = command("config", cmd_config, "check a configuration file, or describe every field")

@@ -90,6 +90,9 @@ class DataFile:
     bytes: int
     dt: str | None
     hour: int | None
+    #: When the file was written (epoch seconds) and its columns (Arrow schema, no keys).
+    mtime: float = 0.0
+    schema: pa.Schema | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -232,7 +235,10 @@ def table_info(
             # A foreign file (say, written by hand): queries skip it, so totals do too.
             problems.append(FileProblem(location, f"{OUTSIDE_LAYOUT}; not read"))
             continue
-        files.append(DataFile(location, metadata.num_rows, info.size, *partition))
+        schema = metadata.schema.to_arrow_schema()
+        files.append(
+            DataFile(location, metadata.num_rows, info.size, *partition, info.mtime, schema)
+        )
         layouts.append(partition_keys(relative))
     layout, kept = dominant_layout(layouts)
     for index, data_file in enumerate(files):

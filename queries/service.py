@@ -12,7 +12,8 @@ Routes (default ``http://127.0.0.1:8080``, ``[query] host/port``):
 - ``GET /v1/queries`` lists the saved queries and views; ``GET /v1/queries/{name}`` shows
   one; ``POST /v1/queries/{name}`` ``{"params": {…}}`` runs it (same answers as above).
 - ``GET /v1/tables``, ``GET /v1/tables/{name}`` the catalog: columns and types, partitions,
-  files, rows, bytes, last update, files left out and why, schema versions.
+  files, rows, bytes, last update, files left out and why, schema versions
+  (:mod:`queries.versions`; every re-scan records them, as Glue's crawler would).
 - ``POST /v1/refresh`` (admin) re-scans the lake now; otherwise every engine re-scans it
   when its catalog is older than ``REFRESH_SECONDS``.
 - ``GET /health``.
@@ -38,6 +39,7 @@ import threading
 import time
 from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -55,6 +57,7 @@ from queries.engine import (
 )
 from queries.export import ExportError, export_table
 from queries.saved import SavedQuery, SavedQueryError, bind_parameters, load_saved, saved_dir
+from queries.versions import TableVersion, last_update, record_versions, table_columns
 from sinks.destinations import lake_destination
 
 __all__ = [
@@ -176,9 +179,14 @@ def _stats_headers(result: QueryResult) -> dict[str, str]:
     }
 
 
-def table_json(info: TableInfo, columns: list[tuple[str, str]] | None = None) -> dict[str, Any]:
-    """A catalog entry as the API answers it (columns when known)."""
+def table_json(
+    info: TableInfo,
+    columns: list[tuple[str, str]] | None = None,
+    versions: list[TableVersion] | None = None,
+) -> dict[str, Any]:
+    """A catalog entry as the API answers it (columns and versions when asked for)."""
     last = max((f.dt or "", f.hour or 0) for f in info.data_files) if info.data_files else None
+    updated = last_update(info)
     return {
         "name": info.name,
         "location": str(info.path),
@@ -191,7 +199,16 @@ def table_json(info: TableInfo, columns: list[tuple[str, str]] | None = None) ->
             for p in info.partitions
         ],
         "latest_partition": None if last is None else {"dt": last[0], "hour": last[1]},
+        "last_update": None
+        if updated is None
+        else datetime.fromtimestamp(updated, UTC).isoformat().replace("+00:00", "Z"),
         "columns": None if columns is None else [{"name": n, "type": t} for n, t in columns],
+        "glue_columns": [
+            {"name": c.name, "type": c.type, "partition_key": c.partition_key}
+            for c in table_columns(info)
+        ],
+        "version": versions[-1].version if versions else None,
+        "versions": None if versions is None else [v.to_dict() for v in versions],
         "problems": [{"path": str(p.path), "reason": p.reason} for p in info.problems],
     }
 
@@ -231,7 +248,7 @@ class QueryService:
         engine = self._idle.get()
         try:
             if time.monotonic() - self._refreshed[id(engine)] > self.refresh_s:
-                engine.refresh()
+                self._crawl(engine.refresh())
                 self._refreshed[id(engine)] = time.monotonic()
             yield engine
         finally:
@@ -269,14 +286,29 @@ class QueryService:
             with self.engine() as engine:
                 tables = engine.refresh()
                 self._refreshed[id(engine)] = time.monotonic()
+        self._crawl(tables)
         return tables
+
+    def _crawl(self, tables: list[TableInfo]) -> None:
+        """Record each table's schema versions (the Glue crawler's job); a lake that
+        cannot be written to keeps the versions the files show."""
+        for info in tables:
+            try:
+                record_versions(info.destination, info)
+            except OSError as exc:
+                log.warning("cannot record schema versions of %s: %s", info.name, exc)
+
+    def versions(self, info: TableInfo) -> list[TableVersion]:
+        """A table's schema versions (blocking)."""
+        return record_versions(info.destination, info)
 
     def tables(self) -> dict[str, TableInfo]:
         with self.engine() as engine:
             return engine.tables
 
-    def describe(self, name: str) -> tuple[TableInfo, list[tuple[str, str]]]:
-        """A table's catalog entry and its columns as queries see them (blocking)."""
+    def describe(self, name: str) -> tuple[TableInfo, list[tuple[str, str]], list[TableVersion]]:
+        """A table's catalog entry, its columns as queries see them, and its schema
+        versions (blocking)."""
         with self.engine() as engine:
             info = engine.tables.get(name)
             if info is None:
@@ -286,7 +318,7 @@ class QueryService:
                     f"no table {name!r} (tables: {', '.join(engine.tables) or 'none'})",
                 )
             described = engine.query(f'DESCRIBE "{name}"', max_rows=100_000)
-        return info, [(row[0], row[1]) for row in described.rows]
+        return info, [(row[0], row[1]) for row in described.rows], self.versions(info)
 
     def saved_query(self, name: str) -> SavedQuery:
         if name not in self.saved:
@@ -478,10 +510,10 @@ async def _tables(request: web.Request) -> web.Response:
 
 async def _table(request: web.Request) -> web.Response:
     _scope(request)
-    info, columns = await asyncio.to_thread(
+    info, columns, versions = await asyncio.to_thread(
         request.app[SERVICE_KEY].describe, request.match_info["name"]
     )
-    return _json(200, table_json(info, columns))
+    return _json(200, table_json(info, columns, versions))
 
 
 async def _refresh(request: web.Request) -> web.Response:
