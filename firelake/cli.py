@@ -290,9 +290,14 @@ def cmd_replay(args: argparse.Namespace) -> int:
         from sinks.archive import table_archive
         from streams.replay import replay_archive
 
-        files = table_archive(config, args.from_archive)
+        try:
+            files = table_archive(config, args.from_archive)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from exc
         if args.into not in config.streams:
-            raise ValueError(f"unknown stream {args.into!r}")
+            raise UsageError(
+                f"unknown stream {args.into!r} (declared: {', '.join(sorted(config.streams))})"
+            )
         partitions = config.streams[args.into].partitions
         print(asyncio.run(replay_archive(config.bootstrap, files, args.into, partitions)))
         return 0
