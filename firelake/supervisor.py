@@ -1,10 +1,10 @@
 """The local process supervisor behind ``firelake up``.
 
 It starts the broker (unless a bootstrap address is configured), creates the streams, then
-runs each service as a child process: the ingest service, one router per configured router
-and one process for all sinks. A child that dies is restarted with exponential backoff, a
-bounded number of times; Ctrl-C or SIGTERM stops the children (SIGTERM, then SIGKILL after
-a grace period) and the broker Firelake started.
+runs each service as a child process: the ingest service, one router per configured router,
+the workers of each window and one process for all sinks. A child that dies is restarted
+with exponential backoff, a bounded number of times; Ctrl-C or SIGTERM stops the children
+(SIGTERM, then SIGKILL after a grace period) and the broker Firelake started.
 """
 
 from __future__ import annotations
@@ -69,6 +69,18 @@ def pipeline_services(
         for worker in range(router.workers):
             label = f"router:{name}" if router.workers == 1 else f"router:{name}:{worker}"
             services.append(ServiceSpec(label, (*cli, "router", "--name", name, *config_args), env))
+    for name, window in config.windows.items():
+        # One worker holds the window, the others stand by; a stable instance id per worker
+        # lets a restarted one take its place at once (static group membership).
+        for worker in range(window.workers):
+            label = f"window:{name}" if window.workers == 1 else f"window:{name}:{worker}"
+            window_env = {
+                **env,
+                "FIRELAKE_WINDOW_INSTANCE_ID": f"firelake-window-{name}-{worker}-"
+                f"{socket.gethostname()}",
+            }
+            argv = (*cli, "window", "--name", name, *config_args)
+            services.append(ServiceSpec(label, argv, window_env))
     # Always: Firehose delivery streams created through the API get their sinks here too.
     # One sinks process: static group membership lets a restarted one take its partitions
     # back at once instead of after a session timeout.

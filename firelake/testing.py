@@ -80,6 +80,14 @@ def _rename(data: dict[str, Any], suffix: str) -> dict[str, Any]:
         sink["stream"] = named(sink["stream"])
         sinks[named(name)] = sink
     data["sinks"] = sinks
+    windows = {}
+    for name, window in data.get("windows", {}).items():
+        for key in ("source", "output", "late"):
+            if window.get(key):
+                window[key] = named(window[key])
+        windows[named(name)] = window
+    if windows:
+        data["windows"] = windows
     return data
 
 

@@ -27,7 +27,16 @@ from firelake.testing import example_data, example_dict, to_toml, write_config
 
 def test_example_config_loads_with_yle_streams() -> None:
     config = load_config(EXAMPLE_CONFIG, environ={})
-    assert set(config.streams) == {"raw-events", "playback-events", "page-events", "dlq"}
+    windows = {"plays-per-minute", "channel-viewers", "user-sessions"}
+    assert set(config.streams) == {
+        "raw-events",
+        "playback-events",
+        "page-events",
+        "dlq",
+        *windows,
+        "window-late",
+    }
+    assert set(config.windows) == windows
     assert config.routers["clickstream"].routes["heartbeat"] == ("playback-events",)
     assert config.schema_of("dlq") is DLQ_SCHEMA
     assert config.schema_of("playback-events").time_field == "event_time"
