@@ -76,8 +76,11 @@ def create_app(
     ``aws`` configures the AWS endpoint ``POST /`` (credentials, shard quota, registry
     topic); its Kafka clients start on its first request and stop with the app.
     """
+    from api.athena import AthenaApi
     from api.firehose import FirehoseApi, GlueApi
+    from api.glue_lake import LakeGlueApi
     from api.kinesis import KinesisApi
+    from api.lake_services import LakeServices
 
     app = create_ingest_app(config, producer, max_inflight=max_inflight, slot_wait_s=slot_wait_s)
     ingest = app[INGEST_KEY]
@@ -87,11 +90,23 @@ def create_app(
         max_request_bytes=ingest.limits.max_request_bytes,
     )
     backend = AwsBackend(config, producer, ingest.slot, limits, aws)
+    glue = GlueApi(backend).operations
+    # Athena and Glue's catalog reads share one query service over the lake, started on
+    # first use (it scans the lake; a Kinesis-only user never pays for it).
+    lake = LakeServices(config)
+    athena = AthenaApi(lake)
     backend.services = {
         "Kinesis_20131202": KinesisApi(backend).operations,
         "Firehose_20150804": FirehoseApi(backend).operations,
-        "AWSGlue": GlueApi(backend).operations,
+        "AWSGlue": {**glue, **LakeGlueApi(lake, glue).operations},
+        "AmazonAthena": athena.operations,
     }
+
+    async def close_lake(app: web.Application) -> None:
+        athena.close()
+        await asyncio.to_thread(lake.close)
+
+    app.on_cleanup.append(close_lake)
     ingest.directory = backend
     app[AWS_KEY] = backend
     app.on_cleanup.append(_close_aws)

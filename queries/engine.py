@@ -800,6 +800,11 @@ class QueryEngine:
             stack.extend(node.get("children", []))
         return (int(value) if isinstance(value, (int, float)) else None), files
 
+    def interrupt(self) -> None:
+        """Stop the statement running now (call from another thread): it fails with a
+        :class:`QueryError`; the engine answers the next query as usual."""
+        self._conn.interrupt()
+
     def close(self) -> None:
         """Close the DuckDB connections."""
         self._conn.close()
