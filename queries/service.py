@@ -16,7 +16,8 @@ Routes (default ``http://127.0.0.1:8080``, ``[query] host/port``):
   (:mod:`queries.versions`; every re-scan records them, as Glue's crawler would).
 - ``POST /v1/refresh`` (admin) re-scans the lake now; otherwise every engine re-scans it
   when its catalog is older than ``REFRESH_SECONDS``.
-- ``GET /health``.
+- ``GET /health``; ``GET /`` the dashboard (:mod:`queries.dashboard`) and
+  ``GET /v1/pipeline`` its pipeline-health figures.
 
 Errors are ``{"error": {"code", "message", "reason", "line", "column"}}``: bad SQL is 400
 with DuckDB's message and position; a sandbox refusal 403 with its named reason; a limit
@@ -48,6 +49,7 @@ from aiohttp import web
 
 from firelake.config import FirelakeConfig
 from queries.catalog import TableInfo
+from queries.dashboard import add_dashboard, pipeline_health
 from queries.engine import (
     QueryEngine,
     QueryError,
@@ -381,7 +383,8 @@ async def _errors(request: web.Request, handler: Any) -> web.StreamResponse:
             message = (
                 f"no route for {request.method} {request.path}; routes: POST /v1/query, "
                 "GET /v1/queries, GET|POST /v1/queries/{name}, GET /v1/tables, "
-                "GET /v1/tables/{name}, POST /v1/refresh, GET /health"
+                "GET /v1/tables/{name}, POST /v1/refresh, GET /v1/pipeline, GET /health, "
+                "GET / (the dashboard)"
             )
         return _json(
             exc.status, {"error": {"code": exc.reason.replace(" ", ""), "message": message}}
@@ -526,6 +529,18 @@ async def _health(request: web.Request) -> web.Response:
     return _json(200, {"status": "ok"})
 
 
+async def _pipeline(request: web.Request) -> web.Response:
+    _scope(request)
+    service = request.app[SERVICE_KEY]
+
+    def health() -> dict[str, Any]:
+        return pipeline_health(
+            service.config, service.tables(), lambda sql: result_json(service.run(sql))
+        )
+
+    return _json(200, await asyncio.to_thread(health))
+
+
 def create_app(service: QueryService) -> web.Application:
     """The query service's aiohttp application over a service (closed with the app)."""
     app = web.Application(middlewares=[_errors], client_max_size=1024 * 1024)
@@ -543,6 +558,7 @@ def create_app(service: QueryService) -> web.Application:
     app.router.add_get("/v1/tables/{name}", _table)
     app.router.add_post("/v1/refresh", _refresh)
     app.router.add_get("/health", _health)
+    add_dashboard(app, _pipeline)
     return app
 
 

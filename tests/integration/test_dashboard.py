@@ -1,0 +1,120 @@
+"""The dashboard in a real headless browser (Debian's ``chromium``), over a Yle lake.
+
+The query service serves the page with the Yle example's saved queries over a lake of
+today's plays and a DLQ table. Chromium loads it headless, runs its scripts for a few
+(virtual) seconds and dumps the DOM: every report's chart is drawn with rows, the
+pipeline panel draws the DLQ chart, and no script error or ``console.error`` happened
+(the page records them on ``<body data-errors>``). A screenshot is saved under the
+test's temporary folder.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import urllib.request
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from firelake.config import EXAMPLE_CONFIG, parse_config
+from firelake.testing import example_dict
+from queries.service import QueryServerThread
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+TS = pa.timestamp("us", tz="UTC")
+
+
+def _lake(lake: Path) -> None:
+    now = datetime.now(UTC)
+    day = now.strftime("%Y-%m-%d")
+    for hour in (max(0, now.hour - 1), now.hour):
+        folder = lake / "playback" / f"dt={day}" / f"hour={hour:02d}"
+        folder.mkdir(parents=True, exist_ok=True)
+        n = 300
+        pq.write_table(
+            pa.table(
+                {
+                    "event_id": [f"e{hour}-{i}" for i in range(n)],
+                    "event_type": ["start" if i % 3 else "stop" for i in range(n)],
+                    "content_id": [f"1-{i % 6}" for i in range(n)],
+                    "content_type": ["episode"] * n,
+                    "user_id": [f"u{i % 40}" for i in range(n)],
+                    "device": [("tv", "mobile", "desktop")[i % 3] for i in range(n)],
+                    "platform": [("smarttv", "ios", "web")[i % 3] for i in range(n)],
+                    "event_time": pa.array([now.replace(hour=hour)] * n, TS),
+                }
+            ),
+            folder / "part-0.parquet",
+        )
+    folder = lake / "dlq" / f"dt={day}" / f"hour={now.hour:02d}"
+    folder.mkdir(parents=True)
+    pq.write_table(
+        pa.table(
+            {
+                "error_type": ["missing_field"] * 5 + ["wrong_type"] * 2,
+                "reason": ["no content_id"] * 7,
+                "source_topic": ["raw-events"] * 7,
+                "failed_at": pa.array([now] * 7, TS),
+            }
+        ),
+        folder / "part-0.parquet",
+    )
+
+
+def _chromium(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    assert CHROMIUM is not None
+    return subprocess.run(
+        [
+            CHROMIUM,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-dev-shm-usage",
+            "--no-first-run",
+            "--window-size=1400,1800",
+            "--virtual-time-budget=8000",
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "HOME": os.environ.get("HOME", "/tmp")},
+    )
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium: apt-get install chromium")
+def test_dashboard_renders_reports_and_health_without_errors(tmp_path: Path) -> None:
+    lake = tmp_path / "lake"
+    _lake(lake)
+    saved = EXAMPLE_CONFIG.parent / "yle_queries"
+    raw = example_dict("127.0.0.1:9", lake, query={"port": 0, "saved_dir": str(saved)})
+    config = parse_config(raw, source="<test>", base_dir=str(tmp_path), environ={})
+    with QueryServerThread(config, port=0) as server:
+        for path in ("/static/vendor/uplot/uPlot.iife.min.js", "/static/dashboard.css"):
+            with urllib.request.urlopen(server.url + path, timeout=10) as response:
+                assert response.status == 200
+        done = _chromium("--dump-dom", f"{server.url}/dashboard")
+        assert done.returncode == 0, done.stderr[-2000:]
+        dom = done.stdout
+        body = re.search(r"<body([^>]*)>", dom)
+        assert body is not None, dom[:2000]
+        rendered = re.search(r'data-rendered="(\d+)"', body.group(1))
+        errors = re.search(r'data-errors="([^"]*)"', body.group(1))
+        assert errors is not None and errors.group(1) == "", errors
+        # top_content (bar), plays_by_device_hourly (line), dlq_by_reason (bar), DLQ health.
+        assert rendered is not None and int(rendered.group(1)) >= 4, body.group(0)
+        for name in ("top_content", "plays_by_device_hourly", "dlq_by_reason"):
+            assert re.search(rf'id="report-{name}"[^>]*data-chart="drawn"', dom), name
+        assert dom.count("<canvas") >= 4
+        assert "missing_field" in dom and "router " in dom
+
+        shot = tmp_path / "dashboard.png"
+        done = _chromium(f"--screenshot={shot}", f"{server.url}/dashboard")
+        assert done.returncode == 0, done.stderr[-2000:]
+    assert shot.exists() and shot.stat().st_size > 20_000
