@@ -22,6 +22,7 @@ from firelake.config import (
     StreamConfig,
     UnknownStreamError,
     describe,
+    example_config_path,
     load_config,
     parse_config,
     read_config_data,
@@ -494,6 +495,25 @@ def cmd_tables(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_app(args: argparse.Namespace) -> int:
+    import importlib
+
+    config = _config(args)
+    if args.name not in config.apps:
+        raise UsageError(
+            f"no app {args.name!r} in {config.source} (apps: {', '.join(config.apps)})"
+        )
+    app = config.apps[args.name]
+    importlib.import_module(app.module).run_app(config, app, args.port)
+    return 0
+
+
+def cmd_cdu(args: argparse.Namespace) -> int:
+    from agents.cdu.command import run_cdu_command
+
+    return run_cdu_command(args, _config(args))
+
+
 def cmd_config(args: argparse.Namespace) -> int:
     if args.describe:
         for section, cls in (
@@ -649,6 +669,8 @@ def _run_async(coro) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``firelake`` command."""
+    from agents.cdu.command import add_cdu_arguments
+
     parser = argparse.ArgumentParser(prog="firelake", description=__doc__)
     parser.add_argument("--log-level", default=None, help="DEBUG, INFO, WARNING or ERROR")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -659,6 +681,9 @@ def build_parser() -> argparse.ArgumentParser:
             "--config",
             default=None,
             help="configuration file (default: ./firelake.toml, else the Yle example)",
+        )
+        p.add_argument(
+            "--example", default=None, metavar="NAME", help="a shipped example instead: yle, cdu"
         )
         p.set_defaults(handler=handler)
         return p
@@ -769,6 +794,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--versions", action="store_true", help="list every schema version")
     p = command("serve-queries", cmd_serve_queries, "run the HTTP query service (SQL, catalog)")
     p.add_argument("--port", type=int, default=None, help="override query.port (0: any free)")
+    p = command("app", cmd_app, "run one application service ([apps.N]), e.g. CDU's API")
+    p.add_argument("--name", required=True, help="app name from the configuration")
+    p.add_argument("--port", type=int, default=None, help="override its port (0: any free)")
+    p = command("cdu", cmd_cdu, "Code Developer University: challenges, simulated students")
+    add_cdu_arguments(p)
     p = command("config", cmd_config, "check a configuration file, or describe every field")
     p.add_argument("--describe", action="store_true", help="print every field with its default")
     return parser
@@ -779,6 +809,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging(args.log_level)
     try:
+        if getattr(args, "example", None):
+            args.config = str(example_config_path(args.example))
         return int(args.handler(args) or 0)
     except ConfigError as exc:
         print(f"firelake: configuration error: {exc}", file=sys.stderr)
@@ -793,6 +825,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _expected_errors() -> tuple[type[BaseException], ...]:
     """Errors that describe the user's situation rather than a bug in Firelake."""
+    from agents.cdu.challenges import ChallengeError
     from firelake.broker import BrokerError
     from queries.engine import QueryError
     from queries.export import ExportError
@@ -802,6 +835,7 @@ def _expected_errors() -> tuple[type[BaseException], ...]:
 
     return (
         BrokerError,
+        ChallengeError,
         ExportError,
         QueryError,
         ReplayError,

@@ -30,10 +30,12 @@ from firelake.grammars.prefix import PrefixError, parse_prefix
 
 __all__ = [
     "DLQ_SCHEMA",
+    "EXAMPLES_DIR",
     "EXAMPLE_CONFIG",
     "ROUTER_ENGINES",
     "WINDOW_RESULT_COLUMNS",
     "AgentEngine",
+    "AppConfig",
     "ConfigError",
     "EnvelopeMode",
     "FieldSpec",
@@ -52,6 +54,7 @@ __all__ = [
     "UnknownStreamError",
     "WindowConfig",
     "describe",
+    "example_config_path",
     "load_config",
     "parse_config",
     "read_config_data",
@@ -59,8 +62,10 @@ __all__ = [
 
 MiB = 1024 * 1024
 
+#: The seed systems' example folders (``firelake up --example NAME``).
+EXAMPLES_DIR = Path(__file__).parent / "examples"
 #: The Yle clickstream configuration that ships with Firelake and runs when no file is given.
-EXAMPLE_CONFIG = Path(__file__).parent / "examples" / "yle.toml"
+EXAMPLE_CONFIG = EXAMPLES_DIR / "yle.toml"
 
 #: Router runtimes (``routers.N.engine``): the transactional aiokafka worker (the default,
 #: exactly-once output) and a Faust agent (at-least-once output).
@@ -548,6 +553,18 @@ def _check_window(
 
 
 @dataclass(frozen=True)
+class AppConfig:
+    """An application service `firelake up` runs beside the pipeline: a seed system's own
+    API (``module`` has ``run_app(config, app)``), e.g. Code Developer University's."""
+
+    name: str = setting("", "App name: the key under [apps].")
+    module: str = setting("", "Python module with run_app(config, app), e.g. agents.cdu.service.")
+    host: str = setting("127.0.0.1", "Address the app's HTTP service binds.")
+    port: int = setting(0, "Port of the app's HTTP service (0: any free port).")
+    settings: Mapping[str, Any] = setting({}, "The app's own settings ([apps.N.settings]).")
+
+
+@dataclass(frozen=True)
 class FirelakeConfig:
     """The whole configuration."""
 
@@ -562,6 +579,7 @@ class FirelakeConfig:
     routers: Mapping[str, RouterConfig] = setting({}, "Router agents by name.")
     sinks: Mapping[str, SinkConfig] = setting({}, "Parquet sinks by name.")
     windows: Mapping[str, WindowConfig] = setting({}, "Window agents by name.")
+    apps: Mapping[str, AppConfig] = setting({}, "Application services by name.")
 
     @property
     def bootstrap(self) -> str:
@@ -849,6 +867,7 @@ def parse_config(
     environ = os.environ if environ is None else environ
     known = {"kafka", "ingest", "lake", "query", "schemas", "streams", "routers", "sinks"}
     known.add("windows")
+    known.add("apps")
     for key in data:
         if key not in known:
             _fail(source, key, f"unknown section (known: {', '.join(sorted(known))})")
@@ -986,7 +1005,41 @@ def parse_config(
         windows=types.MappingProxyType(
             {n: _parse_window(source, n, raw, streams) for n, raw in table("windows").items()}
         ),
+        apps=types.MappingProxyType(
+            {n: _parse_app(source, n, raw) for n, raw in table("apps").items()}
+        ),
     )
+
+
+def _parse_app(source: str, name: str, raw: Any) -> AppConfig:
+    """An ``[apps.<name>]`` table; ``settings`` is the app's own, passed through."""
+    key = f"apps.{name}"
+    if not isinstance(raw, dict):
+        _fail(source, key, "must be a table")
+    raw = dict(raw)
+    settings = raw.pop("settings", {})
+    if not isinstance(settings, dict):
+        _fail(source, f"{key}.settings", "must be a table")
+    spec = _section(
+        source, key, AppConfig, raw, name=name, settings=types.MappingProxyType(settings)
+    )
+    if not re.match(r"^[A-Za-z_][A-Za-z0-9_.]*$", spec.module):
+        _fail(source, f"{key}.module", f"must be a Python module name, got {spec.module!r}")
+    _check_positive(source, f"{key}.port", spec.port, 0, 65535)
+    return spec
+
+
+def example_config_path(name: str) -> Path:
+    """The configuration of a shipped example: ``examples/NAME/firelake.toml``, or the
+    single-file ``examples/NAME.toml``; a ConfigError lists the examples there are."""
+    for path in (EXAMPLES_DIR / name / "firelake.toml", EXAMPLES_DIR / f"{name}.toml"):
+        if path.is_file() and "/" not in name and name not in ("", ".", ".."):
+            return path
+    found = sorted(
+        {p.parent.name for p in EXAMPLES_DIR.glob("*/firelake.toml")}
+        | {p.stem for p in EXAMPLES_DIR.glob("*.toml")}
+    )
+    raise ConfigError("--example", name, f"no such example (shipped: {', '.join(found)})")
 
 
 def read_config_data(
@@ -1003,6 +1056,8 @@ def read_config_data(
         else:
             path, base_dir = EXAMPLE_CONFIG, Path.cwd()
     path = Path(path)
+    if base_dir is None and path.resolve().is_relative_to(EXAMPLES_DIR.resolve()):
+        base_dir = Path.cwd()  # a shipped example keeps its data under the working folder
     source = str(path)
     try:
         text = path.read_text(encoding="utf-8")

@@ -88,6 +88,10 @@ def pipeline_services(
     services.append(ServiceSpec("sinks", (*cli, "sink", "--all", *config_args), sink_env))
     # SQL over the lake (HTTP query API); it reads the lake only, never Kafka.
     services.append(ServiceSpec("queries", (*cli, "serve-queries", *config_args), env))
+    # A seed system's own services ([apps.N]), e.g. Code Developer University's API.
+    for name in config.apps:
+        argv = (*cli, "app", "--name", name, *config_args)
+        services.append(ServiceSpec(f"app:{name}", argv, env))
     return services
 
 

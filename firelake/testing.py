@@ -88,6 +88,10 @@ def _rename(data: dict[str, Any], suffix: str) -> dict[str, Any]:
         windows[named(name)] = window
     if windows:
         data["windows"] = windows
+    for app in data.get("apps", {}).values():
+        settings = app.get("settings", {})
+        for key in [k for k in settings if k.endswith("_stream")]:
+            settings[key] = named(settings[key])
     return data
 
 

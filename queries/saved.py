@@ -281,7 +281,12 @@ def load_saved(folders: Iterable[Path]) -> dict[str, SavedQuery]:
 def saved_dir(config: FirelakeConfig) -> Path:
     """The configured saved-queries folder (relative paths: from the config file)."""
     folder = Path(config.query.saved_dir).expanduser()
-    return folder if folder.is_absolute() else Path(config.base_dir) / folder
+    if folder.is_absolute():
+        return folder
+    # The file's folder, not base_dir: a shipped example keeps its data under the working
+    # folder but its saved queries beside its configuration.
+    source = Path(config.source)
+    return (source.parent if source.is_file() else Path(config.base_dir)) / folder
 
 
 def bind_parameters(query: SavedQuery, values: Mapping[str, Any]) -> dict[str, Any]:
