@@ -65,6 +65,8 @@ __all__ = [
     "changelog_topic",
     "group_id",
     "main",
+    "open_windows",
+    "publish_results",
     "read_changelog",
     "run_window",
 ]
@@ -412,6 +414,53 @@ class WindowWorker:
             with contextlib.suppress(Exception):
                 await self.consumer.stop()
             await self._release()
+
+
+async def open_windows(
+    config: FirelakeConfig, name: str, bootstrap: str | None = None
+) -> list[dict[str, Any]]:
+    """The open windows of ``name`` as the changelog holds them (``windows show``)."""
+    processor = WindowProcessor(
+        config, name, range(config.streams[config.windows[name].source].partitions)
+    )
+    try:
+        processor.restore(await read_changelog(bootstrap or config.bootstrap, name))
+        return processor.open_rows()
+    finally:
+        processor.close()
+
+
+async def publish_results(
+    config: FirelakeConfig, name: str, rows: list[dict[str, Any]], bootstrap: str | None = None
+) -> int:
+    """Send result rows (``windows backfill``) to the window's output stream in one
+    transaction; the number of envelopes sent."""
+    processor = WindowProcessor(config, name, [])
+    try:
+        messages = processor.messages_for(rows)
+    finally:
+        processor.close()
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap or config.bootstrap,
+        client_id=f"{config.kafka.client_id}-window-{name}-backfill",
+        transactional_id=f"{group_id(name)}-backfill",
+        enable_idempotence=True,
+        acks="all",
+        max_request_size=MAX_REQUEST_BYTES,
+    )
+    await producer.start()
+    try:
+        async with producer.transaction():
+            futures = [
+                await producer.send(
+                    m.stream, m.value, key=m.key, partition=m.partition, headers=m.headers
+                )
+                for m in messages
+            ]
+            await asyncio.gather(*futures)
+    finally:
+        await producer.stop()
+    return len(messages)
 
 
 async def serve_window(config: FirelakeConfig, name: str, bootstrap: str | None = None) -> None:

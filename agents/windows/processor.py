@@ -49,6 +49,7 @@ __all__ = [
     "WindowProcessor",
     "WindowStats",
     "format_us",
+    "json_value",
 ]
 
 #: Most lines and bytes in one outgoing envelope (under Kafka's default 1 MiB message).
@@ -69,7 +70,7 @@ def format_us(us: int) -> str:
     )
 
 
-def _json_value(value: Any) -> Any:
+def json_value(value: Any) -> Any:
     if isinstance(value, datetime):
         moment = value if value.tzinfo is not None else value.replace(tzinfo=UTC)
         return format_us((moment - _EPOCH) // timedelta(microseconds=1))
@@ -172,6 +173,12 @@ class WindowProcessor:
             emission.changelog.clear()
         return emission
 
+    def messages_for(self, rows: list[dict[str, Any]]) -> list[WindowMessage]:
+        """Result rows as envelopes for the output stream (backfill)."""
+        emission = Emission()
+        self._pack(self.spec.output, rows, emission)
+        return emission.messages
+
     def open_rows(self) -> list[dict[str, Any]]:
         """Every open window's current values as result rows (``is_final`` false)."""
         now = format_us(round(self.clock() * US))
@@ -212,9 +219,9 @@ class WindowProcessor:
             "window_end": format_us(result.end),
         }
         for name, value in zip(self.spec.key, result.key, strict=True):
-            row[name] = _json_value(value)
+            row[name] = json_value(value)
         for name, value in zip(self.columns, result.values, strict=True):
-            row[name] = _json_value(value)
+            row[name] = json_value(value)
         row["event_count"] = result.count
         row["emit_time"] = now
         row["is_final"] = result.final

@@ -76,10 +76,15 @@ def window_config(
     bootstrap: str,
     suffix: str,
     kinds: list[str],
+    *,
+    sinks: bool = False,
+    extra: dict[str, str] | None = None,
     **settings: Any,
 ) -> tuple[Path, FirelakeConfig]:
     """A config with source ``clicks-<suffix>`` and one window per kind (each with its own
-    output and late stream), written, loaded and its topics created."""
+    output and late stream), written, loaded and its topics created. ``sinks`` adds a sink
+    (table = stream name with ``_``) for every stream; ``extra`` maps more window names to
+    the kind they copy (windows no agent runs, for backfill)."""
     streams: dict[str, Any] = {f"clicks-{suffix}": {"partitions": PARTITIONS, "schema": "click"}}
     windows: dict[str, Any] = {}
     for kind in kinds:
@@ -98,6 +103,22 @@ def window_config(
             **WINDOWS[kind],
             **settings,
         }
+    for name, kind in (extra or {}).items():
+        streams[f"{name}-out-{suffix}"] = {"partitions": 2}
+        streams[f"{name}-late-{suffix}"] = {"partitions": 1}
+        windows[f"{name}-{suffix}"] = dict(
+            windows[f"{kind}-{suffix}"],
+            output=f"{name}-out-{suffix}",
+            late=f"{name}-late-{suffix}",
+        )
+    sink_tables = {
+        f"sink-{stream}": {
+            "stream": stream,
+            "table": stream.replace("-", "_"),
+            "max_seconds": 1,
+        }
+        for stream in streams
+    }
     data = {
         "kafka": {"bootstrap": bootstrap},
         "lake": {"root": str(tmp_path / "lake")},
@@ -115,6 +136,7 @@ def window_config(
         },
         "streams": streams,
         "windows": windows,
+        **({"sinks": sink_tables} if sinks else {}),
     }
     path = write_config(tmp_path / "firelake.toml", data)
     config = load_config(path, environ={})
