@@ -529,6 +529,9 @@ def _check_window(
     _check_positive(source, f"{key}.grace_seconds", spec.grace_seconds, 0, 7 * 86_400)
     _check_positive(source, f"{key}.idle_timeout_seconds", spec.idle_timeout_seconds, 0, 86_400)
     _check_positive(source, f"{key}.workers", spec.workers, 1, 64)
+    if spec.engine == "faust" and spec.workers != 1:
+        # Faust spreads partitions over its workers; a window's state lives in one process.
+        _fail(source, f"{key}.workers", "engine = 'faust' runs one worker per window")
     _check_positive(source, f"{key}.batch_size", spec.batch_size, 1, 1_000_000)
     _check_positive(source, f"{key}.batch_window_seconds", spec.batch_window_seconds, 0, 300)
     _check_positive(source, f"{key}.max_open_windows", spec.max_open_windows, 1, 100_000_000)

@@ -150,3 +150,18 @@ def test_two_workers_one_killed_the_standby_takes_over_with_the_same_results(
     active.wait(timeout=10)
     assert wait(lambda: "active on" in standby_log.read_text(), 60), standby_log.read_text()
     check_window(config, kafka_bootstrap, window, stream, standby_log)
+
+
+def test_the_faust_engine_gives_the_same_results_without_a_crash(
+    tmp_path: Path, kafka_bootstrap: str, procs: list[subprocess.Popen[bytes]]
+) -> None:
+    """engine = "faust" runs the same core; at-least-once only shows after a crash."""
+    suffix = unique_suffix()
+    path, config = window_config(tmp_path, kafka_bootstrap, suffix, ["tumbling"], engine="faust")
+    window = f"tumbling-{suffix}"
+    stream = make_stream(1500, seed=9)
+    proc, log = start_window(tmp_path, path, window, kafka_bootstrap)
+    procs.append(proc)
+    send_stream(kafka_bootstrap, f"clicks-{suffix}", stream)
+    check_window(config, kafka_bootstrap, window, stream, log, timeout=120)
+    assert "(faust): active on" in log.read_text()

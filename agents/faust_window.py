@@ -1,0 +1,151 @@
+"""The window agent as a Faust agent (``windows.<name>.engine = "faust"``): at-least-once.
+
+For users who run their agents on Faust (faust-streaming). The agent reads the window's
+source stream in consumer group ``firelake-window-<name>``, hands each raw message (an
+envelope of events) to the same pure :class:`~agents.windows.processor.WindowProcessor`
+as the transactional engine, sends the result envelopes, late events and changelog
+records, and **acks the message only after Kafka confirmed all of them**; Faust commits
+acked offsets every second. At start it restores the state from the window's changelog.
+
+The caveat, at-least-once: after a crash the messages processed since the last offset
+commit are processed again, on top of a state whose changelog already holds their effect —
+so windows open at the crash may count those events twice, and results and late events may
+be emitted twice. ``windows verify`` reports such windows. For exact results use the default
+``"transactional"`` engine (``agents/window_agent.py``). One worker only (``workers = 1``):
+Faust spreads partitions over workers, and a window's state must stay in one process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import faust
+from mode import CrashingSupervisor
+
+from agents.faust_agent import record_of
+from agents.window_agent import changelog_topic, ensure_changelog, group_id, read_changelog
+from agents.windows.batch import SourceMessage
+from agents.windows.processor import Emission, WindowProcessor
+from firelake.config import FirelakeConfig
+
+__all__ = ["build_window_app", "run_faust_window"]
+
+log = logging.getLogger("firelake.window")
+
+#: How often the agent asks the clock whether windows closed (idle partitions).
+TICK_SECONDS = 1.0
+
+
+def build_window_app(
+    config: FirelakeConfig, name: str, bootstrap: str | None = None, *, datadir: str | Path
+) -> faust.App:
+    """A Faust app running window ``name`` against ``bootstrap``."""
+    spec = config.windows[name]
+    bootstrap = bootstrap or config.kafka.bootstrap
+    if not bootstrap:
+        raise ValueError(f"{config.source}: kafka.bootstrap is empty")
+    brokers = [f"kafka://{a.strip()}" for a in bootstrap.split(",") if a.strip()]
+    app = faust.App(
+        group_id(name),
+        broker=brokers,
+        store="memory://",
+        datadir=str(datadir),
+        web_enabled=False,
+        topic_allow_declare=False,
+        topic_disable_leader=True,
+        key_serializer="raw",
+        value_serializer="raw",
+        consumer_auto_offset_reset="earliest",
+        producer_acks=-1,
+        producer_max_request_size=8 * 1024 * 1024,
+        stream_buffer_maxsize=256,
+        broker_commit_interval=1.0,
+        broker_session_timeout=10.0,
+        broker_heartbeat_interval=3.0,
+        agent_supervisor=CrashingSupervisor,
+    )
+    partitions = range(config.streams[spec.source].partitions)
+    holder: dict[str, WindowProcessor] = {}
+    ready = asyncio.Event()
+    changelog = changelog_topic(name)
+
+    async def processor() -> WindowProcessor:
+        await ready.wait()
+        return holder["p"]
+
+    async def send(emission: Emission) -> None:
+        producer = await app.maybe_start_producer()
+        futures: list[Any] = []
+        for m in emission.messages:
+            futures.append(
+                await producer.send(m.stream, m.key, m.value, m.partition, None, m.headers)
+            )
+        for key, value in emission.changelog:
+            futures.append(await producer.send(changelog, key, value, 0, None, None))
+        await asyncio.gather(*futures)
+
+    @app.on_partitions_assigned.connect
+    async def on_assigned(sender: Any, assigned: set[Any], **_: Any) -> None:
+        if not assigned:
+            return
+        await ensure_changelog(bootstrap, name, f"{config.kafka.client_id}-window-{name}")
+        fresh = WindowProcessor(config, name, partitions)
+        fresh.restore(await read_changelog(bootstrap, name))
+        holder["p"] = fresh
+        ready.set()
+        log.info("window %s (faust): active on %s", name, sorted(map(tuple, assigned)))
+
+    source = app.topic(spec.source, key_serializer="raw", value_serializer="raw", allow_empty=True)
+
+    async def aggregate(stream: faust.StreamT) -> None:
+        async for event in stream.noack().events():
+            record = record_of(event.message)
+            window = await processor()
+            emission = window.process(
+                [
+                    SourceMessage(
+                        record.partition,
+                        record.offset,
+                        record.timestamp,
+                        record.value,
+                        record.headers,
+                        record.key,
+                    )
+                ]
+            )
+            await send(emission)
+            event.ack()
+
+    app.agent(source, name=f"window-{name}", supervisor_strategy=CrashingSupervisor)(aggregate)
+
+    @app.timer(TICK_SECONDS)
+    async def tick() -> None:
+        if "p" in holder:
+            emission = holder["p"].tick()
+            if emission.results:
+                await send(emission)
+
+    return app
+
+
+def run_faust_window(config: FirelakeConfig, name: str, bootstrap: str | None = None) -> int:
+    """Run the window's Faust worker until SIGTERM/SIGINT; its exit code."""
+    datadir = Path(tempfile.mkdtemp(prefix=f"{group_id(name)}-"))
+    try:
+        app = build_window_app(config, name, bootstrap, datadir=datadir)
+        worker = faust.Worker(
+            app, loglevel="info", quiet=True, redirect_stdouts=False, override_logging=False
+        )
+        worker.spinner = None
+        try:
+            worker.execute_from_commandline()
+        except SystemExit as exc:
+            return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        return 0
+    finally:
+        shutil.rmtree(datadir, ignore_errors=True)
