@@ -31,6 +31,9 @@ class BenchResult:
     events: int
     seconds: float
     notes: dict[str, str] = field(default_factory=dict)
+    #: CPU seconds by stage (ingest, router, sinks, broker, client, ...) over ``seconds``,
+    #: printed as µs per event beside the rate (``bench.cpu``); empty when not measured.
+    cpu: dict[str, float] = field(default_factory=dict)
 
     @property
     def rate(self) -> float:
@@ -91,6 +94,12 @@ def render_markdown(title: str, results: list[BenchResult], baseline: str) -> st
         lines.append(
             f"| {r.name} | {r.events} | {r.seconds:.2f} | {r.rate:,.0f} | {ratio:.2f} | {notes} |"
         )
+    measured = {r.name: (r.events, r.seconds, r.cpu) for r in results if r.cpu}
+    if measured:
+        from bench.cpu import render_stage_table
+
+        title = "CPU per event, by stage (µs of CPU time / event)"
+        lines += ["", render_stage_table(title, measured)]
     return "\n".join(lines) + "\n"
 
 

@@ -43,6 +43,7 @@ from typing import Any
 import orjson
 from aiokafka import AIOKafkaProducer
 
+from bench.cpu import cpu_seconds, descendants
 from bench.harness import BenchResult, broker, render_markdown, scratch_dir
 from firelake.broker import free_port
 from firelake.testing import example_dict, sample_event, unique_suffix, wait_healthy, write_config
@@ -199,35 +200,6 @@ async def _direct(bootstrap: str, topic: str, events: list[tuple[bytes, str]]) -
         await producer.stop()
 
 
-def _cpu_seconds(pids: list[int]) -> float:
-    """User + system CPU seconds of processes and their threads, from /proc (0 elsewhere)."""
-    tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
-    total = 0
-    for pid in pids:
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        total += int(fields[11]) + int(fields[12])  # utime, stime
-    return total / tick
-
-
-def _children(pid: int) -> list[int]:
-    """A process and its descendants (the ingest's workers, if it runs several)."""
-    out, todo = [], [pid]
-    while todo:
-        current = todo.pop()
-        out.append(current)
-        try:
-            tasks = Path(f"/proc/{current}/task").iterdir()
-            for task in tasks:
-                kids = (task / "children").read_text().split()
-                todo.extend(int(k) for k in kids)
-        except OSError:
-            continue
-    return out
-
-
 @dataclass
 class _Run:
     direct_s: float
@@ -327,10 +299,10 @@ def run_kinesis_bench(
                     FirelakeConfig(streams={topic: StreamConfig(topic, PARTITIONS)}), bootstrap
                 )
                 direct_s = asyncio.run(_direct(bootstrap, topic, data))
-                pids = [pid for ingest in ingests for pid in _children(ingest.pid)]
-                cpu_before = _cpu_seconds(pids)
+                pids = [pid for ingest in ingests for pid in descendants(ingest.pid)]
+                cpu_before = cpu_seconds(pids)
                 report = _run_client(port, requests_file, concurrency, env)
-                ingest_cpu = _cpu_seconds(pids) - cpu_before
+                ingest_cpu = cpu_seconds(pids) - cpu_before
                 if report["answered"] * RECORDS_PER_CALL < events:
                     raise RuntimeError(f"the client got {report['answered']} answers")
                 measured.append(
