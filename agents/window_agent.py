@@ -318,11 +318,25 @@ class WindowWorker:
                 await producer.send_offsets_to_transaction(offsets, self.group)
 
     async def _commit_batch(self) -> None:
-        processor = self.processor
-        assert processor is not None
+        """Process what was read, ``batch_size`` events (one transaction) at a time."""
         records = self.pending
         self.pending = []
         self.pending_events = 0
+        chunk: list[Any] = []
+        events = 0
+        for record in records:
+            count = _events(record.headers)
+            if chunk and events + count > self.spec.batch_size:
+                await self._commit(chunk)
+                chunk, events = [], 0
+            chunk.append(record)
+            events += count
+        if chunk:
+            await self._commit(chunk)
+
+    async def _commit(self, records: list[Any]) -> None:
+        processor = self.processor
+        assert processor is not None
         messages = [
             SourceMessage(r.partition, r.offset, r.timestamp, r.value, r.headers, r.key)
             for r in records
