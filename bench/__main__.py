@@ -24,6 +24,12 @@ BENCHES: dict[str, tuple[str, str, str, int]] = {
     ),
     "router": ("bench.router", "run_router_bench", "Router vs plain aiokafka loop (issue 4)", 1),
     "sink": ("bench.sink", "run_sink_bench", "Sink vs minimal loop (issue 5)", 1),
+    "queries": (
+        "bench.queries",
+        "run_queries_bench",
+        "Queries: HTTP and Athena APIs vs bare DuckDB, 10 M events (issue 11)",
+        0,
+    ),
 }
 
 
@@ -53,6 +59,11 @@ def main() -> None:
                 print(f"### {title}\n\nnot run: {exc}\n")
                 continue
             results = run(bootstrap, args.events)
+            # A benchmark of latencies (not rates) renders its own section.
+            render_section = getattr(importlib.import_module(module), "render_section", None)
+            if render_section is not None:
+                print(render_section(title, results), flush=True)
+                continue
             print(render_markdown(title, results, baseline=results[baseline].name), flush=True)
 
 

@@ -219,7 +219,8 @@ class QueryService:
     """What the routes use: a pool of sandboxed engines, the saved queries, the keys.
 
     ``engines`` engines answer queries side by side, each in a worker thread; each holds
-    the saved views and re-scans the lake when its catalog is older than ``refresh_s``.
+    the saved views. A background thread re-scans the lake on each engine in turn every
+    ``refresh_s`` seconds, so requests do not wait for listings and footers.
     """
 
     def __init__(
@@ -242,6 +243,11 @@ class QueryService:
             self._idle.put(engine)
             self._refreshed[id(engine)] = now
         self._lock = threading.Lock()
+        self._closed = threading.Event()
+        self._refresher = threading.Thread(
+            target=self._refresh_loop, name="catalog-refresh", daemon=True
+        )
+        self._refresher.start()
 
     @contextlib.contextmanager
     def engine(self) -> Iterator[QueryEngine]:
@@ -249,12 +255,30 @@ class QueryService:
         worker thread)."""
         engine = self._idle.get()
         try:
-            if time.monotonic() - self._refreshed[id(engine)] > self.refresh_s:
-                self._crawl(engine.refresh())
+            # The background refresher keeps catalogs fresh; a request refreshes only when
+            # it has fallen far behind (say, the refresher waits on a long query).
+            if time.monotonic() - self._refreshed[id(engine)] > 3 * self.refresh_s:
+                engine.refresh()
                 self._refreshed[id(engine)] = time.monotonic()
             yield engine
         finally:
             self._idle.put(engine)
+
+    def _refresh_loop(self) -> None:
+        """Re-scan the lake on each engine in turn, off the request path; the first engine
+        of each round also records schema versions (the crawler)."""
+        while not self._closed.wait(self.refresh_s / len(self._all)):
+            engine = min(self._all, key=lambda e: self._refreshed[id(e)])
+            if time.monotonic() - self._refreshed[id(engine)] < self.refresh_s:
+                continue
+            try:
+                with self.engine() as idle:
+                    tables = idle.refresh()
+                    self._refreshed[id(idle)] = time.monotonic()
+                    if idle is self._all[0]:
+                        self._crawl(tables)
+            except Exception:  # a refresh failure must not end the refresher
+                log.exception("query service: catalog refresh failed")
 
     def run(
         self,
@@ -284,10 +308,16 @@ class QueryService:
     def refresh(self) -> list[TableInfo]:
         """Re-scan the lake on every engine now (blocking)."""
         tables: list[TableInfo] = []
-        for _ in self._all:
+        pending = {id(engine) for engine in self._all}
+        while pending:
             with self.engine() as engine:
-                tables = engine.refresh()
-                self._refreshed[id(engine)] = time.monotonic()
+                done = id(engine) in pending
+                if done:
+                    tables = engine.refresh()
+                    self._refreshed[id(engine)] = time.monotonic()
+                    pending.discard(id(engine))
+            if not done:
+                time.sleep(0.01)  # the other engine is busy with a query: wait for it
         self._crawl(tables)
         return tables
 
@@ -332,6 +362,8 @@ class QueryService:
         return self.saved[name]
 
     def close(self) -> None:
+        self._closed.set()
+        self._refresher.join(timeout=30)
         for engine in self._all:
             engine.close()
 
