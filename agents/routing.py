@@ -17,7 +17,6 @@ be routed becomes a DLQ record; nothing raises out of :meth:`Router.route` for b
 
 from __future__ import annotations
 
-import functools
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -54,7 +53,7 @@ from agents.validation import (
 from firelake.config import FirelakeConfig, RouterConfig
 from firelake.grammars.patterns import compile_pattern, compile_patterns
 from streams.envelope import Envelope, EnvelopeError, decode
-from streams.partitioning import partition_for_key
+from streams.partitioning import cached_partition_for_key
 
 __all__ = [
     "DEFAULT_MAX_ENVELOPE_BYTES",
@@ -129,12 +128,6 @@ def policy_of(spec: RouterConfig) -> RetryPolicy:
         max_delay_s=spec.retry_max_seconds,
         max_record_age_s=spec.max_record_age_seconds,
     )
-
-
-@functools.lru_cache(maxsize=65_536)
-def _partition_of(key: str, partitions: int) -> int:
-    # Keys repeat a lot (users, devices): memoize the MD5 within a bound.
-    return partition_for_key(key, partitions)
 
 
 class Router:
@@ -406,7 +399,7 @@ class Router:
                     continue
                 for dest in group.destinations:
                     if event_key is not None:
-                        dest_partition = _partition_of(event_key, dest.partitions)
+                        dest_partition = cached_partition_for_key(event_key, dest.partitions)
                     else:
                         dest_partition = source_partition % dest.partitions
                     routed += 1

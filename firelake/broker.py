@@ -63,6 +63,9 @@ DEFAULT_PORT = 9092
 JVM_HEAP_OPTS: tuple[str, ...] = ("-Xmx768m", "-Xms256m")
 """Heap settings of the broker JVM."""
 
+JVM_GC_OPTS: tuple[str, ...] = ("-XX:+UseParallelGC", "-XX:ParallelGCThreads=2")
+"""Garbage collector of the broker JVM."""
+
 MVN_TIMEOUT_S = 900.0
 """Upper bound for one ``mvn dependency:copy-dependencies`` run."""
 
@@ -181,6 +184,11 @@ def render_server_properties(
         "share.coordinator.state.topic.replication.factor": "1",
         "share.coordinator.state.topic.min.isr": "1",
         "group.initial.rebalance.delay.ms": "0",
+        # One box, a few cores shared with the services: a thread per core rather than
+        # Kafka's defaults for a dedicated server (3 network, 8 I/O threads), which only
+        # add context switches here (bench/pipeline.py measures the broker's CPU per event).
+        "num.network.threads": "2",
+        "num.io.threads": "2",
     }
     if extra:
         props.update({str(k): str(v) for k, v in extra.items()})
@@ -529,7 +537,9 @@ class LocalBroker:
         return [
             _which("java"),
             *JVM_HEAP_OPTS,
-            "-XX:+UseG1GC",
+            # The throughput collector: a small heap on a shared box, where G1's concurrent
+            # threads and write barriers cost CPU the services need.
+            *JVM_GC_OPTS,
             "-Djava.awt.headless=true",
             f"-Dlog4j2.configurationFile={_LOG4J2_CONFIG}",
             f"-Dkafka.logs.dir={self.data_dir / 'logs'}",

@@ -661,7 +661,9 @@ def _run_async(coro) -> None:
         except asyncio.CancelledError:
             pass
 
-    asyncio.run(main())
+    from firelake.aio import run
+
+    run(main())
 
 
 # --------------------------------------------------------------------------- parser

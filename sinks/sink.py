@@ -90,6 +90,9 @@ HEARTBEAT_INTERVAL_MS = 1_500
 MiB = 1024 * 1024
 #: aiokafka's default largest fetch response (50 MiB); a small memory budget lowers it.
 FETCH_MAX_BYTES = 50 * MiB
+#: A fetch answers once this much is there or after FETCH_MAX_WAIT_MS (bench/pipeline.py).
+FETCH_MIN_BYTES = 512 * 1024
+FETCH_MAX_WAIT_MS = 250
 
 
 class SinkError(ValueError):
@@ -445,6 +448,10 @@ class ParquetSink:
             # One poll's raw data counts against the memory budget too: keep it a slice.
             fetch_max_bytes=max(MiB, min(FETCH_MAX_BYTES, self.spec.memory_limit_bytes // 8)),
             max_partition_fetch_bytes=MiB,
+            # Fewer, fuller fetches under load (the broker's CPU goes per round trip); the
+            # sink buffers for seconds anyway, so waiting this long for data costs nothing.
+            fetch_min_bytes=FETCH_MIN_BYTES,
+            fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
         )
         self._consumer = consumer
         consumer.subscribe([self.topic], listener=_Listener(self))
