@@ -3,13 +3,19 @@
 Producers retry (the Kinesis PutRecords contract invites it), so the same event can reach
 the raw stream twice. The router remembers the ids it routed for ``window_s`` seconds and
 skips repeats, like Lambda Powertools' idempotency utility. Ids are kept per source
-partition: an event's key fixes its partition, so repeats of one event meet the same worker,
-and a partition handed to another worker takes its ids along (:meth:`drop_partition` on
-revoke; the new owner starts empty — the window is best effort across rebalances, while
-exactly-once of routed output across crashes comes from Kafka transactions).
+partition: an event's key fixes its partition, so repeats of one event meet the same worker.
+
+Durable across restarts and rebalances (transactional engine): the ids a batch routed are
+:meth:`unsaved` until the router writes them to its dedup log topic *in the batch's own
+transaction* (``agents.dedup_log``) and calls :meth:`saved`; the next owner of a
+partition reads back (:meth:`remember`) the logged ids of the last ``window_s`` seconds
+before it routes. So the window holds exactly the ids of committed output — an aborted
+batch's ids are forgotten with it, and a repeat that arrives after a crash, a restart or a
+failover is still dropped.
 
 Memory is bounded by ``max_entries`` per partition: the oldest ids are forgotten first.
-Pure: the clock is passed in.
+Times are wall-clock seconds (they are logged and read back by other processes). Pure: the
+clock is passed in.
 """
 
 from __future__ import annotations
@@ -28,7 +34,7 @@ class DedupWindow:
         self,
         window_s: float,
         max_entries: int = 1_000_000,
-        clock: Callable[[], float] = time.monotonic,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         if window_s < 0:
             raise ValueError(f"window_s must be >= 0, got {window_s}")
@@ -38,6 +44,9 @@ class DedupWindow:
         self.max_entries = max_entries
         self.clock = clock
         self._seen: dict[tuple[str, int], OrderedDict[str, float]] = {}
+        #: When True, new ids are also kept in :meth:`unsaved` until :meth:`saved`.
+        self.track_unsaved = False
+        self._unsaved: dict[tuple[str, int], list[str]] = {}
 
     @property
     def enabled(self) -> bool:
@@ -63,11 +72,38 @@ class DedupWindow:
             del ids[event_id]
         ids[event_id] = now
         self._expire(ids, now)
+        if self.track_unsaved:
+            self._unsaved.setdefault((topic, partition), []).append(event_id)
         return True
 
+    def remember(self, topic: str, partition: int, event_id: str, seen_at: float) -> None:
+        """Take in an id routed earlier (at wall-clock ``seen_at``), e.g. read from the log."""
+        if not self.enabled or self.clock() - seen_at > self.window_s:
+            return
+        ids = self._seen.setdefault((topic, partition), OrderedDict())
+        ids[event_id] = max(seen_at, ids.get(event_id, seen_at))
+        ids.move_to_end(event_id)
+        self._expire(ids, self.clock())
+
+    def unsaved(self, topic: str, partition: int) -> list[str]:
+        """Ids accepted since the last :meth:`saved`, oldest first (``track_unsaved``)."""
+        return list(self._unsaved.get((topic, partition), ()))
+
+    def saved(self, topic: str, partition: int, count: int) -> None:
+        """The first ``count`` :meth:`unsaved` ids are durable now."""
+        pending = self._unsaved.get((topic, partition))
+        if pending:
+            del pending[:count]
+
     def drop_partition(self, topic: str, partition: int) -> None:
-        """Forget a partition this worker no longer owns."""
+        """Forget a partition this worker no longer owns (its ids, saved or not)."""
         self._seen.pop((topic, partition), None)
+        self._unsaved.pop((topic, partition), None)
+
+    def clear(self) -> None:
+        """Forget everything: after a lost connection, only the log is to be believed."""
+        self._seen.clear()
+        self._unsaved.clear()
 
     def __len__(self) -> int:
         return sum(len(ids) for ids in self._seen.values())

@@ -33,6 +33,8 @@ class EdgeStats:
     batches: int = 0
     retries: int = 0
     delivery_failures: int = 0
+    #: Times the worker rebuilt its consumer after a broker error (``streams.rejoin``).
+    rejoins: int = 0
     #: (topic, partition) -> events between the router's position and the end of the log
     lag: dict[tuple[str, int], int] = field(default_factory=dict)
     #: (topic, partition) -> age in seconds of the newest record routed (iterator age)
@@ -65,6 +67,7 @@ class RouterCollector(Collector):
         # Transactional engine: Kafka transactions; Faust engine: raw messages delivered.
         yield counter("batches", "Batches delivered and committed or acked.", edge.batches)
         yield counter("retried", "Batch delivery retries.", edge.retries)
+        yield counter("rejoins", "Consumer rebuilt after a broker error.", edge.rejoins)
         dead = CounterMetricFamily(
             "firelake_router_dead_lettered",
             "DLQ records by error type.",

@@ -60,6 +60,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListen
 from aiokafka.errors import KafkaError, ProducerFenced
 from aiokafka.structs import TopicPartition
 
+from agents.dedup_log import DedupLog
 from agents.edge import (
     DeliveryError,
     Fenced,
@@ -76,6 +77,7 @@ from agents.routing import DEFAULT_MAX_ENVELOPE_BYTES, Outgoing, Router
 from firelake.aio import run as run_loop
 from firelake.config import ConfigError, FirelakeConfig, load_config
 from firelake.log import setup_logging
+from streams.rejoin import run_rejoining
 
 __all__ = [
     "STATS_INTERVAL_SECONDS",
@@ -154,6 +156,11 @@ class RouterWorker:
         self.consumer: AIOKafkaConsumer | None = None
         self.producers: dict[TopicPartition, AIOKafkaProducer] = {}
         self.pending: dict[TopicPartition, _Pending] = {}
+        #: Event ids logged in each batch's transaction, read back on assignment.
+        dedup = self.router.dedup
+        self.dedup_log = (
+            DedupLog(config, router_name, dedup, self.bootstrap) if dedup is not None else None
+        )
         # Held while batches are routed and committed: a rebalance waits for them, so a
         # revoked partition never has a transaction in flight when its new owner starts.
         self.lock = asyncio.Lock()
@@ -174,6 +181,8 @@ class RouterWorker:
 
     async def on_assigned(self, assigned: set[TopicPartition]) -> None:
         log.info("router %s: assigned %s", self.name, sorted(map(tuple, assigned)))
+        if self.dedup_log is not None:
+            await self.dedup_log.load(assigned)
         consumer = self.consumer
         if consumer is None or self.spec.starting_position != "AT_TIMESTAMP" or not assigned:
             return
@@ -234,7 +243,10 @@ class RouterWorker:
                     errors[index] = result
             if any(errors):
                 raise SendFailed(errors)
+            logged = await self.dedup_log.record(producer, tp) if self.dedup_log else 0
             await producer.send_offsets_to_transaction({tp: next_offset}, self.group)
+        if self.dedup_log is not None:
+            self.dedup_log.committed(tp, logged)
 
     async def _deliver(self, tp: TopicPartition, routed: list[Routed]) -> None:
         """Commit one partition's batch with the shared retries, then its DLQ fallback."""
@@ -387,7 +399,16 @@ async def serve_router(
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    await worker.run(stop)
+
+    def rejoin(error: BaseException) -> None:
+        # Nothing uncommitted survives a rejoin: the next assignment re-reads the input
+        # from the committed offsets and the dedup window from its log.
+        worker.edge.rejoins += 1
+        worker.pending.clear()
+        if worker.router.dedup is not None:
+            worker.router.dedup.clear()
+
+    await run_rejoining(f"router {router_name}", lambda: worker.run(stop), stop, rejoin)
 
 
 def run_router(

@@ -16,6 +16,7 @@ import logging
 from firelake.config import FirelakeConfig
 from sinks.sink import ParquetSink
 from streams.registry import REGISTRY_TOPIC, RegistryStore
+from streams.rejoin import is_rejoinable
 from streams.resources import registry_config
 
 __all__ = ["run_sink_fleet"]
@@ -36,8 +37,15 @@ async def run_sink_fleet(
         config.bootstrap, registry_topic, replication=config.kafka.replication_factor
     ) as store:
         try:
+            merged = config
             while not stop.is_set():
-                merged = registry_config(config, await store.refresh())
+                try:
+                    merged = registry_config(config, await store.refresh())
+                except Exception as exc:
+                    # The broker is away: the running sinks ride it out themselves.
+                    if not is_rejoinable(exc):
+                        raise
+                    log.warning("sinks: registry not readable (%r); retrying", exc)
                 for name in merged.sinks.keys() - running.keys():
                     sink_stop = asyncio.Event()
                     task = asyncio.create_task(ParquetSink(merged, name).run(sink_stop), name=name)

@@ -53,6 +53,7 @@ from sinks.destinations import destination_for
 from sinks.memory import BufferUsage, evictions
 from sinks.parquet import Layout, convert, folder_chunks, plan_flush
 from sinks.progress import CRASH_POINTS, Checkpoint, ProgressStore
+from streams.rejoin import run_rejoining
 
 __all__ = [
     "CRASH_ENV",
@@ -90,6 +91,8 @@ HEARTBEAT_INTERVAL_MS = 1_500
 MiB = 1024 * 1024
 #: aiokafka's default largest fetch response (50 MiB); a small memory budget lowers it.
 FETCH_MAX_BYTES = 50 * MiB
+#: Longest wait for a consumer to leave its group on the way out.
+STOP_TIMEOUT_S = 10.0
 #: A fetch answers once this much is there or after FETCH_MAX_WAIT_MS (bench/pipeline.py).
 FETCH_MIN_BYTES = 512 * 1024
 FETCH_MAX_WAIT_MS = 250
@@ -143,6 +146,8 @@ class SinkStats:
     files: int = 0
     bad_lines: int = 0
     commit_failures: int = 0
+    #: Times the consumer was rebuilt after a broker error (restart, stall, failover).
+    rejoins: int = 0
     #: Flushes forced before a hint by the memory budget or the open-partition bound.
     early_flushes: dict[str, int] = field(default_factory=dict)
 
@@ -232,16 +237,24 @@ class ParquetSink:
                 if tp.topic != self.topic:
                     continue
                 resume = await asyncio.to_thread(self.store.recover, self.topic, tp.partition)
+                assert self._consumer is not None
                 if resume is not None:
-                    assert self._consumer is not None
                     self._consumer.seek(tp, resume)
+                else:
+                    # The lake is the source of progress: a destination without state for
+                    # this partition gets the whole retained stream, whatever offset the
+                    # group committed (a new or emptied lake, a new destination).
+                    # (seek_to_beginning would wait for the fetcher, which waits for this
+                    # callback: ask for the offset and seek to it instead.)
+                    begin = await self._consumer.beginning_offsets([tp])
+                    self._consumer.seek(tp, begin[tp])
                 self.buffers.reset(tp.partition, resume or 0)
                 log.info(
                     "sink %s: partition %s/%d resumes at %s",
                     self.name,
                     self.topic,
                     tp.partition,
-                    resume if resume is not None else "the committed offset or earliest",
+                    resume if resume is not None else "the earliest retained offset",
                 )
 
     async def _on_revoked(self, revoked: list[TopicPartition]) -> None:
@@ -430,8 +443,21 @@ class ParquetSink:
         return max(0, min(self.poll_ms, wait_ms))
 
     async def run(self, stop: asyncio.Event | None = None) -> None:
-        """Consume and write until ``stop`` is set (or the task is cancelled), then flush."""
+        """Consume and write until ``stop`` is set (or the task is cancelled), then flush.
+
+        A broker restart or stall does not end it: after a rejoinable error
+        (:mod:`streams.rejoin`) the buffers are dropped — the lake holds the truth, and the
+        partitions may have moved meanwhile — and a new consumer joins the group.
+        """
         stop = stop or asyncio.Event()
+
+        def rejoin(error: BaseException) -> None:
+            self.stats.rejoins += 1
+            self.buffers.drop([b.partition for b in self.buffers])
+
+        await run_rejoining(f"sink {self.name}", lambda: self._consume(stop), stop, rejoin)
+
+    async def _consume(self, stop: asyncio.Event) -> None:
         kafka = self.config.kafka
         consumer = AIOKafkaConsumer(
             bootstrap_servers=kafka.bootstrap,
@@ -469,8 +495,12 @@ class ParquetSink:
                 raise
             await self.flush(self.buffers.pending())
         finally:
-            await consumer.stop()
             self._consumer = None
+            # A consumer cut off from its broker may wait long to leave its group: bounded.
+            try:
+                await asyncio.wait_for(consumer.stop(), STOP_TIMEOUT_S)
+            except Exception as exc:
+                log.warning("sink %s: consumer did not stop cleanly: %r", self.name, exc)
             log.info("sink %s: stopped (%s)", self.name, self.stats)
 
 
