@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import signal
 import sys
 from collections.abc import Sequence
@@ -38,7 +39,25 @@ class UsageError(ValueError):
     """A command line that parses but cannot be carried out as given."""
 
 
+def _find_local_broker(args: argparse.Namespace) -> None:
+    """Without a configured bootstrap, use the local broker ``firelake up`` (or ``firelake
+    kafka start``) runs for this configuration: its pid file in ``kafka.data_dir`` is the
+    discovery, so a service started by hand finds the broker ``up`` started."""
+    from firelake.broker import LocalBroker
+
+    if os.environ.get("FIRELAKE_KAFKA_BOOTSTRAP"):
+        return
+    data, source, base_dir = read_config_data(args.config)
+    kafka = parse_config({"kafka": data.get("kafka", {})}, source=source, base_dir=base_dir)
+    if kafka.kafka.bootstrap:
+        return
+    broker = LocalBroker(data_dir=kafka.kafka_data_dir, port=kafka.kafka.port)
+    if broker.is_running():
+        os.environ["FIRELAKE_KAFKA_BOOTSTRAP"] = broker.bootstrap
+
+
 def _config(args: argparse.Namespace) -> FirelakeConfig:
+    _find_local_broker(args)
     return load_config(args.config)
 
 
@@ -49,6 +68,7 @@ def _pipeline_config(args: argparse.Namespace) -> FirelakeConfig:
     router or sink may still name it, so a stream the file does not declare is looked up
     there before the file is refused.
     """
+    _find_local_broker(args)
     try:
         return load_config(args.config)
     except UnknownStreamError as exc:
@@ -75,7 +95,13 @@ def local_broker(config: FirelakeConfig):  # -> firelake.broker.LocalBroker
 
 
 def cmd_up(args: argparse.Namespace) -> int:
-    from firelake.supervisor import Supervisor, pipeline_services
+    from firelake.supervisor import (
+        BrokerProcess,
+        HealthServer,
+        ServiceSpec,
+        Supervisor,
+        pipeline_services,
+    )
     from streams.topics import ensure_topics
 
     config = _pipeline_config(args)
@@ -92,7 +118,7 @@ def cmd_up(args: argparse.Namespace) -> int:
                 "broker",
                 config.kafka.port,
             )
-            broker.start(timeout=180)
+            broker_process = BrokerProcess(broker).start()
     stopping = False
 
     def request_stop(signum: int, _frame: object) -> None:
@@ -102,11 +128,30 @@ def cmd_up(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGINT, request_stop)
     signal.signal(signal.SIGTERM, request_stop)
     supervisor = None
+    health = None
     try:
         created = ensure_topics(config, bootstrap)
         if created:
             log.info("created streams: %s", ", ".join(created))
-        supervisor = Supervisor(pipeline_services(config, args.config, bootstrap))
+        services = pipeline_services(config, args.config, bootstrap)
+        if broker is not None:
+            # The broker up started is supervised like every service, and stops last.
+            kafka = ServiceSpec("kafka", (), spawn=BrokerProcess(broker).start, stop_last=True)
+            services.insert(0, kafka)
+        supervisor = Supervisor(
+            services,
+            max_restarts=args.max_restarts,
+            restart_window_seconds=args.restart_window,
+            state_file=up_state_file(config),
+        )
+        if broker is not None:
+            supervisor.children[0].process = broker_process
+        health = HealthServer(supervisor, args.health_port).start()
+        supervisor.extra = {
+            "bootstrap": bootstrap,
+            "health": f"http://127.0.0.1:{health.port}/health",
+            "pid": os.getpid(),
+        }
         supervisor.start()
         lake = config.lake_url
         print(
@@ -118,17 +163,25 @@ def cmd_up(args: argparse.Namespace) -> int:
             f"  Lake            : {lake}\n"
             '  Query           : firelake query "SELECT count(*) FROM playback"\n'
             f"  Query API       : http://{config.query.host}:{config.query.port}/v1/query\n"
+            f"  Health          : http://127.0.0.1:{health.port}/health\n"
             "Press Ctrl-C to stop.\n",
             flush=True,
         )
-        supervisor.run_until(lambda: stopping)
+        supervisor.run_until(lambda: stopping, exit_on_failure=args.exit_on_failure)
     finally:
         if supervisor is not None:
-            supervisor.stop()
+            supervisor.stop()  # the broker last
+        if health is not None:
+            health.stop()
         if broker is not None:
             log.info("stopping the Kafka broker")
             broker.stop()
     return 0 if supervisor is not None and not supervisor.failed else 1
+
+
+def up_state_file(config: FirelakeConfig):  # -> pathlib.Path
+    """Where ``firelake up`` keeps its services' state (next to the broker's data)."""
+    return config.kafka_data_dir.parent / "up.json"
 
 
 def cmd_kafka(args: argparse.Namespace) -> int:
@@ -229,10 +282,15 @@ def cmd_dlq(args: argparse.Namespace) -> int:
 
 def cmd_status(args: argparse.Namespace) -> int:
     from agents.status import render, router_status
+    from firelake.supervisor import read_state, render_state
+    from sinks.status import render_sinks, sink_status
 
     config = _config(args)
+    state = read_state(up_state_file(config))
+    print(render_state(state))
+    print(render_sinks(sink_status(config, config.bootstrap)))
     print(render(router_status(config, config.bootstrap)))
-    return 0
+    return 0 if state is None or state.get("healthy", True) else 1
 
 
 def cmd_sink(args: argparse.Namespace) -> int:
