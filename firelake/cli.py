@@ -748,7 +748,19 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(handler=handler)
         return p
 
-    command("up", cmd_up, "run the whole pipeline: Kafka, ingest, routers, sinks")
+    p = command("up", cmd_up, "run the whole pipeline: Kafka, ingest, routers, sinks")
+    p.add_argument(
+        "--exit-on-failure",
+        action="store_true",
+        help="exit non-zero as soon as a service is given up on (default: run on, unhealthy)",
+    )
+    p.add_argument("--max-restarts", type=int, default=5, help="restarts a service gets per window")
+    p.add_argument(
+        "--restart-window", type=float, default=300.0, help="the restart budget's window, s"
+    )
+    p.add_argument(
+        "--health-port", type=int, default=0, help="port of /health on 127.0.0.1 (0: any free)"
+    )
     p = command("kafka", cmd_kafka, "fetch, start, stop or inspect the local Kafka broker")
     p.add_argument("action", choices=["fetch", "start", "stop", "status"])
     p = command("streams", cmd_streams, "create (or check) the configured streams, or list them")
