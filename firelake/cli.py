@@ -554,6 +554,7 @@ def cmd_tables(args: argparse.Namespace) -> int:
 
 
 def cmd_app(args: argparse.Namespace) -> int:
+    import dataclasses
     import importlib
 
     config = _config(args)
@@ -562,6 +563,8 @@ def cmd_app(args: argparse.Namespace) -> int:
             f"no app {args.name!r} in {config.source} (apps: {', '.join(config.apps)})"
         )
     app = config.apps[args.name]
+    if args.host:
+        app = dataclasses.replace(app, host=args.host)
     importlib.import_module(app.module).run_app(config, app, args.port)
     return 0
 
@@ -869,6 +872,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("app", cmd_app, "run one application service ([apps.N]), e.g. CDU's API")
     p.add_argument("--name", required=True, help="app name from the configuration")
     p.add_argument("--port", type=int, default=None, help="override its port (0: any free)")
+    p.add_argument("--host", default=None, help="override the address it binds (containers)")
     p = command("cdu", cmd_cdu, "Code Developer University: challenges, simulated students")
     add_cdu_arguments(p)
     p = command("config", cmd_config, "check a configuration file, or describe every field")

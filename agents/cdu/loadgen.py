@@ -107,6 +107,7 @@ def plan_submissions(
     paid = {f"student-{i:04d}" for i in range(students) if rng.random() < paid_share}
     kinds, weights = zip(*mix.items(), strict=True)
     planned: list[Planned] = []
+    hostile = 0
     while len(planned) < submissions:
         student = f"student-{rng.randrange(students):04d}"
         challenge = rng.choice(usable)
@@ -120,7 +121,8 @@ def plan_submissions(
         elif kind == "buggy" and challenge.mistakes:
             source, passes = rng.choice(challenge.mistakes), False
         elif kind == "hostile":
-            attack = rng.choice(sorted(HOSTILE))
+            attack = sorted(HOSTILE)[hostile % len(HOSTILE)]  # every attack, in turn
+            hostile += 1
             source, passes = HOSTILE[attack].format(f=challenge.function), False
         else:
             kind, source, passes = "good", challenge.reference, True

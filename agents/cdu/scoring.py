@@ -9,7 +9,7 @@ reason; a submission that fails, loops, eats memory or floods output is a *resul
 with the reason), never an error, so the agent keeps going.
 
 Submissions of one batch run in parallel, ``FIRELAKE_CDU_SCORER_CONCURRENCY`` at a time
-(default: the CPU count); the sandbox's limits come from ``FIRELAKE_CDU_WALL_SECONDS``,
+(default 8: a run mostly waits); the sandbox's limits come from ``FIRELAKE_CDU_WALL_SECONDS``,
 ``FIRELAKE_CDU_CPU_SECONDS``, ``FIRELAKE_CDU_MEMORY_MB`` and ``FIRELAKE_CDU_OUTPUT_KB``
 (defaults: :class:`agents.cdu.sandbox.Limits`).
 """
@@ -30,7 +30,10 @@ from agents.cdu.sandbox import KiB, Limits, MiB, SandboxTest, run_submission
 from agents.cdu.submissions import result_event
 from agents.transform import Ok, ProcessingFailed, Result
 
-__all__ = ["limits_from_env", "score", "score_one"]
+__all__ = ["DEFAULT_CONCURRENCY", "limits_from_env", "score", "score_one"]
+
+#: Sandboxed runs at once per scorer process.
+DEFAULT_CONCURRENCY = 8
 
 
 def limits_from_env(environ: Mapping[str, str] | None = None) -> Limits:
@@ -47,7 +50,8 @@ def limits_from_env(environ: Mapping[str, str] | None = None) -> Limits:
 
 @cache
 def _pool() -> ThreadPoolExecutor:
-    workers = int(os.environ.get("FIRELAKE_CDU_SCORER_CONCURRENCY", os.cpu_count() or 2))
+    # A run mostly waits (interpreter start, sleeps, wall-clock limits): several per core.
+    workers = int(os.environ.get("FIRELAKE_CDU_SCORER_CONCURRENCY", DEFAULT_CONCURRENCY))
     return ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="cdu-score")
 
 
