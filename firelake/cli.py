@@ -323,6 +323,25 @@ def cmd_send(args: argparse.Namespace) -> int:
     stream = args.stream or next(
         (r.source for r in config.routers.values()), next(iter(config.streams), "")
     )
+    if args.profile:
+        from streams.loadgen import send_shaped
+        from streams.loadshape import shape_for
+
+        shape = shape_for(args.profile, args.duration, args.scale)
+        report = asyncio.run(
+            send_shaped(
+                url,
+                stream,
+                shape,
+                count=args.count,
+                batch_size=args.batch_size,
+                invalid_ratio=args.invalid_ratio,
+                seed=args.seed,
+                show_progress=not args.quiet,
+            )
+        )
+        print(report)
+        return 0
     report = asyncio.run(
         send(
             url,
@@ -809,6 +828,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--invalid-ratio", type=float, default=0.0, help="share of bad events (0-1)")
     p.add_argument("--seed", type=int, default=None, help="seed for reproducible events")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--profile",
+        choices=["yle"],
+        default=None,
+        help="a load shape instead of --rate: yle = one day in --duration (prime time "
+        "10 000 events/s, bursts of 42 000/s), throttling honoured",
+    )
+    p.add_argument("--scale", type=float, default=1.0, help="with --profile: rate multiplier")
     p = command("replay", cmd_replay, "re-deliver a time or offset range of a stream")
     p.add_argument("stream", nargs="?", help="the stream to read")
     p.add_argument(

@@ -58,6 +58,7 @@ __all__ = [
     "INTERNAL",
     "PRODUCER_BATCH_BYTES",
     "PRODUCE_TIMEOUT_MS",
+    "RETRY_AFTER_SECONDS",
     "THROTTLED",
     "Ingest",
     "StreamDirectory",
@@ -353,6 +354,10 @@ class Ingest:
         return {"failed_record_count": failed, "records": results}
 
 
+#: The ``Retry-After`` of a 503 answer (busy or throttled), in seconds; ``firelake send``
+#: and boto3-style clients back off at least this long.
+RETRY_AFTER_SECONDS = "1"
+
 #: Where the app keeps its :class:`Ingest`.
 INGEST_KEY = web.AppKey("firelake_ingest", Ingest)
 
@@ -363,7 +368,11 @@ async def _json_errors(request: web.Request, handler: Any) -> web.StreamResponse
     try:
         return await handler(request)
     except RequestError as exc:
-        return _error(exc.status, exc.code, exc.message)
+        response = _error(exc.status, exc.code, exc.message)
+        if exc.status == 503:
+            # Throttled (Kinesis: ProvisionedThroughputExceeded): when to try again.
+            response.headers["Retry-After"] = RETRY_AFTER_SECONDS
+        return response
     except web.HTTPException as exc:
         if exc.status < 400:
             raise

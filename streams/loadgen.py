@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import math
 import random
+import re
 import time
 import uuid
 from collections import Counter
@@ -44,6 +45,7 @@ __all__ = [
     "TokenBucket",
     "batch_sizes",
     "send",
+    "send_shaped",
 ]
 
 #: Kinesis PutRecords: at most 500 records a request.
@@ -378,6 +380,11 @@ class SendReport:
     elapsed: float = 0.0
     errors: Counter[str] = field(default_factory=Counter)
     samples: list[str] = field(default_factory=list)
+    #: Shaped runs (:func:`send_shaped`): answers of 503 honoured after their Retry-After,
+    #: records resent after a per-record throttle, and the events the shape asked for.
+    throttled_requests: int = 0
+    resent: int = 0
+    target: int = 0
 
     @property
     def rate(self) -> float:
@@ -398,6 +405,12 @@ class SendReport:
             f"accepted {self.accepted}, failed {self.failed}, rejected {self.rejected_events} "
             f"({self.rejected_requests} requests refused); {self.invalid} were invalid on purpose",
         ]
+        if self.target:
+            lines.append(
+                f"the shape asked for {self.target} events; the ingest throttled "
+                f"{self.throttled_requests} requests (503, retried after Retry-After) and "
+                f"{self.resent} records (resent)"
+            )
         if self.errors:
             lines.append(
                 "errors: " + ", ".join(f"{code} x{n}" for code, n in self.errors.most_common())
@@ -527,6 +540,174 @@ async def send(
     try:
         async with aiohttp.ClientSession(connector=connector, timeout=client_timeout) as session:
             # A task group: if one task fails, the others are cancelled, none is left waiting.
+            async with asyncio.TaskGroup() as group:
+                group.create_task(pace())
+                for _ in range(concurrency):
+                    group.create_task(work(session))
+    finally:
+        progress.close()
+        report.elapsed = time.monotonic() - started
+    return report
+
+
+# ---------------------------------------------------------------------- shaped load
+
+#: Per-record error codes a shaped run resends after a pause (Kinesis: retry later).
+RETRIABLE_CODES = frozenset({"ProvisionedThroughputExceededException", "InternalFailure"})
+#: Placeholder in each pre-built event id, replaced by the request's number when sent.
+_STAMP = b"@@@@@@@@@@@@"
+#: Pre-built requests cycled through; events repeat their fields but never their ids.
+_TEMPLATES = 32
+#: How often the pacer looks at the shape.
+_TICK_S = 0.05
+_FAILED_HEAD = re.compile(rb'"failed_record_count"\s*:\s*(\d+)')
+
+
+def _template_parts(generator: EventGenerator, size: int) -> tuple[list[bytes], int]:
+    """One request's records as JSON parts with a placeholder in every event id."""
+    parts, invalid = [], 0
+    for index, record in enumerate(generator.records(size)):
+        data = record.data
+        if isinstance(data, dict) and isinstance(data.get("event_id"), str):
+            data = {**data, "event_id": f"{_STAMP.decode()}-{index:03d}"}
+        invalid += record.invalid is not None
+        parts.append(orjson.dumps({"data": data, "partition_key": record.partition_key}))
+    return parts, invalid
+
+
+def _retry_after(response: aiohttp.ClientResponse) -> float:
+    try:
+        return min(30.0, max(0.05, float(response.headers.get("Retry-After", "0.5"))))
+    except ValueError:
+        return 0.5
+
+
+async def send_shaped(
+    url: str,
+    stream: str,
+    shape: Any,
+    count: int,
+    batch_size: int = MAX_BATCH_RECORDS,
+    concurrency: int = 8,
+    invalid_ratio: float = 0.0,
+    seed: int | None = None,
+    show_progress: bool = False,
+    timeout: float = 30.0,
+) -> SendReport:
+    """Post events following ``shape.rate_at(t)`` (e.g. :class:`streams.loadshape.YleShape`)
+    for ``shape.duration`` seconds or until ``count`` events, honouring throttling.
+
+    Cheap enough for bursts of tens of thousands of events/s on the machine under test:
+    requests are pre-built from :class:`EventGenerator` records and get fresh event ids
+    by one bytes replace each. A 503 answer is retried after its ``Retry-After``; records
+    failed with a retriable code (``ProvisionedThroughputExceededException``,
+    ``InternalFailure``) are resent after a pause; nothing accepted is sent twice. When the
+    ingest is slower than the shape, the pacer waits for a free connection instead of
+    queueing: the achieved rate falls behind the target, which the progress bar shows.
+    """
+    _check_args(max(1.0, shape.rate_at(0)), count, shape.duration, batch_size, concurrency)
+    generator = EventGenerator(seed=seed, invalid_ratio=invalid_ratio)
+    templates = [_template_parts(generator, batch_size) for _ in range(_TEMPLATES)]
+    endpoint = f"{url.rstrip('/')}/v1/streams/{quote(stream, safe='')}/records"
+    report = SendReport(url=url, stream=stream)
+    report.target = min(count, shape.expected_events())
+    queue: asyncio.Queue[tuple[list[bytes], bytes] | None] = asyncio.Queue(maxsize=concurrency)
+    progress = tqdm(total=report.target, unit="ev", disable=not show_progress, leave=False)
+    started = time.monotonic()
+
+    async def pace() -> None:
+        owed = 0.0
+        number = 0
+        last = started
+        window: list[tuple[float, int]] = []
+        while report.sent < count:
+            now = time.monotonic()
+            t = now - started
+            if t >= shape.duration:
+                break
+            rate = shape.rate_at(t)
+            # Behind the shape (the ingest is slower): no catching up past a second's worth.
+            owed = min(owed + rate * (now - last), rate + batch_size)
+            last = now
+            while owed >= 1 and report.sent < count:
+                size = int(min(owed, batch_size, count - report.sent))
+                parts, invalid = templates[number % _TEMPLATES]
+                stamp = b"%012d" % number
+                number += 1
+                await queue.put((parts[:size], stamp))
+                owed -= size
+                report.sent += size
+                report.invalid += invalid * size // len(parts)
+                window.append((time.monotonic(), size))
+            cutoff = time.monotonic() - 1.0
+            while window and window[0][0] < cutoff:
+                window.pop(0)
+            progress.set_postfix_str(
+                f"target {rate:,.0f}/s achieved {sum(n for _, n in window):,.0f}/s",
+                refresh=False,
+            )
+            await asyncio.sleep(_TICK_S)
+        for _ in range(concurrency):
+            await queue.put(None)
+
+    async def post(session: aiohttp.ClientSession, parts: list[bytes], stamp: bytes) -> None:
+        body = (b'{"records":[' + b",".join(parts) + b"]}").replace(_STAMP, stamp)
+        n = len(parts)
+        while True:
+            report.requests += 1
+            try:
+                async with session.post(
+                    endpoint, data=body, headers={"content-type": "application/json"}
+                ) as response:
+                    payload = await response.read()
+                    status = response.status
+                    pause = _retry_after(response)
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                report.rejected_requests += 1
+                report.rejected_events += n
+                report.note_error(type(exc).__name__, str(exc) or repr(exc), n)
+                return
+            if status == 503:
+                report.throttled_requests += 1
+                await asyncio.sleep(pause)
+                continue
+            if status != 200:
+                report.rejected_requests += 1
+                report.rejected_events += n
+                report.note_error(f"HTTP {status}", payload[:200].decode("utf-8", "replace"), n)
+                return
+            head = _FAILED_HEAD.search(payload, 0, 64)
+            if head is not None and head[1] == b"0":
+                report.accepted += n
+                progress.update(n)
+                return
+            results = orjson.loads(payload).get("records", [])
+            retry = []
+            for part, result in zip(parts, results, strict=True):
+                code = result.get("error_code") if isinstance(result, dict) else None
+                if code is None:
+                    report.accepted += 1
+                elif code in RETRIABLE_CODES:
+                    retry.append(part)
+                else:
+                    report.failed += 1
+                    report.note_error(str(code), str(result.get("error_message")))
+            progress.update(n - len(retry))
+            if not retry:
+                return
+            report.resent += len(retry)
+            parts, n = retry, len(retry)
+            body = (b'{"records":[' + b",".join(parts) + b"]}").replace(_STAMP, stamp)
+            await asyncio.sleep(pause)
+
+    async def work(session: aiohttp.ClientSession) -> None:
+        while (item := await queue.get()) is not None:
+            await post(session, *item)
+
+    connector = aiohttp.TCPConnector(limit=concurrency)
+    client_timeout = aiohttp.ClientTimeout(total=timeout)
+    try:
+        async with aiohttp.ClientSession(connector=connector, timeout=client_timeout) as session:
             async with asyncio.TaskGroup() as group:
                 group.create_task(pace())
                 for _ in range(concurrency):
