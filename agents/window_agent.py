@@ -309,8 +309,20 @@ class WindowWorker:
                 )
                 for m in emission.messages
             ]
+            # Changelog records go in batches: one append each instead of one send each.
+            batch = producer.create_batch()
             for key, value in emission.changelog:
+                if batch.append(key=key, value=value, timestamp=None) is not None:
+                    continue
+                if batch.record_count():
+                    futures.append(await producer.send_batch(batch, self.changelog, partition=0))
+                    batch = producer.create_batch()
+                    if batch.append(key=key, value=value, timestamp=None) is not None:
+                        continue
+                # Bigger than a batch: on its own (up to MAX_REQUEST_BYTES).
                 futures.append(await producer.send(self.changelog, value, key=key, partition=0))
+            if batch.record_count():
+                futures.append(await producer.send_batch(batch, self.changelog, partition=0))
             for result in await asyncio.gather(*futures, return_exceptions=True):
                 if isinstance(result, BaseException):
                     raise result

@@ -26,6 +26,7 @@ from typing import Any
 
 import duckdb
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.json as pa_json
 
 from agents.windows.aggregates import AggregateSpec, from_columns, partial_sql
@@ -131,6 +132,10 @@ class BatchReader:
         self.arrow_schema = _arrow_schema(schema)
         self.time_field = spec.time_field or (schema.time_field if schema is not None else "")
         self.con = duckdb.connect(config={"threads": "1"})
+        self._plain = all(
+            a.kind in ("count_star", "count", "sum", "min", "max") for a in aggregates
+        )
+        self._counts = [a.kind in ("count_star", "count") for a in aggregates]
 
     def close(self) -> None:
         self.con.close()
@@ -194,24 +199,57 @@ class BatchReader:
             return f"({column} * 1000)"  # epoch milliseconds
         return f"epoch_us(TRY_CAST({column} AS TIMESTAMPTZ))"
 
+    def _running_top(self, table: pa.Table, prior: dict[int, int]) -> pa.Table | None:
+        """The batch with ``__t`` (µs) and ``__top`` — each event's partition's largest
+        earlier time — computed with numpy when the time column is typed (the common case:
+        a stream with a schema, or ingest time); None to let SQL do it."""
+        if self.spec.time == "ingest":
+            column = table.column("__ts")
+        elif self.time_field in table.column_names and pa.types.is_timestamp(
+            table.schema.field(self.time_field).type
+        ):
+            column = table.column(self.time_field)
+        else:
+            return None
+        times = pc.cast(pc.cast(column, pa.timestamp("us", tz="UTC")), pa.int64())
+        filled = times.fill_null(NO_TIME).combine_chunks()
+        parts = table.column("__p").combine_chunks()
+        pieces: list[pa.Array] = []
+        positions: list[pa.Array] = []
+        for partition in pc.unique(parts).to_pylist():
+            index = pc.indices_nonzero(pc.equal(parts, partition))
+            running = pc.cumulative_max(filled.take(index))
+            start = pa.array([prior.get(partition, NO_TIME)], pa.int64())
+            before = pa.concat_arrays([start, running.slice(0, len(running) - 1)])
+            pieces.append(pc.max_element_wise(before, start[0]))
+            positions.append(index)
+        order = pc.sort_indices(pa.concat_arrays(positions))
+        top = pa.concat_arrays(pieces).take(order)
+        table = table.append_column("__tt", times)
+        return table.append_column("__top", top)
+
     def _project_sql(self, table: pa.Table, prior: dict[int, int]) -> str:
         keys = ", ".join(f"{_quote(k)} AS __k{j}" for j, k in enumerate(self.spec.key))
         values = []
         for index, agg in enumerate(self.aggregates):
             values.append(f"({agg.inner or 'NULL'}) AS __v{index}")
             values.append(f"coalesce(({agg.filter or 'TRUE'}), FALSE) AS __f{index}")
-        cases = " ".join(f"WHEN {p} THEN {t}" for p, t in prior.items())
-        prior_sql = f"CASE __p {cases} ELSE {NO_TIME} END" if cases else str(NO_TIME)
+        precomputed = "__top" in table.column_names
         select = ", ".join(
             [
                 "__i",
                 "__p",
-                f"{self._time_sql(table)} AS __t",
+                "__tt AS __t" if precomputed else f"{self._time_sql(table)} AS __t",
+                *(["__top"] if precomputed else []),
                 *([keys] if keys else []),
                 f"coalesce(({self.spec.filter or 'TRUE'}), FALSE) AS __pass",
                 *values,
             ]
         )
+        if precomputed:
+            return f"SELECT {select} FROM batch"
+        cases = " ".join(f"WHEN {p} THEN {t}" for p, t in prior.items())
+        prior_sql = f"CASE __p {cases} ELSE {NO_TIME} END" if cases else str(NO_TIME)
         return (
             f"SELECT *, greatest(coalesce(max(__t) OVER (PARTITION BY __p ORDER BY __i "
             f"ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), {NO_TIME}), {prior_sql}) "
@@ -228,6 +266,12 @@ class BatchReader:
         return [2 if a.kind == "avg" else 1 for a in self.aggregates]
 
     def _partials(self, values: Sequence[Any]) -> list[Any]:
+        if self._plain:
+            # count, sum, min, max: the partial is the column's value as DuckDB gave it.
+            return [
+                v if v is not None or not c else 0
+                for v, c in zip(values, self._counts, strict=True)
+            ]
         out = []
         position = 0
         for agg, width in zip(self.aggregates, self._widths(), strict=True):
@@ -237,6 +281,7 @@ class BatchReader:
 
     def _run(self, table: pa.Table, prior: dict[int, int], closed: int, out: BatchPartials):
         con = self.con
+        table = self._running_top(table, prior) or table
         con.register("batch", table)
         try:
             con.execute(f"CREATE OR REPLACE TEMP TABLE rows AS {self._project_sql(table, prior)}")

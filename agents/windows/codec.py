@@ -59,12 +59,23 @@ def from_jsonable(value: Any) -> Any:
             return {_hashable(from_jsonable(v)) for v in value["$set"]}
         if "$obj" in value:
             return {k: from_jsonable(v) for k, v in value["$obj"].items()}
+        return {k: from_jsonable(v) for k, v in value.items()}
     return value
 
 
+def _tag(value: Any) -> Any:
+    """orjson's fallback for the types JSON lacks (datetimes passed through to here)."""
+    if isinstance(value, (set, frozenset, datetime, date, Decimal)):
+        return to_jsonable(value)
+    raise TypeError(f"cannot keep a {type(value).__name__} in window state: {value!r}")
+
+
+_OPTIONS = orjson.OPT_PASSTHROUGH_DATETIME
+
+
 def dumps(value: Any) -> bytes:
-    """JSON bytes of a state value."""
-    return orjson.dumps(to_jsonable(value))
+    """JSON bytes of a state value (plain values take orjson's C path, the rest are tagged)."""
+    return orjson.dumps(value, default=_tag, option=_OPTIONS)
 
 
 def loads(data: bytes) -> Any:

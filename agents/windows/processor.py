@@ -21,6 +21,7 @@ for them later go to the late stream rather than reopening them.
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -61,6 +62,7 @@ META_KEY = codec.dumps(["m"])
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
+@functools.lru_cache(maxsize=8192)
 def format_us(us: int) -> str:
     """Canonical UTC text of epoch microseconds (the router's timestamp form)."""
     moment = _EPOCH + timedelta(microseconds=us)
@@ -208,7 +210,7 @@ class WindowProcessor:
         self.stats.finals += len(finals)
         emission.results.extend(rows)
         self._pack(self.spec.output, rows, emission)
-        emission.changelog.extend(self.state.record(i) for i in sorted(dirty | closed, key=repr))
+        emission.changelog.extend(self.state.record(i) for i in dirty | closed)
         emission.changelog.append((META_KEY, codec.dumps(marks.snapshot())))
 
     # ------------------------------------------------------------------ records
