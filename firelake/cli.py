@@ -22,6 +22,7 @@ from firelake.config import (
     SinkConfig,
     StreamConfig,
     UnknownStreamError,
+    WindowConfig,
     describe,
     example_config_path,
     load_config,
@@ -604,6 +605,7 @@ def cmd_config(args: argparse.Namespace) -> int:
             ("streams.<name>", StreamConfig),
             ("routers.<name>", RouterConfig),
             ("sinks.<name>", SinkConfig),
+            ("windows.<name>", WindowConfig),
         ):
             print(f"[{section}]")
             for name, doc, default in describe(cls):
