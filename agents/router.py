@@ -77,7 +77,7 @@ from agents.routing import DEFAULT_MAX_ENVELOPE_BYTES, Outgoing, Router
 from firelake.aio import run as run_loop
 from firelake.config import ConfigError, FirelakeConfig, load_config
 from firelake.log import setup_logging
-from streams.rejoin import run_rejoining
+from streams.rejoin import is_rejoinable, run_rejoining
 
 __all__ = [
     "STATS_INTERVAL_SECONDS",
@@ -408,7 +408,16 @@ async def serve_router(
         if worker.router.dedup is not None:
             worker.router.dedup.clear()
 
-    await run_rejoining(f"router {router_name}", lambda: worker.run(stop), stop, rejoin)
+    def rejoinable(error: BaseException) -> bool:
+        # A batch the broker could not take while it was away (retries spent): its input is
+        # uncommitted, so rejoining re-reads it — riding the outage out, not exiting.
+        if isinstance(error, DeliveryError):
+            return is_rejoinable(error.cause)
+        return is_rejoinable(error)
+
+    await run_rejoining(
+        f"router {router_name}", lambda: worker.run(stop), stop, rejoin, rejoinable=rejoinable
+    )
 
 
 def run_router(

@@ -38,6 +38,7 @@ from aiokafka import AIOKafkaProducer
 from firelake.config import FirelakeConfig, StreamConfig
 from streams import envelope
 from streams.deadline import answer_by, remaining, unknown
+from streams.ingest_metrics import IngestMetrics
 from streams.kafka_errors import INTERNAL, THROTTLED, record_failure, settle
 from streams.records import (
     READ_TIMEOUT_S,
@@ -145,6 +146,7 @@ class Ingest:
         self.ready = True
         self._slots = asyncio.Semaphore(max_inflight)
         self._in_flight = 0
+        self.metrics = IngestMetrics(lambda: self._in_flight)
         #: Streams created through an API (the AWS front door's registry), which this
         #: route accepts too; None when the ingest serves the declared streams only.
         self.directory: StreamDirectory | None = None
@@ -182,6 +184,7 @@ class Ingest:
                 async with asyncio.timeout(wait_s):
                     await self._slots.acquire()
             except TimeoutError:
+                self.metrics.throttled.inc()
                 raise RequestError(
                     503,
                     THROTTLED,
@@ -250,8 +253,11 @@ class Ingest:
             parsed = parse_put_records(body, stream.partitions, self.limits)
             del body
             if stream.envelope == "single":
-                return await self._send_single(stream.name, parsed, arrival_ms)
-            return await self._send_envelopes(stream.name, parsed, arrival_ms)
+                answer = await self._send_single(stream.name, parsed, arrival_ms)
+            else:
+                answer = await self._send_envelopes(stream.name, parsed, arrival_ms)
+            self.metrics.count_results(answer)
+            return answer
 
     async def _send_envelopes(
         self, topic: str, request: PutRequest, arrival_ms: int
@@ -430,14 +436,19 @@ def create_ingest_app(
 ) -> web.Application:
     """The native ingest's aiohttp application over a started producer.
 
-    Routes: ``POST /v1/streams/{stream}/records``, ``GET /v1/streams``, ``GET /health``;
+    Routes: ``POST /v1/streams/{stream}/records``, ``GET /v1/streams``, ``GET /health``,
+    ``GET /metrics`` (Prometheus, :mod:`streams.ingest_metrics`);
     the app keeps its :class:`Ingest` under :data:`INGEST_KEY`. ``api.server`` mounts the
     AWS front door on the same app.
     """
     ingest = Ingest(config, producer, max_inflight=max_inflight, slot_wait_s=slot_wait_s)
-    app = web.Application(middlewares=[_json_errors], client_max_size=ingest.limits.max_body_bytes)
+    app = web.Application(
+        middlewares=[ingest.metrics.middleware, _json_errors],
+        client_max_size=ingest.limits.max_body_bytes,
+    )
     app[INGEST_KEY] = ingest
     app.router.add_post("/v1/streams/{stream}/records", _put_records)
     app.router.add_get("/v1/streams", _list_streams)
     app.router.add_get("/health", _health)
+    app.router.add_get("/metrics", ingest.metrics.handle)
     return app

@@ -55,6 +55,7 @@ async def run_rejoining(
     stop: asyncio.Event,
     on_rejoin: Callable[[BaseException], None] | None = None,
     *,
+    rejoinable: Callable[[BaseException], bool] = is_rejoinable,
     base_s: float = BASE_SECONDS,
     cap_s: float = CAP_SECONDS,
     rng: random.Random | None = None,
@@ -62,7 +63,8 @@ async def run_rejoining(
     """Run ``loop()`` until it returns or ``stop`` is set; rejoin after rejoinable errors.
 
     ``on_rejoin(error)`` runs after each such failure, before the wait: the service drops
-    its uncommitted state there and counts the rejoin. Returns how many rejoins there were.
+    its uncommitted state there and counts the rejoin. ``rejoinable`` decides which errors
+    are ridden out (default :func:`is_rejoinable`). Returns how many rejoins there were.
     """
     rng = rng or random.Random()
     failures = rejoins = 0
@@ -72,7 +74,7 @@ async def run_rejoining(
             await loop()
             return rejoins
         except Exception as exc:
-            if not is_rejoinable(exc):
+            if not rejoinable(exc):
                 raise
             error = exc
         if time.monotonic() - started >= HEALTHY_AFTER_SECONDS:

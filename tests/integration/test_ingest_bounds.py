@@ -59,3 +59,32 @@ def test_slow_header_connections_are_closed(kafka_bootstrap: str, lake: Path, su
         asyncio.run(asyncio.wait_for(main(), 60))
     finally:
         delete_topics(kafka_bootstrap, list(cfg.streams))
+
+
+def test_metrics_count_requests_records_and_latency(
+    kafka_bootstrap: str, lake: Path, suffix: str
+) -> None:
+    cfg = example_config(kafka_bootstrap, lake, suffix)
+    raw = next(iter(cfg.routers.values())).source
+
+    async def main() -> str:
+        async with IngestServer(cfg, port=0) as server, aiohttp.ClientSession() as session:
+            url = f"{server.url}/v1/streams/{raw}/records"
+            records = [{"data": {"n": n}, "partition_key": f"k{n}"} for n in range(7)]
+            async with session.post(url, json={"records": records}) as r:
+                assert r.status == 200
+            async with session.post(url, data=b"{}", headers={"Content-Type": "text/plain"}) as r:
+                assert r.status == 415
+            async with session.get(f"{server.url}/metrics") as r:
+                assert r.status == 200
+                return await r.text()
+
+    try:
+        text = asyncio.run(asyncio.wait_for(main(), 60))
+    finally:
+        delete_topics(kafka_bootstrap, list(cfg.streams))
+    assert 'firelake_ingest_requests_total{api="native",status="200"} 1.0' in text
+    assert 'firelake_ingest_requests_total{api="native",status="415"} 1.0' in text
+    assert 'firelake_ingest_records_total{result="ok"} 7.0' in text
+    assert 'firelake_ingest_request_seconds_count{api="native"} 2.0' in text
+    assert "firelake_ingest_in_flight_requests 0.0" in text

@@ -1,0 +1,112 @@
+"""The ingest's Prometheus metrics: requests, records, throttles and latency.
+
+Served as ``GET /metrics`` on the ingest port (both APIs are counted, labelled ``native``
+or ``aws``). Each app has its own registry, so several ingest servers in one process (tests)
+do not mix; with ``ingest.workers > 1`` each process counts its own requests and a scrape
+reaches one of them (the kernel picks), so scrape each worker or sum over time.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+from aiohttp import web
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+
+__all__ = ["IngestMetrics"]
+
+#: Answer times worth telling apart, up to past the default 10 s answer deadline.
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 15.0, 30.0)
+#: Paths that are not requests for records.
+_UNCOUNTED = frozenset(("/metrics", "/health"))
+
+
+class IngestMetrics:
+    """One ingest app's counters, and the middleware and handler that use them."""
+
+    def __init__(self, in_flight: Callable[[], float]) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "firelake_ingest_requests",
+            "Requests answered, by API (native, aws) and HTTP status.",
+            ["api", "status"],
+            registry=self.registry,
+        )
+        self.records = Counter(
+            "firelake_ingest_records",
+            "PutRecords records answered, by result: ok or the Kinesis error code.",
+            ["result"],
+            registry=self.registry,
+        )
+        self.throttled = Counter(
+            "firelake_ingest_throttled_requests",
+            "Requests refused (503) for want of an in-flight slot.",
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "firelake_ingest_request_seconds",
+            "Time from a request's handler starting to its answer.",
+            ["api"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        gauge = Gauge(
+            "firelake_ingest_in_flight_requests",
+            "Requests holding an in-flight slot now.",
+            registry=self.registry,
+        )
+        gauge.set_function(in_flight)
+
+    def count_results(self, answer: Mapping[str, Any]) -> None:
+        """Count a PutRecords answer's records by result."""
+        records = answer["records"]
+        failed = answer["failed_record_count"]
+        if len(records) > failed:
+            self.records.labels("ok").inc(len(records) - failed)
+        if failed:
+            codes: dict[str, int] = {}
+            for result in records:
+                code = result.get("error_code")
+                if code is not None:
+                    codes[code] = codes.get(code, 0) + 1
+            for code, count in codes.items():
+                self.records.labels(code).inc(count)
+
+    @web.middleware
+    async def middleware(
+        self,
+        request: web.Request,
+        handler: Callable[[web.Request], Awaitable[web.StreamResponse]],
+    ) -> web.StreamResponse:
+        """Count and time every request but ``/metrics`` and ``/health``."""
+        if request.path in _UNCOUNTED:
+            return await handler(request)
+        api = "aws" if request.path == "/" else "native"
+        started = time.perf_counter()
+        status = 500
+        try:
+            response = await handler(request)
+            status = response.status
+            return response
+        except web.HTTPException as exc:
+            status = exc.status
+            raise
+        finally:
+            self.requests.labels(api, str(status)).inc()
+            self.latency.labels(api).observe(time.perf_counter() - started)
+
+    async def handle(self, request: web.Request) -> web.Response:
+        """``GET /metrics``: the Prometheus text exposition."""
+        body = generate_latest(self.registry)
+        response = web.Response(body=body)
+        response.headers["Content-Type"] = CONTENT_TYPE_LATEST
+        return response
