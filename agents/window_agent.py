@@ -6,7 +6,7 @@ one that already holds them, if it is still there), so the window's watermark â€
 over all partitions â€” and its state live in one process, and a window is never split
 between workers. Further ``workers`` stand by in the group and take over when the active
 one dies (after the group's session timeout). Scaling one window beyond one core would need
-a repartition stage by key; one worker aggregates well over 100 000 events/s here.
+a repartition stage by key (not built); BENCHMARKS.md gives one worker's throughput.
 
 **Exactly-once.** Each batch is one Kafka transaction (``transactional.id =
 firelake-window-<name>``) holding the result envelopes, the late events, the changelog

@@ -31,6 +31,8 @@ from typing import Any
 
 import orjson
 
+from agents.packing import EnvelopePacker, Outgoing
+from agents.validation import format_timestamp
 from agents.windows import codec
 from agents.windows.aggregates import parse_aggregate
 from agents.windows.assign import US, geometry_of
@@ -38,7 +40,6 @@ from agents.windows.batch import BatchPartials, BatchReader, SourceMessage
 from agents.windows.state import EntryId, Result, state_for
 from agents.windows.watermarks import NO_TIME, Watermarks
 from firelake.config import FirelakeConfig, WindowConfig
-from streams.envelope import encode
 from streams.partitioning import partition_for_key
 
 __all__ = [
@@ -46,7 +47,6 @@ __all__ = [
     "MAX_ENVELOPE_EVENTS",
     "META_KEY",
     "Emission",
-    "WindowMessage",
     "WindowProcessor",
     "WindowStats",
     "format_us",
@@ -65,11 +65,7 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 @functools.lru_cache(maxsize=8192)
 def format_us(us: int) -> str:
     """Canonical UTC text of epoch microseconds (the router's timestamp form)."""
-    moment = _EPOCH + timedelta(microseconds=us)
-    return (
-        f"{moment.year:04d}-{moment.month:02d}-{moment.day:02d}T"
-        f"{moment.hour:02d}:{moment.minute:02d}:{moment.second:02d}.{moment.microsecond:06d}Z"
-    )
+    return format_timestamp(_EPOCH + timedelta(microseconds=us))
 
 
 def json_value(value: Any) -> Any:
@@ -83,22 +79,11 @@ def json_value(value: Any) -> Any:
     return value
 
 
-@dataclass(frozen=True, slots=True)
-class WindowMessage:
-    """One Kafka message to send: to ``stream`` on an explicit ``partition``."""
-
-    stream: str
-    partition: int
-    value: bytes
-    headers: list[tuple[str, bytes]] | None
-    key: bytes | None
-
-
 @dataclass
 class Emission:
     """What a batch (or a tick) produced: messages to send, changelog records to write."""
 
-    messages: list[WindowMessage] = field(default_factory=list)
+    messages: list[Outgoing] = field(default_factory=list)
     changelog: list[tuple[bytes, bytes | None]] = field(default_factory=list)
     results: list[dict[str, Any]] = field(default_factory=list)
     late: list[dict[str, Any]] = field(default_factory=list)
@@ -144,6 +129,9 @@ class WindowProcessor:
             partitions, round(spec.grace_seconds * US), spec.idle_timeout_seconds, clock
         )
         self.output_partitions = config.streams[spec.output].partitions
+        self._single = {
+            name: config.streams[name].envelope == "single" for name in (spec.output, spec.late)
+        }
         self.late_partitions = config.streams[spec.late].partitions
         self.stats = WindowStats()
 
@@ -175,7 +163,7 @@ class WindowProcessor:
             emission.changelog.clear()
         return emission
 
-    def messages_for(self, rows: list[dict[str, Any]]) -> list[WindowMessage]:
+    def messages_for(self, rows: list[dict[str, Any]]) -> list[Outgoing]:
         """Result rows as envelopes for the output stream (backfill)."""
         emission = Emission()
         self._pack(self.spec.output, rows, emission)
@@ -271,47 +259,28 @@ class WindowProcessor:
         self.stats.late += len(partials.late)
         self.stats.unreadable += len(partials.unreadable)
         emission.late.extend(e for _, e in records)
-        by_partition: dict[int, list[dict[str, Any]]] = {}
+        packer = EnvelopePacker(MAX_ENVELOPE_EVENTS, MAX_ENVELOPE_BYTES, keyed=False)
+        late = self.spec.late
         for partition, event in records:
-            by_partition.setdefault(partition % self.late_partitions, []).append(event)
-        for partition, events in sorted(by_partition.items()):
-            self._seal(self.spec.late, partition, [orjson.dumps(e) for e in events], None, emission)
+            data = orjson.dumps(event)
+            target = partition % self.late_partitions
+            if self._single[late]:
+                packer.single(late, target, data, None, ())
+            else:
+                packer.add(late, target, data, None, None)
+        emission.messages.extend(packer.finish())
 
     def _pack(self, stream: str, rows: list[dict[str, Any]], emission: Emission) -> None:
-        by_partition: dict[int, tuple[list[bytes], list[str]]] = {}
+        packer = EnvelopePacker(MAX_ENVELOPE_EVENTS, MAX_ENVELOPE_BYTES, keyed=True)
+        single = self._single[stream]
         for row in rows:
             key = self._key_text(row)
-            lines, keys = by_partition.setdefault(
-                partition_for_key(key, self.output_partitions), ([], [])
-            )
-            lines.append(orjson.dumps(row))
-            keys.append(key)
-        for partition, (lines, keys) in sorted(by_partition.items()):
-            self._seal(stream, partition, lines, keys, emission)
-
-    def _seal(
-        self,
-        stream: str,
-        partition: int,
-        lines: list[bytes],
-        keys: list[str] | None,
-        emission: Emission,
-    ) -> None:
-        start = 0
-        while start < len(lines):
-            end = start
-            size = 0
-            while end < len(lines) and end - start < MAX_ENVELOPE_EVENTS:
-                cost = len(lines[end]) + 1 + (len(keys[end]) + 3 if keys else 0)
-                if end > start and size + cost > MAX_ENVELOPE_BYTES:
-                    break
-                size += cost
-                end += 1
-            chunk_keys = keys[start:end] if keys is not None else None
-            value, headers = encode(lines[start:end], chunk_keys)
-            key = chunk_keys[0].encode() if chunk_keys else None
-            emission.messages.append(WindowMessage(stream, partition, value, headers, key))
-            start = end
+            partition = partition_for_key(key, self.output_partitions)
+            if single:
+                packer.single(stream, partition, orjson.dumps(row), key, ())
+            else:
+                packer.add(stream, partition, orjson.dumps(row), key, None, row["window_end"])
+        emission.messages.extend(packer.finish())
 
     # ------------------------------------------------------------------ restore
 
