@@ -26,8 +26,9 @@ VARCHAR) and a schema unified by name, registered in DuckDB under the table's na
 pushes projections and filters (so partition pruning) into the dataset's scan. Before each
 query, the S3 tables it names are listed again and re-registered when the listing changed
 (footers of files already seen are cached: lake files are written once). DuckDB's
-profiler sees no bytes of an Arrow scan, so a query over an S3 table reports
-``bytes_scanned`` None (unknown) with a ``scan_note``, rather than a wrong number.
+profiler sees no bytes of an Arrow scan, so the datasets' reads are logged and turned into
+the same measure (compressed column chunks read) by :mod:`queries.scanned`: an S3 lake and
+a local one report the same bytes for the same query.
 
 Every query is profiled so the result carries the bytes it scanned (compressed Parquet
 column chunks read, Athena's billing measure) and their price at $5/TB. By default the
@@ -83,6 +84,7 @@ from queries.sandbox import (
     query_limits,
     violation_from_error,
 )
+from queries.scanned import SCAN_OPTIONS, ReadLog
 from sinks.destinations import Destination, LocalDestination, ObjectInfo
 from sinks.paths import COMPACTED_PREFIX, manifest_key
 
@@ -112,8 +114,6 @@ ATHENA_MINIMUM_BYTES = 10_000_000
 DEFAULT_MAX_ROWS = 10_000
 #: Arrow types of the Hive partition columns (any other partition key is a string).
 ARROW_HIVE_TYPES: dict[str, pa.DataType] = {"dt": pa.date32(), "hour": pa.int32()}
-#: Why a query over S3 tables has no bytes-scanned figure.
-S3_SCAN_NOTE = "S3 tables are scanned through pyarrow, which DuckDB's profiler does not measure"
 
 
 _LINE_RE = re.compile(r"^LINE (\d+): (.*)$")
@@ -264,6 +264,7 @@ def arrow_dataset(
     files: Sequence[ObjectInfo],
     footers: FooterCache | None = None,
     previous: pa.Schema | None = None,
+    reads: ReadLog | None = None,
 ) -> ds.FileSystemDataset:
     """A pyarrow dataset over exactly ``files`` of a table, like the local views' reader.
 
@@ -271,9 +272,13 @@ def arrow_dataset(
     reads null, types widen), then the Hive keys. Fragments are built from the listing
     with their partition values and sizes, so no request is made until a scan, and a scan
     skips the fragments a pushed-down partition filter excludes. With no files the schema
-    is ``previous`` (a table whose files all went reads as empty, not as missing).
+    is ``previous`` (a table whose files all went reads as empty, not as missing). With
+    ``reads``, the dataset's reads are logged there, to measure bytes scanned
+    (:mod:`queries.scanned`).
     """
     fs, base = destination.arrow_fs()
+    if reads is not None:
+        fs = reads.filesystem(fs)
     partition_schema = _partition_schema(table, files)
     schemas: list[pa.Schema] = []
     kept: list[ObjectInfo] = []
@@ -289,7 +294,11 @@ def arrow_dataset(
     else:
         # Hive keys go last, where read_parquet puts them.
         schema = pa.unify_schemas([*schemas, partition_schema], promote_options="permissive")
-    parquet = ds.ParquetFileFormat()
+    parquet = (
+        ds.ParquetFileFormat(default_fragment_scan_options=SCAN_OPTIONS)
+        if reads is not None
+        else ds.ParquetFileFormat()
+    )
     partitioning = ds.HivePartitioning(partition_schema)
     fragments = [
         parquet.make_fragment(
@@ -311,6 +320,8 @@ class _RemoteTable:
     listing: tuple[tuple[str, int, float], ...] | None = None
     schema: pa.Schema | None = None
     footers: dict[tuple[str, int, float], pq.FileMetaData] = field(default_factory=dict)
+    #: Footer and size of each file by the path its dataset reads it at.
+    measured: dict[str, tuple[pq.FileMetaData, int]] = field(default_factory=dict)
 
 
 class QueryEngine:
@@ -367,6 +378,8 @@ class QueryEngine:
         self._layouts: dict[str, tuple[str, ...]] = {}
         #: Tables on S3, registered as Arrow datasets, by name.
         self._remote: dict[str, _RemoteTable] = {}
+        #: Reads of those datasets (their bytes scanned: DuckDB's profiler sees none).
+        self._reads = ReadLog()
         #: Tables whose view lists its files (compacted tables), by name.
         self._listed: dict[str, bool] = {}
         #: Tables whose view could not be created this refresh, with DuckDB's reason.
@@ -504,9 +517,18 @@ class QueryEngine:
         # Keep only footers of files still live: a long-running engine must not grow.
         live = set(listing)
         state.footers = {t: m for t, m in state.footers.items() if t in live}
-        dataset = arrow_dataset(state.destination, table, files, state.footers, state.schema)
+        dataset = arrow_dataset(
+            state.destination, table, files, state.footers, state.schema, self._reads
+        )
         self._conn.register(table, dataset)
         state.listing, state.schema = listing, dataset.schema
+        # What the read log needs to turn this table's reads into bytes scanned.
+        _, base = state.destination.arrow_fs()
+        state.measured = {
+            f"{base}/{info.key}": (state.footers[(info.key, info.size, info.mtime)], info.size)
+            for info in files
+            if (info.key, info.size, info.mtime) in state.footers
+        }
 
     def _drop(self, table: str) -> None:
         """Remove a table's view or registration (call with the lock held)."""
@@ -680,6 +702,9 @@ class QueryEngine:
                 raise QueryError(str(exc), sql, type(exc).__name__) from None
             scanned = 0
             files = 0
+            # S3 tables: their bytes come from the reads pyarrow makes (queries.scanned).
+            measured = {p: f for name in remote for p, f in self._remote[name].measured.items()}
+            self._reads.reset()
             rows: list[tuple[Any, ...]] = []
             table: pa.Table | None = None
             description = None
@@ -705,11 +730,12 @@ class QueryEngine:
                         step_bytes, step_files = self._profile()
                         scanned += step_bytes or 0
                         files += step_files
+                        remote_bytes, remote_files = self._reads.scanned(measured)
                         cutoff = self.limits.max_bytes_scanned
-                        if self.sandbox and cutoff and not remote and scanned > cutoff:
+                        if self.sandbox and cutoff and scanned + remote_bytes > cutoff:
                             violation = SandboxViolation(
                                 "bytes_scanned_limit",
-                                f"{scanned} bytes scanned, cutoff {cutoff}",
+                                f"{scanned + remote_bytes} bytes scanned, cutoff {cutoff}",
                                 current.offset,
                             )
                             raise QueryError.from_violation(violation, sql)
@@ -725,6 +751,7 @@ class QueryEngine:
                 if self.sandbox:
                     self._conn.execute("ROLLBACK")
             elapsed = time.perf_counter() - started
+            remote_bytes, remote_files = self._reads.scanned(measured)
         if table is not None:
             truncated = table.num_rows > limit
             table = table.slice(0, limit)
@@ -736,10 +763,9 @@ class QueryEngine:
             types=tuple(str(d[1]) for d in description or ()),
             rows=rows[:limit],
             elapsed=elapsed,
-            bytes_scanned=None if remote else scanned,
+            bytes_scanned=scanned + remote_bytes,
             truncated=truncated,
-            scan_note=S3_SCAN_NOTE if remote else "",
-            files_read=None if remote else files,
+            files_read=files + remote_files,
             arrow=table,
         )
 
@@ -794,6 +820,9 @@ class QueryEngine:
             return None, 0
         value = profile.get("query", {}).get("total_bytes_scanned")
         files = 0
+        # The scans' own figures, summed: the query-level total misses Parquet scans when
+        # the same query also scans an Arrow dataset (an S3 table).
+        operators = 0
         stack = list(profile.get("operator", profile.get("children", [])))
         while stack:
             node = stack.pop()
@@ -801,8 +830,13 @@ class QueryEngine:
             count = extra.get("Total Files Read") if isinstance(extra, dict) else None
             if isinstance(count, str) and count.isdigit():
                 files += int(count)
+            scanned = node.get("bytes_scanned")
+            if isinstance(scanned, (int, float)):
+                operators += int(scanned)
             stack.extend(node.get("children", []))
-        return (int(value) if isinstance(value, (int, float)) else None), files
+        if isinstance(value, (int, float)):
+            return max(int(value), operators), files
+        return (operators or None), files
 
     def interrupt(self) -> None:
         """Stop the statement running now (call from another thread): it fails with a
