@@ -22,7 +22,7 @@ RUN pip install . && rm -rf /src
 # which a published port cannot reach inside a container: bind every interface instead,
 # and fail the build if the example's line ever changes so the edit no longer applies.
 WORKDIR /app
-COPY firelake/examples/yle.toml /app/firelake.toml
+COPY firelake/examples/yle/firelake.toml /app/firelake.toml
 RUN sed -i 's/^host = "127.0.0.1"/host = "0.0.0.0"/' /app/firelake.toml \
     && grep -q '^host = "0.0.0.0"' /app/firelake.toml
 

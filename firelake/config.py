@@ -65,7 +65,7 @@ MiB = 1024 * 1024
 #: The seed systems' example folders (``firelake up --example NAME``).
 EXAMPLES_DIR = Path(__file__).parent / "examples"
 #: The Yle clickstream configuration that ships with Firelake and runs when no file is given.
-EXAMPLE_CONFIG = EXAMPLES_DIR / "yle.toml"
+EXAMPLE_CONFIG = EXAMPLES_DIR / "yle" / "firelake.toml"
 
 #: Router runtimes (``routers.N.engine``): the transactional aiokafka worker (the default,
 #: exactly-once output) and a Faust agent (at-least-once output).

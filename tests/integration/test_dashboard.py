@@ -92,7 +92,7 @@ def _chromium(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[s
 def test_dashboard_renders_reports_and_health_without_errors(tmp_path: Path) -> None:
     lake = tmp_path / "lake"
     _lake(lake)
-    saved = EXAMPLE_CONFIG.parent / "yle_queries"
+    saved = EXAMPLE_CONFIG.parent / "queries"
     raw = example_dict("127.0.0.1:9", lake, query={"port": 0, "saved_dir": str(saved)})
     config = parse_config(raw, source="<test>", base_dir=str(tmp_path), environ={})
     with QueryServerThread(config, port=0) as server:

@@ -115,7 +115,7 @@ def test_dockerfile_builds_the_package_with_the_shipped_config() -> None:
     assert steps[0] == ("FROM", "python:3.11-slim")
     assert any(word == "RUN" and "pip install ." in rest for word, rest in steps)
     copies = [rest.split() for word, rest in steps if word == "COPY"]
-    assert ["firelake/examples/yle.toml", CONFIG_IN_IMAGE] in copies
+    assert ["firelake/examples/yle/firelake.toml", CONFIG_IN_IMAGE] in copies
     # Everything copied into the build exists (pyproject's readme included).
     for sources in (c[:-1] for c in copies):
         for source in sources:
