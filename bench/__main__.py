@@ -24,6 +24,12 @@ BENCHES: dict[str, tuple[str, str, str, int]] = {
     ),
     "router": ("bench.router", "run_router_bench", "Router vs plain aiokafka loop (issue 4)", 1),
     "sink": ("bench.sink", "run_sink_bench", "Sink vs minimal loop (issue 5)", 1),
+    "windows": (
+        "bench.windows",
+        "run_windows_bench",
+        "Tumbling 60 s count per key, 10 000 keys: Firelake vs Quix Streams vs Faust (issue 10)",
+        1,
+    ),
     "queries": (
         "bench.queries",
         "run_queries_bench",
