@@ -223,6 +223,8 @@ def run_pipeline_bench(
     rate: float = 0.0,
     engine: str = "transactional",
     profile: Path | None = None,
+    flush_seconds: float = 1.0,
+    router_settings: dict[str, Any] | None = None,
 ) -> list[BenchResult]:
     """Measure the full path and the minimal loop on the same events; return both, each
     with its CPU seconds by stage."""
@@ -237,10 +239,11 @@ def run_pipeline_bench(
         routed = {s for r in data["routers"].values() for s in _targets(r)}
         data["sinks"] = {k: v for k, v in data["sinks"].items() if v["stream"] in routed}
         for sink in data["sinks"].values():
-            sink["max_seconds"] = 1
+            sink["max_seconds"] = flush_seconds
             sink["max_events"] = 500_000
         for router in data["routers"].values():
             router["engine"] = engine
+            router.update(router_settings or {})
         path = write_config(tmp / "firelake.toml", data)
         config = load_config(path, environ={})
         ensure_topics(config, bootstrap)
@@ -279,6 +282,8 @@ def run_pipeline_bench(
             meter.add("harness (DuckDB polls)", cpu_seconds([os.getpid()]) - own_before)
             notes = {
                 "engine": engine,
+                **{f"router {k}": str(v) for k, v in (router_settings or {}).items()},
+                "sink max_seconds": f"{flush_seconds:g}",
                 "ingest accepted in": f"{accepted - start:.2f}s",
                 "failed records": str(report["failed"]),
                 "503 answers": str(report["throttled"]),
