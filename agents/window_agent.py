@@ -240,15 +240,22 @@ class WindowWorker:
         self.pending_since = 0.0
         #: Held while a batch is processed and committed; a rebalance waits for it.
         self.lock = asyncio.Lock()
+        #: A transaction that failed inside a rebalance callback (the loop raises it).
+        self.failure: KafkaError | None = None
         self.changelog = changelog_topic(name)
 
     # ------------------------------------------------------------------ ownership
 
     async def on_revoked(self, revoked: set[TopicPartition]) -> None:
         async with self.lock:
-            if revoked and self.pending:
-                # Commit what was read while we still own it: nothing is repeated.
-                await self._commit_batch()
+            try:
+                if revoked and self.pending and self.failure is None:
+                    # Commit what was read while we still own it: nothing is repeated.
+                    await self._commit_batch()
+            except KafkaError as exc:
+                # Inside the group's callback: hand it to the loop, which stops the worker
+                # (the state in memory no longer matches what was committed).
+                self.failure = exc
             self.pending.clear()
             self.pending_events = 0
 
@@ -401,6 +408,8 @@ class WindowWorker:
         next_stats = time.monotonic() + STATS_INTERVAL_SECONDS
         try:
             while not stop.is_set():
+                if self.failure is not None:
+                    raise self.failure
                 wait = 10 if self.pending else int(spec.batch_window_seconds * 1000) or 10
                 batches = await self.consumer.getmany(timeout_ms=min(wait, 1000))
                 now = time.monotonic()

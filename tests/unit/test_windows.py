@@ -557,3 +557,47 @@ def test_the_agent_agrees_with_sql_over_the_same_events(window: dict) -> None:
         assert live["total"] == row["total"] and live["pages"] == row["pages"]
         assert live["low"] == row["low"]
         assert live["mean"] == pytest.approx(row["mean"])
+
+
+# ---------------------------------------------------------------- verify and backfill
+
+
+def test_verify_reports_missing_extra_repeated_and_different_windows() -> None:
+    from agents.windows.verify import backfill_rows, compare
+
+    spec = config_of(aggregates={"n": "count(*)", "mean": "avg(v)"}).windows["w"]
+
+    def row(start: int, user: str, n: int, mean: float) -> dict[str, Any]:
+        return {
+            "window_start": start,
+            "window_end": start + 60_000_000,
+            "user": user,
+            "n": n,
+            "mean": mean,
+            "event_count": n,
+        }
+
+    expected = [row(0, "a", 2, 1.5), row(0, "b", 1, 3.0), row(60_000_000, "a", 4, 2.0)]
+    live = [
+        row(0, "a", 2, 1.5 + 1e-12),  # float noise is no difference
+        row(60_000_000, "a", 3, 2.0),  # a value differs
+        row(60_000_000, "a", 3, 2.0),  # and it came twice
+        row(120_000_000, "c", 1, 1.0),  # a window SQL does not have
+    ]
+    problems = [str(d) for d in compare(spec, expected, live)]
+    assert len(problems) == 5, problems
+    assert any("b: SQL has this window; the agent has not" in p for p in problems)
+    assert any("emitted 2 times" in p for p in problems)
+    assert any("n: agent 3, SQL 4" in p for p in problems)
+    assert any("event_count: agent 3, SQL 4" in p for p in problems)
+    assert any("c: emitted, but SQL finds no such window" in p for p in problems)
+    assert compare(spec, expected, expected) == []
+
+    (made,) = backfill_rows(
+        spec,
+        ["window_start", "window_end", "user", "n", "mean", "event_count"],
+        [(0, 60_000_000, "a", 2, 1.5, 2)],
+        emit_us=5,
+    )
+    assert made["window_start"] == "1970-01-01T00:00:00.000000Z" and made["is_final"] is True
+    assert (made["user"], made["n"], made["mean"], made["event_count"]) == ("a", 2, 1.5, 2)
