@@ -165,3 +165,31 @@ def test_the_faust_engine_gives_the_same_results_without_a_crash(
     send_stream(kafka_bootstrap, f"clicks-{suffix}", stream)
     check_window(config, kafka_bootstrap, window, stream, log, timeout=120)
     assert "(faust): active on" in log.read_text()
+
+
+def test_update_mode_emits_changes_and_the_same_final_results(
+    tmp_path: Path, kafka_bootstrap: str, procs: list[subprocess.Popen[bytes]]
+) -> None:
+    suffix = unique_suffix()
+    path, config = window_config(
+        tmp_path, kafka_bootstrap, suffix, ["tumbling"], emit="update", batch_size=300
+    )
+    window = f"tumbling-{suffix}"
+    stream = make_stream(1500, seed=13)
+    proc, log = start_window(tmp_path, path, window, kafka_bootstrap)
+    procs.append(proc)
+    send_stream(kafka_bootstrap, f"clicks-{suffix}", stream)
+    check_window(config, kafka_bootstrap, window, stream, log)
+    out = config.windows[window].output
+    got = read_outputs(kafka_bootstrap, {out: 2}, time.monotonic() + 30, lambda g: True)
+    rows = [r for r in got[out] if r["user"] != "zz"]
+    updates = [r for r in rows if not r["is_final"]]
+    assert updates, "update mode emits rows before the window closes"
+    # Per (window, key) the final row comes last and no update exceeds it (counts only grow).
+    last: dict[tuple[str, str, str], dict[str, Any]] = {}
+    for row in rows:
+        key = (row["window_start"], row["window_end"], row["user"])
+        assert key not in last or not last[key]["is_final"], "a row after the final one"
+        assert key not in last or row["n"] >= last[key]["n"]
+        last[key] = row
+    assert all(r["is_final"] for r in last.values())
