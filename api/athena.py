@@ -37,7 +37,6 @@ from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
-from decimal import Decimal
 from typing import Any
 
 import pyarrow as pa
@@ -46,7 +45,7 @@ import pyarrow.parquet as pq
 from api.backend import Operation, RequestContext
 from api.lake_services import DATABASE, LakeServices
 from api.protocol import AwsError, opt_int, opt_string, req_string
-from queries.engine import QueryEngine, QueryError
+from queries.engine import QueryEngine, QueryError, json_value
 from sinks.paths import STATE_DIR
 
 __all__ = ["MAX_RESULT_ROWS", "AthenaApi", "athena_type", "varchar"]
@@ -104,23 +103,6 @@ def athena_type(duckdb_type: str) -> tuple[str, int, int]:
     return name, precision, 0
 
 
-def _plain(value: Any) -> Any:
-    """A value inside an array/map/row, as JSON data."""
-    if isinstance(value, (datetime, date)):
-        return varchar(value)
-    if isinstance(value, Decimal):
-        return str(value)
-    if isinstance(value, bytes):
-        return value.hex()
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        if value and all(isinstance(i, tuple) and len(i) == 2 for i in value):
-            return {str(k): _plain(v) for k, v in value}  # a map from Arrow
-        return [_plain(v) for v in value]
-    return value
-
-
 def varchar(value: Any) -> str | None:
     """One value as Athena's text (None stays None: an empty datum)."""
     if value is None:
@@ -140,7 +122,7 @@ def varchar(value: Any) -> str | None:
     if isinstance(value, bytes):
         return value.hex()
     if isinstance(value, (list, tuple, dict)):
-        return json.dumps(_plain(value), ensure_ascii=False)
+        return json.dumps(json_value(value), ensure_ascii=False)
     return str(value)
 
 

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp import web
+from prometheus_client.parser import text_string_to_metric_families
 
 from firelake.config import FirelakeConfig
 from queries.catalog import TableInfo
@@ -48,15 +49,18 @@ def router_metrics(port: int, timeout: float = 1.0) -> dict[str, float] | None:
     except (urllib.error.URLError, OSError):
         return None
     values: dict[str, float] = {}
-    for line in text.splitlines():
-        if not line.startswith("firelake_router_") or " " not in line:
+    try:
+        families = list(text_string_to_metric_families(text))
+    except ValueError:
+        return None  # not a Prometheus page: something else listens there
+    for family in families:
+        if not family.name.startswith("firelake_router_"):
             continue
-        name, _, value = line.rpartition(" ")
-        metric = name.split("{", 1)[0].removeprefix("firelake_router_").removesuffix("_total")
-        try:
-            values[metric] = values.get(metric, 0.0) + float(value)
-        except ValueError:
-            continue
+        metric = family.name.removeprefix("firelake_router_")
+        for sample in family.samples:
+            if sample.name.endswith(("_created", "_bucket", "_count", "_sum")):
+                continue
+            values[metric] = values.get(metric, 0.0) + float(sample.value)
     return values
 
 

@@ -102,6 +102,7 @@ __all__ = [
     "format_json",
     "format_table",
     "json_rows",
+    "json_value",
 ]
 
 #: Types of the Hive partition columns every lake table has.
@@ -950,6 +951,11 @@ def format_csv(result: QueryResult) -> str:
     for row in result.rows:
         writer.writerow(["" if v is None else _text(v) for v in row])
     return out.getvalue()
+
+
+def json_value(value: Any) -> Any:
+    """One value as JSON data: ISO times, decimals as numbers, bytes as hex."""
+    return _jsonable(value)
 
 
 def json_rows(result: QueryResult) -> list[list[Any]]:
