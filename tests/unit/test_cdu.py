@@ -153,3 +153,43 @@ def test_the_example_config_runs_the_app_and_an_unknown_example_is_named() -> No
     assert example_config_path("yle").exists()
     with pytest.raises(ConfigError, match=r"no such example \(shipped: .*cdu.*yle"):
         example_config_path("nope")
+
+
+def _cli_config(tmp_path: Path) -> Path:
+    (tmp_path / "challenges").mkdir()
+    config = tmp_path / "firelake.toml"
+    config.write_text(
+        "[streams.cdu-submissions]\n[streams.cdu-results]\n"
+        '[apps.cdu]\nmodule = "agents.cdu.service"\n'
+        '[apps.cdu.settings]\nchallenges_dir = "challenges"\n',
+        encoding="utf-8",
+    )
+    return config
+
+
+def test_the_cli_lists_and_adds_challenges_checked_in_the_sandbox(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    config = _cli_config(tmp_path)
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        argv = [sys.executable, "-m", "firelake.cli", "cdu", "challenges", *args]
+        return subprocess.run([*argv, "--config", str(config)], capture_output=True, text=True)
+
+    added = cli("add", str(FOLDER / "fizzbuzz.toml"))
+    assert added.returncode == 0, added.stderr
+    assert "added fizzbuzz (50 XP, 4 tests)" in added.stdout
+    assert (tmp_path / "challenges" / "fizzbuzz.toml").exists()
+    assert "fizzbuzz" in cli("list").stdout
+    again = cli("add", str(FOLDER / "fizzbuzz.toml"))
+    assert again.returncode == 1 and "exists (--force replaces it)" in again.stderr
+    broken = tmp_path / "broken.toml"
+    text = (FOLDER / "two-sum.toml").read_text(encoding="utf-8")
+    broken.write_text(text.replace("expected = [0, 1]", "expected = [1, 0]", 1), encoding="utf-8")
+    refused = cli("add", str(broken))
+    assert refused.returncode == 1
+    assert "reference: fails its own tests: two_sum([2, 7, 11, 15], 9) returned [0, 1]" in (
+        refused.stderr
+    )
+    assert not (tmp_path / "challenges" / "two-sum.toml").exists()
