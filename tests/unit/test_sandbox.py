@@ -224,3 +224,30 @@ def test_named_parameters(filled: Path) -> None:
             engine.query("SELECT count(*) FROM playback WHERE dt = $day")
         with pytest.raises(QueryError, match="dya"):
             engine.query("SELECT $day", params={"day": 1, "dya": 2})
+
+
+def test_cli_refuses_with_the_reason_then_answers(filled: Path) -> None:
+    """`firelake query` as a user runs it: the issue's COPY into the lake and a runaway
+    query are refused with their reasons, the table still answers, nothing was written."""
+    env = {"PYTHONPATH": str(REPO), "FIRELAKE_LAKE": str(filled), "PATH": "/usr/bin:/bin"}
+
+    def firelake(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "firelake.cli", "query", *args],
+            cwd=REPO,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+
+    target = filled / "playback" / "x.parquet"
+    done = firelake(f"COPY (SELECT 1) TO '{target}' (FORMAT parquet)")
+    assert done.returncode == 1 and "(writes_files)" in done.stderr
+    assert not target.exists()
+    config = filled.parent / "firelake.toml"
+    config.write_text(f'[lake]\nroot = "{filled}"\n[query]\ntimeout_seconds = 1.0\n')
+    done = firelake("--config", str(config), "SELECT sum(hash(range)) FROM range(100000000000)")
+    assert done.returncode == 1 and "(time_limit)" in done.stderr
+    done = firelake("SELECT count(*) FROM playback", "--format", "csv")
+    assert done.returncode == 0 and done.stdout.split() == ["count_star()", "500"]
