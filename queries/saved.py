@@ -262,18 +262,31 @@ def parse_saved(text: str, path: Path | str) -> SavedQuery:
     return SavedQuery(name, description, sql, tuple(parameters), view, chart, path)
 
 
-def load_saved(folders: Iterable[Path]) -> dict[str, SavedQuery]:
-    """Every ``*.sql`` of the folders, by name; a later folder cannot redefine a name."""
+def load_saved(
+    folders: Iterable[Path], errors: dict[str, str] | None = None
+) -> dict[str, SavedQuery]:
+    """Every ``*.sql`` of the folders, by name; a later folder cannot redefine a name.
+
+    A broken file raises :class:`SavedQueryError`, or, when ``errors`` is given (a long-
+    running service must not die of one bad file), is left out and its reason put there
+    by file path.
+    """
     found: dict[str, SavedQuery] = {}
     for folder in folders:
         if not folder.is_dir():
             continue
         for path in sorted(folder.glob("*.sql")):
-            query = parse_saved(path.read_text(encoding="utf-8"), path)
-            if query.name in found:
-                raise SavedQueryError(
-                    str(path), f"name {query.name!r} is also used by {found[query.name].path}"
-                )
+            try:
+                query = parse_saved(path.read_text(encoding="utf-8"), path)
+                if query.name in found:
+                    raise SavedQueryError(
+                        str(path), f"name {query.name!r} is also used by {found[query.name].path}"
+                    )
+            except (SavedQueryError, OSError, UnicodeDecodeError) as exc:
+                if errors is None:
+                    raise
+                errors[str(path)] = str(exc)
+                continue
             found[query.name] = query
     return found
 

@@ -232,7 +232,11 @@ class QueryService:
         self.config = config
         self.keys = ApiKeys.parse(config.query.api_keys)
         self.refresh_s = refresh_s
-        self.saved = load_saved([saved_dir(config)])
+        #: Saved-query files left out, with why (GET /v1/queries shows them).
+        self.saved_errors: dict[str, str] = {}
+        self.saved = load_saved([saved_dir(config)], self.saved_errors)
+        for path, reason in self.saved_errors.items():
+            log.error("saved query left out: %s", reason or path)
         views = {q.name: q.sql for q in self.saved.values() if q.view}
         # Engines share the machine's cores: split the configured threads between them.
         self._all = [QueryEngine.for_config(config, views) for _ in range(max(1, engines))]
@@ -514,8 +518,14 @@ async def _query(request: web.Request) -> web.Response:
 
 async def _list_saved(request: web.Request) -> web.Response:
     _scope(request)
-    saved = request.app[SERVICE_KEY].saved
-    return _json(200, {"queries": [q.to_dict() for q in saved.values()]})
+    service = request.app[SERVICE_KEY]
+    return _json(
+        200,
+        {
+            "queries": [q.to_dict() for q in service.saved.values()],
+            "errors": [{"path": p, "reason": r} for p, r in service.saved_errors.items()],
+        },
+    )
 
 
 async def _get_saved(request: web.Request) -> web.Response:

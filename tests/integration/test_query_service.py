@@ -63,6 +63,7 @@ def project(tmp_path: Path, **query: Any) -> Path:
         "SELECT content_id, count(*) AS plays FROM playback WHERE dt = $day\n"
         "GROUP BY content_id ORDER BY plays DESC, content_id\n"
     )
+    (saved / "broken.sql").write_text("-- description: not SQL\nSELEC 1\n")
     raw: dict[str, Any] = {"lake": {"root": str(lake)}, "query": {"port": 0, **query}}
     return write_config(tmp_path / "firelake.toml", raw)
 
@@ -164,8 +165,12 @@ def test_bad_sql_and_sandbox_refusals(service: str) -> None:
 
 
 def test_saved_queries(service: str) -> None:
-    listed = json.loads(call(f"{service}/v1/queries")[2])["queries"]
+    answer = json.loads(call(f"{service}/v1/queries")[2])
+    listed = answer["queries"]
     assert [q["name"] for q in listed] == ["top_content"]
+    # A broken file is left out with its reason; the service runs on.
+    (broken,) = answer["errors"]
+    assert broken["path"].endswith("broken.sql") and "does not parse" in broken["reason"]
     assert listed[0]["parameters"][0]["name"] == "day"
     status, _, body = call(f"{service}/v1/queries/top_content", {"params": {"day": "2026-11-28"}})
     assert status == 200, body
