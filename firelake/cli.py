@@ -391,6 +391,57 @@ def cmd_replay(args: argparse.Namespace) -> int:
     return 0
 
 
+def _test_bootstrap(config: FirelakeConfig):  # -> (bootstrap, broker to stop or None)
+    """The broker replay tests use: the configured one, else the local one (started)."""
+    if config.kafka.bootstrap:
+        return config.kafka.bootstrap, None
+    broker = local_broker(config)
+    if broker.is_running():
+        return broker.bootstrap, None
+    broker.start(timeout=180)
+    return broker.bootstrap, broker
+
+
+def cmd_test(args: argparse.Namespace) -> int:
+    from cases.command import run_test_command
+
+    bootstrap, broker = _test_bootstrap(_config(args))
+    try:
+        return run_test_command(
+            args.cases,
+            bootstrap,
+            pattern=args.k,
+            update=args.update,
+            junit_xml=args.junit_xml,
+            speed=args.speed,
+            partitions=args.partitions,
+            keep=args.keep,
+        )
+    finally:
+        if broker is not None:
+            broker.stop()
+
+
+def cmd_record(args: argparse.Namespace) -> int:
+    from cases.record import run_record
+
+    config = _config(args)
+    schema = config.schema_of(args.stream) if args.stream in config.streams else None
+    report = run_record(
+        config.bootstrap,
+        args.stream,
+        args.out,
+        start=args.from_,
+        end=args.to,
+        time_field=schema.time_field if schema is not None else "",
+        max_events=args.max_events,
+        max_bytes=args.max_bytes,
+        progress=not args.quiet,
+    )
+    print(report)
+    return 0
+
+
 def cmd_compact(args: argparse.Namespace) -> int:
     from sinks.compaction import compact
     from sinks.destinations import destination_for
@@ -855,6 +906,26 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="TABLE",
         help="instead: send a sink's raw archive of TABLE into --into",
     )
+    p = command("test", cmd_test, "run stream replay test cases (folders with case.toml)")
+    p.add_argument("cases", nargs="*", help="case folders, or folders above them (default: cases)")
+    p.add_argument("-k", default=None, metavar="PATTERN", help="only cases whose name matches")
+    p.add_argument("--update", action="store_true", help="rewrite expected files from results")
+    p.add_argument("--junit-xml", default=None, metavar="FILE", help="write JUnit XML to FILE")
+    p.add_argument("--speed", type=float, default=None, help="replay at X times the recorded pace")
+    p.add_argument(
+        "--partitions", type=int, default=None, help="run every stream with N partitions"
+    )
+    p.add_argument("--keep", action="store_true", help="keep each case's folder and lake")
+    p = command("record", cmd_record, "record a range of a stream as a replay case's input")
+    p.add_argument("stream", help="the stream to record")
+    p.add_argument(
+        "--from", dest="from_", default="earliest", help="ISO time, @epoch-ms, offset, earliest"
+    )
+    p.add_argument("--to", default=None, help="same forms, exclusive (default: the end now)")
+    p.add_argument("--out", required=True, help="the file, e.g. CASE/input/STREAM.jsonl")
+    p.add_argument("--max-events", type=int, default=1_000_000, help="most events recorded")
+    p.add_argument("--max-bytes", type=int, default=256 * 1024 * 1024, help="most bytes written")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
     p = command("compact", cmd_compact, "merge a lake table's small files, atomically")
     p.add_argument("table", help="the table (its sink's destination and settings apply)")
     p.add_argument(
@@ -931,6 +1002,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _expected_errors() -> tuple[type[BaseException], ...]:
     """Errors that describe the user's situation rather than a bug in Firelake."""
     from agents.cdu.challenges import ChallengeError
+    from cases.case import CaseError
+    from cases.records import InputError
     from firelake.broker import BrokerError
     from queries.engine import QueryError
     from queries.export import ExportError
@@ -940,7 +1013,9 @@ def _expected_errors() -> tuple[type[BaseException], ...]:
 
     return (
         BrokerError,
+        CaseError,
         ChallengeError,
+        InputError,
         ExportError,
         QueryError,
         ReplayError,

@@ -333,6 +333,11 @@ class SinkConfig:
     max_events: int = setting(100_000, "Flush a partition's buffer at this many events.")
     max_bytes: int = setting(64 * MiB, "Flush a partition's buffer at this many bytes (1-128 MiB).")
     max_seconds: float = setting(10.0, "Flush a buffer this many seconds after its first event.")
+    flush_when_caught_up: bool = setting(
+        False,
+        "Also flush a partition's buffer as soon as the sink has read all its stream holds "
+        "(replay tests: the lake is complete when the pipeline is quiescent).",
+    )
     compression: str = setting("zstd", "Parquet compression codec.")
     destination: str = setting(
         "", "Where the table goes: '' = the lake root, a local folder or s3://bucket/prefix."

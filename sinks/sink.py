@@ -417,8 +417,28 @@ class ParquetSink:
                 return
             batches = await asyncio.to_thread(self._buffer, records) if records else []
             batches += self._take(self.buffers.due())
+            if self.spec.flush_when_caught_up:
+                batches += self._take(await self._caught_up(consumer))
             outcomes = await self._write(batches)
         await self._after_flush(outcomes)
+
+    async def _caught_up(self, consumer: AIOKafkaConsumer) -> list[int]:
+        """Partitions holding a buffer whose position reached the last stable offset.
+
+        With ``flush_when_caught_up`` these flush at once instead of at a hint: nothing
+        more is there to wait for, so a replay test's lake is complete at quiescence.
+        """
+        ready = []
+        for partition in self.buffers.pending():
+            tp = TopicPartition(self.topic, partition)
+            stable = consumer.last_stable_offset(tp)
+            try:
+                position = await consumer.position(tp)
+            except IllegalStateError:  # revoked meanwhile
+                continue
+            if stable is not None and position >= stable:
+                ready.append(partition)
+        return ready
 
     async def _commit(self, outcomes: Sequence[FlushOutcome]) -> None:
         # Advisory: the lake already holds the truth, so a failed commit is only logged.

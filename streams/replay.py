@@ -43,6 +43,7 @@ __all__ = [
     "Position",
     "ReplayError",
     "ReplayReport",
+    "offset_range",
     "parse_position",
     "replay",
     "replay_archive",
@@ -121,6 +122,20 @@ async def _offsets(
         return {tp: max(begin[tp], min(position.value, end[tp])) for tp in tps}
     found = await consumer.offsets_for_times({tp: position.value for tp in tps})
     return {tp: (hit.offset if hit is not None else end[tp]) for tp, hit in found.items()}
+
+
+async def offset_range(
+    consumer: AIOKafkaConsumer,
+    tps: list[TopicPartition],
+    start: Position,
+    end: Position | None = None,
+) -> dict[TopicPartition, tuple[int, int]]:
+    """Each partition's [first, stop) offsets for a range (``end`` None: the end now)."""
+    begin = await consumer.beginning_offsets(tps)
+    last = await consumer.end_offsets(tps)
+    first = await _offsets(consumer, tps, start, begin, last)
+    stop = await _offsets(consumer, tps, end or Position("latest"), begin, last)
+    return {tp: (first[tp], stop[tp]) for tp in tps}
 
 
 def _split(

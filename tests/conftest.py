@@ -48,3 +48,9 @@ def lake(tmp_path: Path) -> Path:
     root = tmp_path / "lake"
     root.mkdir()
     return root
+
+
+@pytest.fixture(scope="session")
+def firelake_bootstrap(kafka_bootstrap: str) -> str:
+    """Replay cases (the ``firelake`` pytest plugin) share the session's broker."""
+    return kafka_bootstrap
