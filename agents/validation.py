@@ -535,6 +535,8 @@ _MSGSPEC_TYPES: dict[str, Any] = {
     "timestamp": str | _I64,
 }
 _convert = msgspec.convert
+#: (field name, required, fast-path Python type, checker) of one declared field.
+_PlanEntry = tuple[str, bool, "type | None", Checker]
 
 
 def _compiled_check(schema: Schema) -> type[msgspec.Struct] | None:
@@ -572,11 +574,16 @@ class Validator:
 
     def __init__(self, schema: Schema) -> None:
         self.schema = schema
-        self._plan: tuple[tuple[str, bool, type | None, Checker], ...] = tuple(
+        self._plan: tuple[_PlanEntry, ...] = tuple(
             (spec.name, spec.required, *checker_for(spec.type)) for spec in schema.fields
         )
         self._compiled = _compiled_check(schema)
-        self._times = tuple(spec.name for spec in schema.fields if spec.type == "timestamp")
+        #: What is left to do once the compiled check passed: normalize the timestamps.
+        self._times = tuple(
+            entry
+            for entry, spec in zip(self._plan, schema.fields, strict=True)
+            if spec.type == "timestamp"
+        )
 
     def __call__(self, event: dict[str, Any]) -> dict[str, Any]:
         """Check one parsed event; raises ValidationError on the first bad field."""
@@ -587,27 +594,16 @@ class Validator:
             _convert(event, compiled)
         except msgspec.ValidationError:
             return self._check(event)
-        changed: dict[str, Any] | None = None
-        for name in self._times:
-            value = event.get(name)
-            if value is None:
-                continue
-            checked = _check_timestamp(name, value)
-            if checked is not value:
-                if changed is None:
-                    changed = {}
-                changed[name] = checked
-        if changed is None:
-            return event
-        out = dict(event)
-        out.update(changed)
-        return out
+        return self._check(event, self._times)
 
-    def _check(self, event: dict[str, Any]) -> dict[str, Any]:
-        """Field by field, in declaration order: the first bad field raises."""
+    def _check(
+        self, event: dict[str, Any], plan: tuple[_PlanEntry, ...] | None = None
+    ) -> dict[str, Any]:
+        """Field by field, in declaration order (of ``plan``, default all fields): the first
+        bad field raises."""
         changed: dict[str, Any] | None = None
         get = event.get
-        for name, required, accepted, check in self._plan:
+        for name, required, accepted, check in self._plan if plan is None else plan:
             value = get(name)
             if value is None:
                 if required:

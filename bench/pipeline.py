@@ -42,7 +42,7 @@ from firelake.testing import example_dict, sample_event, unique_suffix, wait_hea
 from queries.engine import QueryEngine
 from streams.topics import ensure_topics
 
-__all__ = ["main", "run_pipeline_bench"]
+__all__ = ["main", "run_pipeline_bench", "start_pipeline"]
 
 RECORDS_PER_CALL = 500
 TEMPLATES = 16
@@ -216,6 +216,36 @@ def _targets(router: dict[str, Any]) -> set[str]:
     return out
 
 
+def start_pipeline(
+    bootstrap: str,
+    tmp: Path,
+    sink_settings: dict[str, Any] | None = None,
+    router_settings: dict[str, Any] | None = None,
+) -> tuple[str, int, Supervisor]:
+    """The example's HTTP -> Parquet path (no window agents, nor their streams and sinks)
+    as ``firelake up`` runs it, with settings over every sink and router; (the names'
+    suffix, the ingest's port, the started supervisor) once the ingest is healthy."""
+    suffix = unique_suffix()
+    port = free_port()
+    data = example_dict(bootstrap, tmp / "lake", suffix, ingest={"port": port})
+    data.pop("windows", None)
+    routed = {s for r in data["routers"].values() for s in _targets(r)}
+    data["sinks"] = {k: v for k, v in data["sinks"].items() if v["stream"] in routed}
+    for sink in data["sinks"].values():
+        sink.update(sink_settings or {})
+    for router in data["routers"].values():
+        router.update(router_settings or {})
+    path = write_config(tmp / "firelake.toml", data)
+    config = load_config(path, environ={})
+    ensure_topics(config, bootstrap)
+    supervisor = Supervisor(pipeline_services(config, str(path), bootstrap))
+    supervisor.start()
+    if not wait_healthy(f"http://127.0.0.1:{port}"):
+        supervisor.stop()
+        raise TimeoutError("the ingest did not become healthy")
+    return suffix, port, supervisor
+
+
 def run_pipeline_bench(
     bootstrap: str,
     events: int = 200_000,
@@ -232,28 +262,10 @@ def run_pipeline_bench(
     calls = -(-events // RECORDS_PER_CALL)
     events = calls * RECORDS_PER_CALL
     with scratch_dir("firelake-bench-") as tmp:
-        suffix = unique_suffix()
-        port = free_port()
-        data = example_dict(bootstrap, tmp / "lake", suffix, ingest={"port": port})
-        # The HTTP -> Parquet path only: no window agents, nor their streams and sinks.
-        data.pop("windows", None)
-        routed = {s for r in data["routers"].values() for s in _targets(r)}
-        data["sinks"] = {k: v for k, v in data["sinks"].items() if v["stream"] in routed}
-        for sink in data["sinks"].values():
-            sink["max_seconds"] = flush_seconds
-            sink["max_events"] = 500_000
-        for router in data["routers"].values():
-            router["engine"] = engine
-            router.update(router_settings or {})
-        path = write_config(tmp / "firelake.toml", data)
-        config = load_config(path, environ={})
-        ensure_topics(config, bootstrap)
-        supervisor = Supervisor(pipeline_services(config, str(path), bootstrap))
-        supervisor.start()
+        sinks = {"max_seconds": flush_seconds, "max_events": 500_000}
+        routers = {"engine": engine, **(router_settings or {})}
+        suffix, port, supervisor = start_pipeline(bootstrap, tmp, sinks, routers)
         try:
-            base = f"http://127.0.0.1:{port}"
-            if not wait_healthy(base):
-                raise TimeoutError("the ingest did not become healthy")
             url_path = f"/v1/streams/raw-events-{suffix}/records"
             # Warm-up: the router and sinks join their groups before the clock starts, and
             # a fresh broker's JIT compilers (C1/C2 threads: over a third of its CPU in a

@@ -29,12 +29,8 @@ import orjson
 
 from bench.cpu import StageMeter, render_stage_table
 from bench.harness import broker, scratch_dir
-from bench.pipeline import _stage_pids, _targets
-from firelake.broker import free_port
+from bench.pipeline import _stage_pids, start_pipeline
 from firelake.config import load_config
-from firelake.supervisor import Supervisor, pipeline_services
-from firelake.testing import example_dict, unique_suffix, wait_healthy, write_config
-from streams.topics import ensure_topics
 
 __all__ = ["main", "run_spiky_bench"]
 
@@ -137,22 +133,11 @@ def run_spiky_bench(
 ) -> str:
     """Run the spiky day through the pipeline; a Markdown section."""
     with scratch_dir("firelake-bench-spiky-") as tmp:
-        suffix = unique_suffix()
-        port = free_port()
-        data = example_dict(bootstrap, tmp / "lake", suffix, ingest={"port": port})
-        data.pop("windows", None)
-        routed = {s for r in data["routers"].values() for s in _targets(r)}
-        data["sinks"] = {k: v for k, v in data["sinks"].items() if v["stream"] in routed}
-        flush = max(float(s.get("max_seconds", 300)) for s in data["sinks"].values())
-        path = write_config(tmp / "firelake.toml", data)
-        config = load_config(path, environ={})
-        ensure_topics(config, bootstrap)
-        supervisor = Supervisor(pipeline_services(config, str(path), bootstrap))
-        supervisor.start()
+        suffix, port, supervisor = start_pipeline(bootstrap, tmp)
+        sinks = load_config(tmp / "firelake.toml", environ={}).sinks.values()
+        flush = max(s.max_seconds for s in sinks)
         try:
             url = f"http://127.0.0.1:{port}"
-            if not wait_healthy(url):
-                raise TimeoutError("the ingest did not become healthy")
             stages = _stage_pids(supervisor, bootstrap)
             meter = StageMeter(stages)
             rss = _RssSampler(stages["ingest"])

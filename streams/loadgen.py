@@ -535,19 +535,29 @@ async def send(
             await _post(session, endpoint, batch, report)
             progress.update(len(batch))
 
-    connector = aiohttp.TCPConnector(limit=concurrency)
-    client_timeout = aiohttp.ClientTimeout(total=timeout)
     try:
-        async with aiohttp.ClientSession(connector=connector, timeout=client_timeout) as session:
-            # A task group: if one task fails, the others are cancelled, none is left waiting.
-            async with asyncio.TaskGroup() as group:
-                group.create_task(pace())
-                for _ in range(concurrency):
-                    group.create_task(work(session))
+        await _drive(pace, work, concurrency, timeout)
     finally:
         progress.close()
         report.elapsed = time.monotonic() - started
     return report
+
+
+async def _drive(
+    pace: Callable[[], Any],
+    work: Callable[[aiohttp.ClientSession], Any],
+    concurrency: int,
+    timeout: float,
+) -> None:
+    """One pacer and ``concurrency`` workers sharing a keep-alive session, in a task group:
+    if one task fails, the others are cancelled, none is left waiting."""
+    connector = aiohttp.TCPConnector(limit=concurrency)
+    client_timeout = aiohttp.ClientTimeout(total=timeout)
+    async with aiohttp.ClientSession(connector=connector, timeout=client_timeout) as session:
+        async with asyncio.TaskGroup() as group:
+            group.create_task(pace())
+            for _ in range(concurrency):
+                group.create_task(work(session))
 
 
 # ---------------------------------------------------------------------- shaped load
@@ -704,14 +714,8 @@ async def send_shaped(
         while (item := await queue.get()) is not None:
             await post(session, *item)
 
-    connector = aiohttp.TCPConnector(limit=concurrency)
-    client_timeout = aiohttp.ClientTimeout(total=timeout)
     try:
-        async with aiohttp.ClientSession(connector=connector, timeout=client_timeout) as session:
-            async with asyncio.TaskGroup() as group:
-                group.create_task(pace())
-                for _ in range(concurrency):
-                    group.create_task(work(session))
+        await _drive(pace, work, concurrency, timeout)
     finally:
         progress.close()
         report.elapsed = time.monotonic() - started
