@@ -15,7 +15,7 @@ import re
 import shutil
 import subprocess
 import urllib.request
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pyarrow as pa
@@ -52,6 +52,23 @@ def _lake(lake: Path) -> None:
             ),
             folder / "part-0.parquet",
         )
+    # The plays-per-minute window's output: two emits of each minute, the later one final.
+    folder = lake / "plays_per_minute" / f"dt={day}" / f"hour={now.hour:02d}"
+    folder.mkdir(parents=True)
+    minutes = [now.replace(second=0, microsecond=0) - timedelta(minutes=m) for m in range(10)]
+    pq.write_table(
+        pa.table(
+            {
+                "window_start": pa.array(minutes * 2, TS),
+                "content_id": ["1-1"] * 20,
+                "plays": [1] * 10 + [m + 2 for m in range(10)],
+                "viewers": [1] * 20,
+                "emit_time": pa.array([now] * 10 + [now + timedelta(seconds=1)] * 10, TS),
+                "is_final": [False] * 10 + [True] * 10,
+            }
+        ),
+        folder / "part-0.parquet",
+    )
     folder = lake / "dlq" / f"dt={day}" / f"hour={now.hour:02d}"
     folder.mkdir(parents=True)
     pq.write_table(
@@ -107,11 +124,13 @@ def test_dashboard_renders_reports_and_health_without_errors(tmp_path: Path) -> 
         rendered = re.search(r'data-rendered="(\d+)"', body.group(1))
         errors = re.search(r'data-errors="([^"]*)"', body.group(1))
         assert errors is not None and errors.group(1) == "", errors
-        # top_content (bar), plays_by_device_hourly (line), dlq_by_reason (bar), DLQ health.
-        assert rendered is not None and int(rendered.group(1)) >= 4, body.group(0)
-        for name in ("top_content", "plays_by_device_hourly", "dlq_by_reason"):
+        # top_content (bar), plays_by_device_hourly (line), dlq_by_reason (bar), the live
+        # window (line over time), DLQ health.
+        assert rendered is not None and int(rendered.group(1)) >= 5, body.group(0)
+        names = ("top_content", "plays_by_device_hourly", "dlq_by_reason", "live_plays_per_minute")
+        for name in names:
             assert re.search(rf'id="report-{name}"[^>]*data-chart="drawn"', dom), name
-        assert dom.count("<canvas") >= 4
+        assert dom.count("<canvas") >= 5
         assert "missing_field" in dom and "router " in dom
 
         shot = tmp_path / "dashboard.png"
