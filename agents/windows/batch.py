@@ -18,6 +18,7 @@ the groups exactly (:mod:`agents.windows.aggregates`).
 
 from __future__ import annotations
 
+import bisect
 import io
 import re
 from collections.abc import Sequence
@@ -33,9 +34,24 @@ from agents.windows.aggregates import AggregateSpec, from_columns, partial_sql
 from agents.windows.assign import US, Geometry
 from agents.windows.watermarks import NO_TIME
 from firelake.config import Schema, WindowConfig
-from streams.envelope import EnvelopeError, decode
+from streams.envelope import (
+    FORMAT_NDJSON,
+    HEADER_COUNT,
+    HEADER_FORMAT,
+    EnvelopeError,
+    decode,
+    header,
+)
 
-__all__ = ["BatchPartials", "BatchReader", "Group", "LatePair", "SourceMessage", "Unreadable"]
+__all__ = [
+    "BatchPartials",
+    "BatchReader",
+    "Group",
+    "LatePair",
+    "Rows",
+    "SourceMessage",
+    "Unreadable",
+]
 
 _MISSING_COLUMN = re.compile(r'Referenced column "([^"]+)" not found')
 
@@ -84,6 +100,39 @@ class Unreadable:
     reason: str
 
 
+class Rows:
+    """Every event line of a batch by row number, with its source partition, offset, index
+    in its envelope and ingest time — kept per message, so building them costs per message,
+    not per event; ``rows[i]`` is ``(partition, offset, index, line)``."""
+
+    __slots__ = ("_messages", "_starts", "ingest", "lines", "partitions")
+
+    def __init__(self) -> None:
+        self.lines: list[bytes] = []
+        self.partitions: list[int] = []
+        self.ingest: list[int] = []
+        self._starts: list[int] = []
+        self._messages: list[tuple[int, int]] = []
+
+    def add(self, partition: int, offset: int, timestamp_us: int, lines: Sequence[bytes]) -> int:
+        """Append one message's lines; the row number of its first."""
+        first = len(self.lines)
+        self._starts.append(first)
+        self._messages.append((partition, offset))
+        self.lines.extend(lines)
+        self.partitions.extend([partition] * len(lines))
+        self.ingest.extend([timestamp_us] * len(lines))
+        return first
+
+    def __len__(self) -> int:
+        return len(self.lines)
+
+    def __getitem__(self, row: int) -> tuple[int, int, int, bytes]:
+        message = bisect.bisect_right(self._starts, row) - 1
+        partition, offset = self._messages[message]
+        return partition, offset, row - self._starts[message], self.lines[row]
+
+
 @dataclass
 class BatchPartials:
     """What one batch adds: groups, late pairs, per-partition largest times, the rows."""
@@ -93,7 +142,7 @@ class BatchPartials:
     unreadable: list[Unreadable] = field(default_factory=list)
     max_time: dict[int, int] = field(default_factory=dict)
     #: (partition, offset, index in envelope, line) of every row, by row number.
-    rows: list[tuple[int, int, int, bytes]] = field(default_factory=list)
+    rows: Rows = field(default_factory=Rows)
     events: int = 0
 
 
@@ -113,6 +162,19 @@ def _arrow_schema(schema: Schema | None) -> pa.Schema | None:
             continue  # the JSON reader cannot build maps; an aggregate over one is refused
         fields.append(pa.field(spec.name, arrow_type(kind, for_reading=True)))
     return pa.schema(fields)
+
+
+def _lines(message: SourceMessage) -> Sequence[bytes]:
+    """A message's event lines; an envelope's keys are not parsed (windows group by fields)."""
+    if header(message.headers, HEADER_FORMAT) != FORMAT_NDJSON:
+        return decode(message.value, message.headers, message.key).lines
+    value = message.value or b""
+    lines = value.split(b"\n")
+    count = header(message.headers, HEADER_COUNT)
+    if count is None or count != str(len(lines)).encode():
+        # Let the codec say what is wrong with it.
+        return decode(message.value, message.headers, message.key).lines
+    return lines
 
 
 class BatchReader:
@@ -152,21 +214,23 @@ class BatchReader:
         )
         return pa_json.read_json(io.BytesIO(b"\n".join(lines)), parse_options=options)
 
-    def _table(
-        self, rows: list[tuple[int, int, int, bytes]], ingest: list[int], out: BatchPartials
-    ) -> pa.Table | None:
+    def _table(self, rows: Rows, out: BatchPartials) -> pa.Table | None:
         """The readable rows' events as a table with their row number, partition and ingest
         time; rows that do not parse as the stream's events go to ``out.unreadable``."""
         bad = {u.row for u in out.unreadable}
-        candidates = [i for i in range(len(rows)) if i not in bad]
-        lines = [rows[i][3] for i in candidates]
+        if bad:
+            candidates = [i for i in range(len(rows)) if i not in bad]
+            lines = [rows.lines[i] for i in candidates]
+        else:
+            candidates, lines = None, rows.lines
         try:
             table: pa.Table | None = self._read(lines)
         except (pa.ArrowInvalid, pa.ArrowTypeError):
             table = None
         if table is None or table.num_rows != len(lines):
             keep: list[int] = []
-            for row, line in zip(candidates, lines, strict=True):
+            for row in candidates if candidates is not None else range(len(rows)):
+                line = rows.lines[row]
                 try:
                     if line.lstrip().startswith(b"{") and self._read([line]).num_rows == 1:
                         keep.append(row)
@@ -175,13 +239,20 @@ class BatchReader:
                 except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
                     reason = str(exc).splitlines()[0]
                 out.unreadable.append(Unreadable(row, f"unreadable event: {reason}"))
-            table = self._read([rows[i][3] for i in keep]) if keep else None
+            table = self._read([rows.lines[i] for i in keep]) if keep else None
             candidates = keep
         if table is None:
             return None
-        table = table.append_column("__i", pa.array(candidates, pa.int64()))
-        table = table.append_column("__p", pa.array([rows[i][0] for i in candidates], pa.int64()))
-        return table.append_column("__ts", pa.array([ingest[i] for i in candidates], pa.int64()))
+        if candidates is None:
+            index = pa.array(range(len(rows)), pa.int64())
+            partitions, ingest = rows.partitions, rows.ingest
+        else:
+            index = pa.array(candidates, pa.int64())
+            partitions = [rows.partitions[i] for i in candidates]
+            ingest = [rows.ingest[i] for i in candidates]
+        table = table.append_column("__i", index)
+        table = table.append_column("__p", pa.array(partitions, pa.int64()))
+        return table.append_column("__ts", pa.array(ingest, pa.int64()))
 
     # ------------------------------------------------------------------ SQL
 
@@ -388,20 +459,18 @@ class BatchReader:
         """The partials of a batch, with ``prior`` the largest event time per partition
         before it and ``closed`` the watermark windows were closed at."""
         out = BatchPartials()
-        ingest: list[int] = []
+        rows = out.rows
         for message in messages:
+            stamp = message.timestamp_ms * 1000
             try:
-                envelope = decode(message.value, message.headers, message.key)
+                lines = _lines(message)
             except EnvelopeError as exc:
-                out.rows.append((message.partition, message.offset, -1, message.value or b""))
-                ingest.append(message.timestamp_ms * 1000)
-                out.unreadable.append(Unreadable(len(out.rows) - 1, f"envelope: {exc}"))
+                first = rows.add(message.partition, message.offset, stamp, [message.value or b""])
+                out.unreadable.append(Unreadable(first, f"envelope: {exc}"))
                 continue
-            for index, line in enumerate(envelope.lines):
-                out.rows.append((message.partition, message.offset, index, line))
-                ingest.append(message.timestamp_ms * 1000)
-        out.events = len(out.rows)
-        table = self._table(out.rows, ingest, out) if out.rows else None
+            rows.add(message.partition, message.offset, stamp, lines)
+        out.events = len(rows)
+        table = self._table(rows, out) if len(rows) else None
         if table is not None and table.num_rows:
             self._run_with_missing_columns(table, prior, closed, out)
         return out

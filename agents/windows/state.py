@@ -77,6 +77,8 @@ class WindowState:
     def __init__(self, aggs: Sequence[AggregateSpec], geometry: Geometry) -> None:
         self.aggs = list(aggs)
         self.geometry = geometry
+        # Partials that are plain values (no sets or [sum, count] pairs) need no copies.
+        self._plain = all(a.kind not in ("avg", "count_distinct") for a in self.aggs)
 
     def add(self, groups: Iterable[Group]) -> set[EntryId]:
         raise NotImplementedError
@@ -104,6 +106,8 @@ class WindowState:
         raise NotImplementedError
 
     def _entry(self, count: int, partials: list[Any]) -> list[Any]:
+        if self._plain:
+            return [count, *partials]
         return [count, *(_copy(p) for p in partials)]
 
 
