@@ -146,7 +146,12 @@ def compare(
     def ident(row: dict[str, Any]) -> tuple[Any, ...]:
         return (row["window_start"], row["window_end"], *(row[k] for k in keys))
 
-    want: dict[tuple[Any, ...], dict[str, Any]] = {ident(r): r for r in expected}
+    # Sliding windows give one result per event: events of a key at the same time give equal
+    # rows, so each side counts how many times it has a window.
+    wanted: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
+    for row in expected:
+        wanted.setdefault(ident(row), []).append(row)
+    want = {key: rows[0] for key, rows in wanted.items()}
     got: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
     for row in live:
         got.setdefault(ident(row), []).append(row)
@@ -160,8 +165,9 @@ def compare(
         if not rows:
             out.append(Difference(start, end, key[2:], "SQL has this window; the agent has not"))
             continue
-        if len(rows) > 1:
-            out.append(Difference(start, end, key[2:], f"emitted {len(rows)} times"))
+        if len(rows) != len(wanted[key]):
+            times = f"emitted {len(rows)} times, SQL has it {len(wanted[key])} times"
+            out.append(Difference(start, end, key[2:], times))
         for column in values:
             if not _same(rows[0][column], want[key][column]):
                 problem = f"{column}: agent {rows[0][column]!r}, SQL {want[key][column]!r}"
