@@ -44,15 +44,22 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
+MiB = 1024 * 1024
+
 #: Where the app keeps the AWS endpoint's :class:`api.backend.AwsBackend`.
 AWS_KEY = web.AppKey("firelake_aws", AwsBackend)
 
 
 def aws_options(config: FirelakeConfig) -> AwsOptions:
     """The AWS endpoint's options from ``[ingest]``: accepted keys and the shard quota."""
+    # With several ingest workers each holds an equal share of every shard's quota, so
+    # together they never admit more than Kinesis would (a worker the kernel sends more
+    # than its share of connections may throttle a little early).
+    workers = config.ingest.workers
+    quota = ShardQuota(MiB // workers, max(1, 1000 // workers))
     return AwsOptions(
         credentials=Credentials.parse(config.ingest.aws_access_keys),
-        quota=ShardQuota() if config.ingest.shard_write_quota else None,
+        quota=quota if config.ingest.shard_write_quota else None,
     )
 
 

@@ -303,7 +303,7 @@ def cmd_sink(args: argparse.Namespace) -> int:
     config = _pipeline_config(args)
     if args.all:
         # Declared sinks, plus one per Firehose delivery stream, as they come and go.
-        _run_async(run_sink_fleet(config))
+        _run_async(run_sink_fleet(config, metrics_port=args.metrics_port))
         return 0
     config = registry_config(config, load_registry(config.bootstrap))
     if args.name not in config.sinks:
@@ -869,6 +869,9 @@ def build_parser() -> argparse.ArgumentParser:
     group = p.add_mutually_exclusive_group(required=True)
     group.add_argument("--name", help="sink name from the configuration")
     group.add_argument("--all", action="store_true", help="every configured sink")
+    p.add_argument(
+        "--metrics-port", type=int, default=0, help="with --all: Prometheus /metrics port"
+    )
     p = command("send", cmd_send, "send realistic sample events to the ingest service")
     p.add_argument("--url", default=None, help="ingest base URL (default from the configuration)")
     p.add_argument(

@@ -159,8 +159,8 @@ class IngestConfig:
     )
     workers: int = setting(
         1,
-        "Ingest processes `firelake up` runs on the one port (SO_REUSEPORT; Linux). The "
-        "shard write quota and in-flight bound are per process.",
+        "Ingest processes `firelake up` runs on the one port (SO_REUSEPORT; Linux). Each "
+        "holds 1/workers of the shard write quota; the in-flight bound is per process.",
     )
 
 

@@ -18,7 +18,10 @@ partition's progress state has reached its last offset; an intent's files are ne
 committed, so recovery never deletes a merged one. State files are not touched; a rewrite
 of a killed compaction puts the same digest name again. Folders whose newest file is
 younger than ``min_age_seconds`` are open (a sink may still add to them) and skipped.
-One compaction per table at a time (a lock file on a local destination).
+One compaction per table at a time: a ``flock`` on a local destination; on S3 a lock
+object created with a conditional put (``If-None-Match: *``) holding a lease, taken over
+(``If-Match``) only once its lease ran out — a compactor killed mid-way blocks the table
+for at most ``S3_LOCK_LEASE_SECONDS``.
 """
 
 from __future__ import annotations
@@ -27,14 +30,17 @@ import contextlib
 import fcntl
 import hashlib
 import io
+import os
+import socket
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
+import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from sinks.destinations import Destination, LocalDestination, ObjectInfo
+from sinks.destinations import Conflict, Destination, LocalDestination, ObjectInfo
 from sinks.manifest import Manifest, live_files, load_manifest
 from sinks.parquet import parquet_bytes
 from sinks.paths import COMPACTED_PREFIX, manifest_key, parse_data_file_name
@@ -42,6 +48,7 @@ from sinks.progress import ProgressStore
 
 # Manifest, live_files, load_manifest live in sinks.manifest (re-exported here).
 __all__ = [
+    "CompactionLocked",
     "CompactionReport",
     "Manifest",
     "compact",
@@ -70,10 +77,42 @@ class CompactionReport:
         )
 
 
+#: How long an S3 compaction lock holds before another compactor may take it over.
+S3_LOCK_LEASE_SECONDS = 900.0
+
+
+class CompactionLocked(RuntimeError):
+    """Another compaction of the table holds its lock."""
+
+
+@contextlib.contextmanager
+def _s3_lock(destination: Destination, table: str) -> Iterator[None]:
+    key = manifest_key(table).rsplit("/", 1)[0] + "/.compaction.lock"
+    holder = f"{socket.gethostname()}:{os.getpid()}"
+    body = orjson.dumps({"holder": holder, "expires": time.time() + S3_LOCK_LEASE_SECONDS})
+    raw, version = destination.get_versioned(key)
+    if raw is not None:
+        held = orjson.loads(raw)
+        if held.get("expires", 0) > time.time():
+            raise CompactionLocked(
+                f"table {table!r} is being compacted by {held.get('holder')} (lock {key}, "
+                f"lease until {held.get('expires'):.0f})"
+            )
+    try:
+        destination.put_if(key, body, version)
+    except Conflict as exc:
+        raise CompactionLocked(f"table {table!r}: another compactor took the lock") from exc
+    try:
+        yield
+    finally:
+        destination.delete([key])
+
+
 @contextlib.contextmanager
 def _table_lock(destination: Destination, table: str) -> Iterator[None]:
     if not isinstance(destination, LocalDestination):
-        yield  # S3: one compactor per table is the operator's rule (documented)
+        with _s3_lock(destination, table):
+            yield
         return
     path = destination.path(manifest_key(table)).with_name(".compaction.lock")
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -12,13 +12,25 @@ the old object (or none) or the whole new one, never a part.
   largest), far under the 5 GiB single-PUT limit, so no multipart upload, whose parts
   could outlive a crash, is ever started. S3 has no rename; nothing here needs one.
 
+Fencing needs one more thing, a **conditional put** (:meth:`Destination.put_if`): store
+only if the object is absent (:data:`ABSENT`) or still the version the caller read or wrote
+last, else raise :class:`Conflict`. On S3 this is ``PutObject`` with ``If-None-Match: *`` or
+``If-Match: <ETag>``; locally, creating with ``O_EXCL`` semantics (a hard link of the
+written temporary file, which fails if the name exists) or replacing under an exclusive
+``flock`` on a hidden lock file after comparing the content's hash. The progress protocol
+puts its intent and state files this way, so a sink that lost its partitions (a zombie)
+cannot overwrite what the new owner wrote.
+
 Keys are ``/``-separated paths relative to the destination root. Pure I/O, no Kafka.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import hashlib
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -28,6 +40,8 @@ import pyarrow.fs as pafs
 from firelake.config import FirelakeConfig, SinkConfig
 
 __all__ = [
+    "ABSENT",
+    "Conflict",
     "Destination",
     "LocalDestination",
     "ObjectInfo",
@@ -38,6 +52,20 @@ __all__ = [
     "lake_destination",
     "open_destination",
 ]
+
+
+#: ``put_if``'s expected version of an object that must not exist yet.
+ABSENT = ""
+
+
+class Conflict(Exception):
+    """A conditional put found the object changed (or present) since the caller's version."""
+
+    retriable = True
+
+    def __init__(self, key: str, detail: str) -> None:
+        self.key = key
+        super().__init__(f"{key}: {detail}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +88,15 @@ class Destination(Protocol):
 
     def get(self, key: str) -> bytes | None:
         """The bytes under ``key``, None when there is none."""
+        ...
+
+    def get_versioned(self, key: str) -> tuple[bytes | None, str]:
+        """The bytes under ``key`` and their version (:data:`ABSENT` when there is none)."""
+        ...
+
+    def put_if(self, key: str, data: bytes, expected: str) -> str:
+        """Store ``data`` only if ``key`` is still at version ``expected`` (:data:`ABSENT`:
+        not there); returns the new version, raises :class:`Conflict` otherwise."""
         ...
 
     def delete(self, keys: Iterable[str]) -> None:
@@ -88,6 +125,11 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def _version(data: bytes | None) -> str:
+    """A local object's version: the hash of its bytes (:data:`ABSENT` for none)."""
+    return ABSENT if data is None else hashlib.blake2b(data, digest_size=16).hexdigest()
+
+
 def _check_key(key: str) -> str:
     parts = key.split("/")
     if not key or key.startswith("/") or any(p in ("", ".", "..") for p in parts):
@@ -105,15 +147,22 @@ class LocalDestination:
     def path(self, key: str) -> Path:
         return self.root / _check_key(key)
 
+    @staticmethod
+    def _write_tmp(path: Path, data: bytes) -> Path:
+        """The bytes in the hidden temporary sibling of ``path``, synced to disk."""
+        tmp = path.with_name(f".{path.name}.tmp")
+        with open(tmp, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        return tmp
+
     def put(self, key: str, data: bytes) -> None:
         path = self.path(key)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.tmp")
         try:
-            with open(tmp, "wb") as handle:
-                handle.write(data)
-                handle.flush()
-                os.fsync(handle.fileno())
+            self._write_tmp(path, data)
             os.replace(tmp, path)
         except BaseException:
             tmp.unlink(missing_ok=True)
@@ -125,6 +174,46 @@ class LocalDestination:
             return self.path(key).read_bytes()
         except FileNotFoundError:
             return None
+
+    def get_versioned(self, key: str) -> tuple[bytes | None, str]:
+        data = self.get(key)
+        return data, _version(data)
+
+    @contextlib.contextmanager
+    def _locked(self, path: Path) -> Iterator[None]:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path.with_name(f".{path.name}.lock"), os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
+
+    def put_if(self, key: str, data: bytes, expected: str) -> str:
+        path = self.path(key)
+        with self._locked(path):
+            try:
+                current = _version(path.read_bytes())
+            except FileNotFoundError:
+                current = ABSENT
+            if current != expected:
+                raise Conflict(key, f"changed since read (expected {expected or 'absent'})")
+            tmp = path.with_name(f".{path.name}.tmp")
+            try:
+                self._write_tmp(path, data)
+                if expected == ABSENT:
+                    os.link(tmp, path)  # O_EXCL semantics: fails if the name exists
+                    tmp.unlink()
+                else:
+                    os.replace(tmp, path)
+            except FileExistsError:
+                tmp.unlink(missing_ok=True)
+                raise Conflict(key, "created by someone else meanwhile") from None
+            except BaseException:
+                tmp.unlink(missing_ok=True)
+                raise
+            fsync_dir(path.parent)
+        return _version(data)
 
     def delete(self, keys: Iterable[str]) -> None:
         folders: set[Path] = set()
@@ -220,11 +309,30 @@ class S3Destination:
         self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data)
 
     def get(self, key: str) -> bytes | None:
+        return self.get_versioned(key)[0]
+
+    def get_versioned(self, key: str) -> tuple[bytes | None, str]:
         try:
             response = self.client.get_object(Bucket=self.bucket, Key=self._key(key))
         except self.client.exceptions.NoSuchKey:
-            return None
-        return response["Body"].read()
+            return None, ABSENT
+        return response["Body"].read(), response["ETag"]
+
+    def put_if(self, key: str, data: bytes, expected: str) -> str:
+        from botocore.exceptions import ClientError
+
+        condition = {"IfNoneMatch": "*"} if expected == ABSENT else {"IfMatch": expected}
+        try:
+            response = self.client.put_object(
+                Bucket=self.bucket, Key=self._key(key), Body=data, **condition
+            )
+        except ClientError as exc:
+            code = exc.response.get("Error", {}).get("Code", "")
+            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+            if status in (409, 412) or code in ("PreconditionFailed", "ConditionalRequestConflict"):
+                raise Conflict(key, f"S3 refused the conditional put ({code or status})") from exc
+            raise
+        return response["ETag"]
 
     def delete(self, keys: Iterable[str]) -> None:
         batch = [{"Key": self._key(k)} for k in keys]

@@ -14,6 +14,7 @@ import contextlib
 import logging
 
 from firelake.config import FirelakeConfig
+from sinks.metrics import SinkCollector, serve_sink_metrics
 from sinks.sink import ParquetSink
 from streams.registry import REGISTRY_TOPIC, RegistryStore
 from streams.rejoin import is_rejoinable
@@ -29,10 +30,17 @@ async def run_sink_fleet(
     stop: asyncio.Event | None = None,
     registry_topic: str = REGISTRY_TOPIC,
     interval_seconds: float = 5.0,
+    metrics_port: int = 0,
 ) -> None:
-    """Run every configured and registered sink until ``stop``; one failing stops them all."""
+    """Run every configured and registered sink until ``stop``; one failing stops them all.
+
+    ``metrics_port`` (non-zero) serves the sinks' Prometheus metrics (``sinks.metrics``).
+    """
     stop = stop or asyncio.Event()
     running: dict[str, tuple[asyncio.Task[None], asyncio.Event]] = {}
+    sinks: dict[str, ParquetSink] = {}
+    if metrics_port:
+        serve_sink_metrics(SinkCollector(lambda: sinks), metrics_port)
     async with RegistryStore(
         config.bootstrap, registry_topic, replication=config.kafka.replication_factor
     ) as store:
@@ -48,11 +56,13 @@ async def run_sink_fleet(
                     log.warning("sinks: registry not readable (%r); retrying", exc)
                 for name in merged.sinks.keys() - running.keys():
                     sink_stop = asyncio.Event()
-                    task = asyncio.create_task(ParquetSink(merged, name).run(sink_stop), name=name)
+                    sinks[name] = ParquetSink(merged, name)
+                    task = asyncio.create_task(sinks[name].run(sink_stop), name=name)
                     running[name] = (task, sink_stop)
                     log.info("sink %s started (stream %s)", name, merged.sinks[name].stream)
                 for name in running.keys() - merged.sinks.keys():
                     task, sink_stop = running.pop(name)
+                    sinks.pop(name, None)
                     sink_stop.set()
                     await task
                     log.info("sink %s stopped: its delivery stream was deleted", name)

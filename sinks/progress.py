@@ -19,6 +19,17 @@ then resumes at ``state + 1``. File names are a function of the offset range (se
 Between a kill and the recovery a reader may see an uncommitted file: its events are in
 no other file, so a count is never doubled, and recovery removes it before the re-write.
 
+**Fencing.** A sink cut off from Kafka (stalled, paused, partitioned away) may wake up
+after its partitions moved to a new owner and go on with a flush. Each owner therefore
+claims a partition in :meth:`ProgressStore.recover` by rewriting its state with the next
+*owner epoch* (a conditional put: only if the state is still what it read), and puts every
+intent (only if none exists) and state (only if the state is still the version it claimed
+or last wrote itself) conditionally, carrying its epoch. A zombie's next intent or state
+put is refused with :class:`Fenced`: it can neither commit a flush nor overwrite the new
+owner's progress, and since it only deletes after its own state put succeeded, nor delete
+the new owner's files. Its data files, if it got as far as writing some, are named in its
+own intent, which the new owner's recovery removes with them.
+
 This module knows nothing of Kafka or Parquet.
 """
 
@@ -33,12 +44,13 @@ from os import PathLike
 
 import orjson
 
-from sinks.destinations import Destination, LocalDestination
+from sinks.destinations import ABSENT, Conflict, Destination, LocalDestination
 from sinks.paths import intent_key, state_key
 
 __all__ = [
     "CRASH_POINTS",
     "Checkpoint",
+    "Fenced",
     "Intent",
     "PartitionState",
     "PlannedFile",
@@ -60,6 +72,15 @@ class ProgressError(RuntimeError):
         self.key = key
         self.reason = reason
         super().__init__(f"{key}: {reason}")
+
+
+class Fenced(ProgressError):
+    """Another owner claimed the partition: this process must not write it any more.
+
+    Transient for the sink (``retriable``): it drops its buffers and rejoins its group.
+    """
+
+    retriable = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +108,8 @@ class PartitionState:
     first_offset: int
     files: tuple[str, ...]
     updated_at: str
+    #: The owner epoch that wrote it (0 before epochs existed).
+    epoch: int = 0
 
 
 #: Threads putting one flush's files at once (per process, shared by every sink).
@@ -115,9 +138,14 @@ class ProgressStore:
             destination = LocalDestination(destination)
         self.destination: Destination = destination
         self.sink = sink
+        #: (topic, partition) -> (owner epoch, version of the state file we claimed or
+        #: wrote last): what this process's next conditional state put expects.
+        self._owned: dict[tuple[str, int], tuple[int, str]] = {}
 
     def _load(self, key: str) -> dict | None:
-        raw = self.destination.get(key)
+        return self._parse(key, self.destination.get(key))
+
+    def _parse(self, key: str, raw: bytes | None) -> dict | None:
         if raw is None:
             return None
         try:
@@ -130,11 +158,9 @@ class ProgressStore:
             raise ProgressError(key, "must hold a JSON object")
         return data
 
-    def state(self, topic: str, partition: int) -> PartitionState | None:
-        """The committed progress of a partition, None before its first flush."""
-        key = state_key(self.sink, topic, partition)
-        data = self._load(key)
-        if data is None:
+    def _state_of(self, key: str, data: dict | None) -> PartitionState | None:
+        # A claim before the first flush leaves a state without offsets: no progress yet.
+        if data is None or data.get("last_offset") is None:
             return None
         try:
             return PartitionState(
@@ -142,9 +168,43 @@ class ProgressStore:
                 first_offset=int(data["first_offset"]),
                 files=tuple(str(f) for f in data["files"]),
                 updated_at=str(data["updated_at"]),
+                epoch=int(data.get("epoch", 0)),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise ProgressError(key, f"malformed state ({exc!r})") from exc
+
+    def state(self, topic: str, partition: int) -> PartitionState | None:
+        """The committed progress of a partition, None before its first flush."""
+        key = state_key(self.sink, topic, partition)
+        return self._state_of(key, self._load(key))
+
+    def claim(self, topic: str, partition: int) -> int:
+        """Become the partition's owner: rewrite its state with the next epoch; the epoch.
+
+        From then on a process that claimed earlier is fenced. Raises :class:`Fenced` if
+        another process claimed or wrote it at the same moment.
+        """
+        key = state_key(self.sink, topic, partition)
+        raw, version = self.destination.get_versioned(key)
+        data = self._parse(key, raw) or {
+            "sink": self.sink,
+            "topic": topic,
+            "partition": partition,
+            "last_offset": None,
+        }
+        epoch = int(data.get("epoch", 0)) + 1
+        data["epoch"] = epoch
+        data["claimed_at"] = _now_iso()
+        try:
+            version = self.destination.put_if(key, orjson.dumps(data), version)
+        except Conflict as exc:
+            raise Fenced(key, f"claimed by another owner at the same time ({exc})") from exc
+        self._owned[(topic, partition)] = (epoch, version)
+        return epoch
+
+    def release(self, topic: str, partition: int) -> None:
+        """Forget a partition this process no longer owns."""
+        self._owned.pop((topic, partition), None)
 
     def intent(self, topic: str, partition: int) -> Intent | None:
         """The flush a crash interrupted, None when there is none."""
@@ -165,7 +225,9 @@ class ProgressStore:
         """Undo an unfinished flush and return the offset to resume at (None: no state).
 
         Safe to call any number of times; call it before the first flush of a partition.
+        It first claims the partition (:meth:`claim`), fencing every earlier owner.
         """
+        self.claim(topic, partition)
         state = self.state(topic, partition)
         intent = self.intent(topic, partition)
         if intent is not None:
@@ -195,7 +257,17 @@ class ProgressStore:
             raise ValueError(f"empty offset range {first_offset}..{last_offset}")
         skey = state_key(self.sink, topic, partition)
         ikey = intent_key(self.sink, topic, partition)
-        state = self.state(topic, partition)
+        raw, version = self.destination.get_versioned(skey)
+        current = self._parse(skey, raw)
+        owned = self._owned.get((topic, partition))
+        if owned is not None and owned[1] != version:
+            raise Fenced(
+                skey,
+                f"owner epoch {owned[0]} was superseded (now epoch "
+                f"{(current or {}).get('epoch', '?')}); this process must not write it",
+            )
+        epoch = owned[0] if owned is not None else int((current or {}).get("epoch", 0))
+        state = self._state_of(skey, current)
         if state is not None and first_offset <= state.last_offset:
             raise ProgressError(
                 skey,
@@ -208,8 +280,16 @@ class ProgressStore:
         if len(set(names)) != len(names):
             raise ValueError(f"a flush names one file twice: {names}")
 
-        intent = {"first_offset": first_offset, "last_offset": last_offset, "files": names}
-        self.destination.put(ikey, orjson.dumps(intent))  # (a)
+        intent = {
+            "first_offset": first_offset,
+            "last_offset": last_offset,
+            "files": names,
+            "epoch": epoch,
+        }
+        try:
+            self.destination.put_if(ikey, orjson.dumps(intent), ABSENT)  # (a)
+        except Conflict as exc:
+            raise Fenced(ikey, f"another flush's intent is there ({exc})") from exc
         if checkpoint:
             checkpoint("after_intent")
         if files:  # (b): the first alone (a crash point), the rest concurrently
@@ -223,7 +303,11 @@ class ProgressStore:
         if checkpoint:
             checkpoint("after_files")
         new_state = PartitionState(
-            last_offset=last_offset, first_offset=first_offset, files=names, updated_at=_now_iso()
+            last_offset=last_offset,
+            first_offset=first_offset,
+            files=names,
+            updated_at=_now_iso(),
+            epoch=epoch,
         )
         record = {
             "sink": self.sink,
@@ -233,8 +317,14 @@ class ProgressStore:
             "last_offset": last_offset,
             "files": names,
             "updated_at": new_state.updated_at,
+            "epoch": epoch,
         }
-        self.destination.put(skey, orjson.dumps(record))  # (c) the commit point
+        try:  # (c) the commit point, only if no other owner wrote the state meanwhile
+            version = self.destination.put_if(skey, orjson.dumps(record), version)
+        except Conflict as exc:
+            raise Fenced(skey, f"owner epoch {epoch} was superseded ({exc})") from exc
+        if owned is not None:
+            self._owned[(topic, partition)] = (epoch, version)
         if checkpoint:
             checkpoint("after_state")
         self.destination.delete([ikey])  # (d)

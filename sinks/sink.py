@@ -110,10 +110,12 @@ class SinkError(ValueError):
 def crash_hook(spec: str | None) -> Checkpoint | None:
     """A checkpoint that SIGKILLs this process at ``point`` (the n-th time, ``point:n``).
 
+    ``point:n:stop`` SIGSTOPs it instead — a sink frozen mid-flush, for the zombie test.
     None for an empty spec. Raises ValueError for an unknown point.
     """
     if not spec:
         return None
+    spec, stop = (spec[: -len(":stop")], True) if spec.endswith(":stop") else (spec, False)
     point, _, nth = spec.partition(":")
     if point not in SINK_CRASH_POINTS:
         raise ValueError(
@@ -127,7 +129,11 @@ def crash_hook(spec: str | None) -> Checkpoint | None:
         if name != point:
             return
         seen += 1
-        if seen >= target:
+        if seen == target and stop:
+            sys.stderr.write(f"firelake sink: crash hook {spec} -> SIGSTOP\n")
+            sys.stderr.flush()
+            os.kill(os.getpid(), signal.SIGSTOP)
+        elif seen >= target and not stop:
             # A real, unclean death: no finally blocks, no flush, no Kafka leave-group.
             sys.stderr.write(f"firelake sink: crash hook {spec} -> SIGKILL\n")
             sys.stderr.flush()
@@ -148,6 +154,12 @@ class SinkStats:
     commit_failures: int = 0
     #: Times the consumer was rebuilt after a broker error (restart, stall, failover).
     rejoins: int = 0
+    #: Wall-clock time of the last committed flush (0: none yet), for freshness.
+    last_flush_at: float = 0.0
+    #: Rows of the last flush of each partition.
+    last_flush_rows: dict[int, int] = field(default_factory=dict)
+    #: partition -> messages between what was read and the end of the log.
+    lag: dict[int, int] = field(default_factory=dict)
     #: Flushes forced before a hint by the memory budget or the open-partition bound.
     early_flushes: dict[str, int] = field(default_factory=dict)
 
@@ -321,6 +333,8 @@ class ParquetSink:
             self.stats.rows += outcome.rows
             self.stats.files += len(outcome.files)
             self.stats.bad_lines += outcome.bad_lines
+            self.stats.last_flush_at = time.time()
+            self.stats.last_flush_rows[outcome.partition] = outcome.rows
             log.info(
                 "sink %s: wrote %d rows of %s/%d offsets %d..%d in %d files%s",
                 self.name,
@@ -409,6 +423,10 @@ class ParquetSink:
         records = await consumer.getmany(
             timeout_ms=self._poll_timeout_ms(), max_records=self.max_records
         )
+        for tp, messages in records.items():
+            high = consumer.highwater(tp)
+            if high is not None and messages:
+                self.stats.lag[tp.partition] = max(0, high - messages[-1].offset - 1)
         generation = self._generation
         async with self._lock:
             if generation != self._generation:

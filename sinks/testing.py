@@ -15,10 +15,12 @@ import os
 import subprocess
 import sys
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import orjson
 import pytest
 
 from firelake.broker import free_port
@@ -26,7 +28,16 @@ from firelake.config import FirelakeConfig, load_config
 from firelake.testing import example_data, example_dict, write_config
 from sinks.destinations import Destination, LocalDestination, S3Destination, S3Settings
 
-__all__ = ["REPO", "S3Endpoint", "dest", "playback_sink", "s3", "s3_server", "start_sink"]
+__all__ = [
+    "REPO",
+    "S3Endpoint",
+    "dest",
+    "playback_sink",
+    "produce_playback",
+    "s3",
+    "s3_server",
+    "start_sink",
+]
 
 #: The repository root (what ``python -m sinks.sink`` needs on its path).
 REPO = Path(__file__).resolve().parents[1]
@@ -123,3 +134,41 @@ def playback_sink(
     raw = example_dict(bootstrap, folder / "lake", suffix, data)
     path = write_config(folder / "firelake.toml", raw)
     return path, load_config(path, environ={})
+
+
+async def produce_playback(
+    bootstrap: str,
+    topic: str,
+    numbers: range,
+    partitions: int,
+    event: Callable[[int], dict[str, Any]] | None = None,
+) -> dict[int, int]:
+    """Playback events ``numbers`` (``event(n)``, default ``sample_event(n, "start")``) as
+    envelopes of 50 on their keys' partitions; returns each partition's last offset."""
+    from aiokafka import AIOKafkaProducer
+
+    from firelake.testing import sample_event
+    from streams.envelope import encode
+    from streams.partitioning import partition_for_key
+
+    make = event or (lambda n: sample_event(n, "start"))
+    lines: dict[int, list[tuple[str, bytes]]] = {}
+    for n in numbers:
+        record = make(n)
+        key = record["user_id"]
+        lines.setdefault(partition_for_key(key, partitions), []).append((key, orjson.dumps(record)))
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5)
+    await producer.start()
+    last: dict[int, int] = {}
+    try:
+        for partition, items in lines.items():
+            for start in range(0, len(items), 50):
+                chunk = items[start : start + 50]
+                value, headers = encode([v for _, v in chunk], [k for k, _ in chunk], 1, 2)
+                sent = await producer.send_and_wait(
+                    topic, value, partition=partition, headers=headers
+                )
+                last[partition] = sent.offset
+    finally:
+        await producer.stop()
+    return last

@@ -16,18 +16,15 @@ import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import duckdb
-import orjson
 import pytest
-from aiokafka import AIOKafkaProducer
 
 from firelake.config import FirelakeConfig, load_config
 from firelake.testing import example_data, example_dict, sample_event, write_config
 from sinks.progress import ProgressStore
-from sinks.testing import start_sink
-from streams.envelope import encode
-from streams.partitioning import partition_for_key
+from sinks.testing import produce_playback, start_sink
 from streams.topics import delete_topics, ensure_topics
 
 pytestmark = pytest.mark.kafka
@@ -61,27 +58,13 @@ def setup(kafka_bootstrap: str, lake: Path, suffix: str, tmp_path: Path):
 
 async def _produce(bootstrap: str, topic: str) -> dict[int, int]:
     """Produce EVENTS events in envelopes of 50; returns each partition's last offset."""
-    lines: dict[int, list[tuple[str, bytes]]] = {}
-    for n in range(EVENTS):
-        event = sample_event(n, "start")
-        event["event_time"] = event["event_time"].replace("Z", ".000000Z")
-        key = event["user_id"]
-        lines.setdefault(partition_for_key(key, PARTITIONS), []).append((key, orjson.dumps(event)))
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5)
-    await producer.start()
-    last: dict[int, int] = {}
-    try:
-        for partition, items in lines.items():
-            for start in range(0, len(items), 50):
-                chunk = items[start : start + 50]
-                value, headers = encode([v for _, v in chunk], [k for k, _ in chunk], 1, 2)
-                sent = await producer.send_and_wait(
-                    topic, value, partition=partition, headers=headers
-                )
-                last[partition] = sent.offset
-    finally:
-        await producer.stop()
-    return last
+
+    def event(n: int) -> dict[str, Any]:
+        record = sample_event(n, "start")
+        record["event_time"] = record["event_time"].replace("Z", ".000000Z")
+        return record
+
+    return await produce_playback(bootstrap, topic, range(EVENTS), PARTITIONS, event)
 
 
 def _start(config_path: Path, sink: str, log: Path, crash_at: str | None) -> subprocess.Popen:
