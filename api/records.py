@@ -36,7 +36,6 @@ error output with the sink's reason.
 from __future__ import annotations
 
 import binascii
-import hashlib
 import re
 import time
 from collections.abc import Callable
@@ -54,7 +53,7 @@ from api.protocol import (
     req_list,
     validation_error,
 )
-from streams.partitioning import HASH_KEY_MAX, hash_key
+from streams.partitioning import HASH_KEY_MAX, cached_hash_key, hash_key
 
 __all__ = [
     "FIREHOSE_MAX_RECORDS",
@@ -216,7 +215,7 @@ def parse_kinesis_records(
     # with validate=True it refuses everything binascii's strict mode refuses; whatever it
     # refuses goes to the slow path, which decodes with binascii and names the fault, so
     # the errors are binascii's as before.
-    b64decode, md5, from_bytes = pybase64.b64decode, hashlib.md5, int.from_bytes
+    b64decode = pybase64.b64decode
     for index, entry in enumerate(entries):
         # Fast path for the common well-formed record: the per-record cost of the ingest.
         # Anything unusual takes the slow path below, which names the fault.
@@ -231,7 +230,7 @@ def parse_kinesis_records(
                     if len(data) <= max_record:
                         encoded = key.encode("utf-8")
                         total += len(data) + len(encoded)
-                        hashed = from_bytes(md5(encoded).digest(), "big")
+                        hashed = cached_hash_key(key)
                         out.append((PlannedRecord(index, data, key), hashed))
                         continue
         position = (*prefix, index) if not single else ()

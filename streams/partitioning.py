@@ -12,6 +12,7 @@ import hashlib
 
 __all__ = [
     "HASH_KEY_MAX",
+    "cached_hash_key",
     "cached_partition_for_key",
     "hash_key",
     "hash_ranges",
@@ -58,3 +59,9 @@ def cached_partition_for_key(partition_key: str, partitions: int) -> int:
     devices), and the MD5 and the 128-bit division are an ingest's and a router's largest
     per-event costs after JSON."""
     return partition_for_key(partition_key, partitions)
+
+
+@functools.lru_cache(maxsize=65_536)
+def cached_hash_key(partition_key: str) -> int:
+    """:func:`hash_key`, memoized within a bound (the Kinesis endpoint's per-record MD5)."""
+    return hash_key(partition_key)
