@@ -47,6 +47,8 @@ class DedupWindow:
         #: When True, new ids are also kept in :meth:`unsaved` until :meth:`saved`.
         self.track_unsaved = False
         self._unsaved: dict[tuple[str, int], list[str]] = {}
+        #: When the oldest id of each partition was seen (no later than the truth).
+        self._oldest: dict[tuple[str, int], float] = {}
 
     @property
     def enabled(self) -> bool:
@@ -62,16 +64,26 @@ class DedupWindow:
 
     def check(self, topic: str, partition: int, event_id: str) -> bool:
         """True when ``event_id`` is new (and remembers it); False for a duplicate."""
-        if not self.enabled:
+        if not self.window_s > 0:
             return True
-        ids = self._seen.setdefault((topic, partition), OrderedDict())
+        # The router's per-event path: no new OrderedDict per call, and the oldest id is
+        # looked at only when it can be due (the window passed, or the bound is reached).
+        slot = (topic, partition)
+        ids = self._seen.get(slot)
+        if ids is None:
+            ids = self._seen[slot] = OrderedDict()
         now = self.clock()
-        if event_id in ids:
-            if now - ids[event_id] <= self.window_s:
+        seen_at = ids.get(event_id)
+        if seen_at is not None:
+            if now - seen_at <= self.window_s:
                 return False
             del ids[event_id]
         ids[event_id] = now
-        self._expire(ids, now)
+        if len(ids) > self.max_entries or now - self._oldest.get(slot, now) > self.window_s:
+            self._expire(ids, now)
+            self._oldest[slot] = next(iter(ids.values()), now)
+        elif slot not in self._oldest:
+            self._oldest[slot] = now
         if self.track_unsaved:
             self._unsaved.setdefault((topic, partition), []).append(event_id)
         return True
@@ -98,11 +110,13 @@ class DedupWindow:
     def drop_partition(self, topic: str, partition: int) -> None:
         """Forget a partition this worker no longer owns (its ids, saved or not)."""
         self._seen.pop((topic, partition), None)
+        self._oldest.pop((topic, partition), None)
         self._unsaved.pop((topic, partition), None)
 
     def clear(self) -> None:
         """Forget everything: after a lost connection, only the log is to be believed."""
         self._seen.clear()
+        self._oldest.clear()
         self._unsaved.clear()
 
     def __len__(self) -> int:
