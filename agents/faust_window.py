@@ -93,7 +93,7 @@ def build_window_app(
     async def on_assigned(sender: Any, assigned: set[Any], **_: Any) -> None:
         if not assigned:
             return
-        await ensure_changelog(bootstrap, name, f"{config.kafka.client_id}-window-{name}")
+        await ensure_changelog(config, bootstrap, name)
         fresh = WindowProcessor(config, name, partitions)
         fresh.restore(await read_changelog(bootstrap, name))
         holder["p"] = fresh

@@ -42,20 +42,20 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.cluster import ClusterMetadata
 from aiokafka.coordinator.assignors.abstract import AbstractPartitionAssignor
 from aiokafka.coordinator.protocol import (
     ConsumerProtocolMemberAssignment,
     ConsumerProtocolMemberMetadata,
 )
-from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+from aiokafka.errors import KafkaError
 from aiokafka.structs import TopicPartition
 
 from agents.windows.batch import SourceMessage
 from agents.windows.processor import Emission, WindowProcessor
 from firelake.config import ConfigError, FirelakeConfig, load_config
 from firelake.log import setup_logging
+from streams.admin import TopicSpec, admin_client, ensure_topic
 from streams.envelope import HEADER_COUNT, header
 
 __all__ = [
@@ -137,19 +137,19 @@ class ActiveMemberAssignor(AbstractPartitionAssignor):
         cls.holding = bool(assignment.assignment)
 
 
-async def ensure_changelog(bootstrap: str, window: str, client_id: str) -> str:
+async def ensure_changelog(config: FirelakeConfig, bootstrap: str, window: str) -> str:
     """Create the window's compacted changelog topic unless it exists; its name."""
     topic = changelog_topic(window)
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id=f"{client_id}-admin")
-    await admin.start()
-    try:
-        existing = await admin.list_topics()
-        if topic not in existing:
-            configs = {"cleanup.policy": "compact", "max.message.bytes": str(MAX_REQUEST_BYTES)}
-            with contextlib.suppress(TopicAlreadyExistsError):
-                await admin.create_topics([NewTopic(topic, 1, 1, topic_configs=configs)])
-    finally:
-        await admin.close()
+    spec = TopicSpec(
+        partitions=1,
+        configs={"cleanup.policy": "compact", "max.message.bytes": str(MAX_REQUEST_BYTES)},
+    )
+
+    def create() -> None:
+        with admin_client(bootstrap, f"{config.kafka.client_id}-window-{window}-admin") as admin:
+            ensure_topic(admin, topic, spec, config.kafka.replication_factor)
+
+    await asyncio.to_thread(create)
     return topic
 
 
@@ -377,7 +377,7 @@ class WindowWorker:
     async def run(self, stop: asyncio.Event) -> None:
         """Aggregate until ``stop`` is set; then commit what was read and leave the group."""
         spec = self.spec
-        await ensure_changelog(self.bootstrap, self.name, self.client_id)
+        await ensure_changelog(self.config, self.bootstrap, self.name)
         self.consumer = AIOKafkaConsumer(
             bootstrap_servers=self.bootstrap,
             group_id=self.group,
