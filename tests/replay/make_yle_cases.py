@@ -40,13 +40,13 @@ ERROR_TYPE_OF_KIND = {
 }
 
 
-def _clock() -> Callable[[], datetime]:
+def _clock(step: timedelta = STEP) -> Callable[[], datetime]:
     ticks = 0
 
     def now() -> datetime:
         nonlocal ticks
         ticks += 1
-        return BASE + ticks * STEP
+        return BASE + ticks * step
 
     return now
 
@@ -55,9 +55,11 @@ def _ms(moment: datetime) -> int:
     return int(moment.timestamp() * 1000)
 
 
-def generate(count: int, seed: int, invalid_ratio: float) -> tuple[list[Record], list[int]]:
+def generate(
+    count: int, seed: int, invalid_ratio: float, step: timedelta = STEP
+) -> tuple[list[Record], list[int]]:
     """Records and the ingest timestamp (epoch ms) of each."""
-    now = _clock()
+    now = _clock(step)
     generator = EventGenerator(seed=seed, invalid_ratio=invalid_ratio, now=now)
     records, stamps = [], []
     for start in range(0, count, REQUEST):
@@ -187,7 +189,8 @@ def write_case(
         for old in (folder / sub).iterdir():
             old.unlink()
     (folder / "case.toml").write_text(
-        f'[case]\ndescription = "{description}"\nextends = "../../firelake.toml"\n', encoding="utf-8"
+        f'[case]\ndescription = "{description}"\nextends = "../../firelake.toml"\n',
+        encoding="utf-8",
     )
     with (folder / "input" / "raw-events.jsonl").open("wb") as out:
         out.writelines(write_events(recorded(records, stamps)))
@@ -207,6 +210,68 @@ def write_case(
     (folder / "expected" / "dlq.json").write_text(json.dumps(dlq, indent=1) + "\n", "utf-8")
 
 
+def _parse(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+def window_expectations(records: list[Record]) -> dict[str, Any]:
+    """Plays per content per minute (the example's tumbling window), for the windows that
+    close on any partitioning: those ending a minute before the last playback event's time
+    minus the grace period (30 s) — the watermark of the slowest partition is near it."""
+    playback = [r.data for r in records if r.data["event_type"] in PLAYBACK_TYPES]
+    watermark = max(_parse(e["event_time"]) for e in playback) - timedelta(seconds=30)
+    cutoff = watermark.replace(second=0, microsecond=0) - timedelta(minutes=1)
+    plays: dict[tuple[str, str], list[str]] = defaultdict(list)
+    for event in playback:
+        if event["event_type"] == "start":
+            start = _parse(event["event_time"]).replace(second=0, microsecond=0)
+            if start + timedelta(minutes=1) <= cutoff:
+                plays[(_minute(event["event_time"]), event["content_id"])].append(event["user_id"])
+    sql = (
+        "SELECT strftime(window_start, '%Y-%m-%dT%H:%M') AS minute, content_id, plays, viewers\n"
+        "FROM plays_per_minute\n"
+        f"WHERE is_final AND window_end <= TIMESTAMPTZ '{cutoff.isoformat()}'"
+    )
+    rows = [
+        {"minute": m, "content_id": c, "plays": len(u), "viewers": len(set(u))}
+        for (m, c), u in sorted(plays.items())
+    ]
+    per_minute = Counter(m for m, _ in plays for _ in [0])
+    return {
+        "plays_per_minute": (sql, rows),
+        "windows_closed": (
+            "SELECT strftime(window_start, '%Y-%m-%dT%H:%M') AS minute, count(*) AS contents\n"
+            "FROM plays_per_minute\n"
+            f"WHERE is_final AND window_end <= TIMESTAMPTZ '{cutoff.isoformat()}'\n"
+            "GROUP BY 1 ORDER BY 1",
+            [{"minute": m, "contents": n} for m, n in sorted(per_minute.items())],
+        ),
+    }
+
+
+def windows_case() -> None:
+    records, stamps = generate(6_000, seed=5, invalid_ratio=0.0, step=timedelta(milliseconds=60))
+    folder = CASES / "windows"
+    for sub in ("input", "expected"):
+        (folder / sub).mkdir(parents=True, exist_ok=True)
+        for old in (folder / sub).iterdir():
+            old.unlink()
+    (folder / "case.toml").write_text(
+        "[case]\n"
+        'description = "Plays per content per minute (tumbling window) over six minutes of '
+        'playback"\n'
+        'extends = "../../firelake.toml"\n',
+        encoding="utf-8",
+    )
+    with (folder / "input" / "raw-events.jsonl").open("wb") as out:
+        out.writelines(write_events(recorded(records, stamps)))
+    for query, (sql, rows) in window_expectations(records).items():
+        (folder / "expected" / f"{query}.sql").write_text(sql + "\n", encoding="utf-8")
+        (folder / "expected" / f"{query}.json").write_text(
+            json.dumps(rows, indent=1) + "\n", encoding="utf-8"
+        )
+
+
 def main() -> None:
     records, stamps = generate(10_000, seed=2026, invalid_ratio=0.03)
     write_case(
@@ -224,6 +289,7 @@ def main() -> None:
         keep=["table_counts", "no_duplicates"],
         csv_names=("table_counts",),
     )
+    windows_case()
     print(f"wrote the cases under {CASES}")
 
 
