@@ -17,6 +17,7 @@ the query engine skips them.
 
 from __future__ import annotations
 
+import gzip
 import os
 import re
 from collections import Counter
@@ -42,6 +43,7 @@ from sinks.manifest import live_table_files
 from sinks.paths import ERRORS_DIR, STATE_DIR
 
 __all__ = [
+    "JSON_SUFFIXES",
     "RESERVED_FOLDERS",
     "DataFile",
     "FileProblem",
@@ -51,6 +53,7 @@ __all__ = [
     "Partition",
     "TableInfo",
     "dominant_layout",
+    "json_table_info",
     "list_tables",
     "live_table_files",
     "parse_partition",
@@ -134,6 +137,9 @@ class TableInfo:
     destination: Destination | None = field(default=None, compare=False, repr=False)
     #: The Hive keys of the table's folders, outermost first (e.g. ``("dt", "hour")``).
     layout: tuple[str, ...] = ()
+    #: ``parquet``, or ``json`` for raw JSON-lines tables (Firehose without format
+    #: conversion; rows are counted from the lines).
+    format: str = "parquet"
 
 
 def parse_partition(relative: Path | PurePosixPath) -> tuple[str, int] | None:
@@ -340,7 +346,81 @@ def list_tables(lake: LakeRoot | Lake, footers: FooterCache | None = None) -> li
     located = (lake if isinstance(lake, Lake) else Lake.at(lake)).locate()
     tables = []
     for name, destination in located.items():
-        info = table_info(destination, name, footers)
+        info = table_info(destination, name, footers) or json_table_info(destination, name)
         if info is not None:
             tables.append(info)
     return tables
+
+
+#: Endings of raw JSON-lines data files (Firehose writes ``.gz`` without conversion).
+JSON_SUFFIXES = (".json", ".jsonl", ".ndjson", ".json.gz", ".jsonl.gz", ".ndjson.gz", ".gz")
+#: Line counts of JSON files already read, by (key, size, mtime): files are written once.
+_JSON_LINES: dict[tuple[str, str, int, float], int] = {}
+
+
+def _json_lines(destination: Destination, info: ObjectInfo) -> int | None:
+    """Rows of one JSON-lines file (cached), or None when it cannot be read."""
+    token = (destination.url, info.key, info.size, info.mtime)
+    if token not in _JSON_LINES:
+        data = destination.get(info.key)
+        if data is None:
+            return None
+        if info.key.endswith(".gz"):
+            try:
+                data = gzip.decompress(data)
+            except (OSError, EOFError):
+                return None
+        if len(_JSON_LINES) > 100_000:
+            _JSON_LINES.clear()
+        _JSON_LINES[token] = data.count(b"\n") + (1 if data and not data.endswith(b"\n") else 0)
+    return _JSON_LINES[token]
+
+
+def json_table_info(destination: Destination, table: str) -> TableInfo | None:
+    """A raw JSON-lines table (no Parquet file): its files in the Hive layout, rows counted
+    from the lines; None when the folder holds no such file."""
+    listing = [
+        info
+        for info in destination.list(f"{table}/")
+        if info.key.endswith(JSON_SUFFIXES)
+        and not any(part.startswith(".") for part in info.key.split("/"))
+    ]
+    files: list[DataFile] = []
+    layouts: list[tuple[str, ...]] = []
+    problems: list[FileProblem] = []
+    for info in listing:
+        location = _location(destination, info.key)
+        relative = PurePosixPath(info.key).relative_to(table)
+        partition = parse_partition(relative)
+        if partition is None:
+            problems.append(FileProblem(location, f"{OUTSIDE_LAYOUT}; not read"))
+            continue
+        rows = _json_lines(destination, info)
+        if rows is None:
+            problems.append(FileProblem(location, "unreadable JSON-lines file"))
+            continue
+        files.append(DataFile(location, rows, info.size, *partition, info.mtime))
+        layouts.append(partition_keys(relative))
+    layout, kept = dominant_layout(layouts)
+    files = [data_file for index, data_file in enumerate(files) if index in kept]
+    if not files:
+        return None
+    totals: dict[tuple[str, int], list[int]] = {}
+    for data_file in files:
+        entry = totals.setdefault((data_file.dt or "", data_file.hour or 0), [0, 0, 0])
+        entry[0] += 1
+        entry[1] += data_file.rows
+        entry[2] += data_file.bytes
+    return TableInfo(
+        name=table,
+        path=_location(destination, table),
+        files=len(files),
+        rows=sum(f.rows for f in files),
+        bytes=sum(f.bytes for f in files),
+        partitions=tuple(Partition(d, h, *t) for (d, h), t in sorted(totals.items())),
+        data_files=tuple(files),
+        problems=tuple(problems),
+        destination=destination,
+        layout=layout,
+        format="json",
+    )

@@ -63,6 +63,7 @@ import pyarrow.parquet as pq
 
 from firelake.config import FirelakeConfig
 from queries.catalog import (
+    JSON_SUFFIXES,
     FooterCache,
     Lake,
     LakeRoot,
@@ -504,6 +505,34 @@ class QueryEngine:
         )
         self._listed[table] = compacted
 
+    def _create_json_view(self, info: TableInfo) -> None:
+        """A raw JSON-lines table (Firehose without format conversion) as a view over
+        DuckDB's ``read_json``: columns inferred, unified by name, Hive keys typed, gzip
+        by file name. Call with the lock held."""
+        destination = info.destination
+        if not isinstance(destination, LocalDestination):
+            raise ValueError("JSON-lines tables on S3 cannot be read yet (local lakes only)")
+        root = Path(destination.root).resolve()
+        self._roots[info.name] = root
+        folders = "".join(f"{_glob_escape(key)}=*/" for key in info.layout)
+        # Each file's longest ending (".json.gz" rather than ".gz"); an ending that another
+        # one ends with already matches those files too (".gz" covers ".json.gz").
+        longest = {
+            max((e for e in JSON_SUFFIXES if str(f.path).endswith(e)), key=len)
+            for f in info.data_files
+        }
+        endings = sorted(e for e in longest if not any(o != e and e.endswith(o) for o in longest))
+        globs = ", ".join(
+            _sql_string(f"{root}/{info.name}/{folders}[!.]*{ending}") for ending in endings
+        )
+        self._conn.execute(
+            f"CREATE OR REPLACE VIEW {_identifier(info.name)} AS SELECT * FROM read_json("
+            f"[{globs}], format = 'newline_delimited', compression = 'auto', "
+            f"hive_partitioning = true, union_by_name = true, hive_types = {HIVE_TYPES})"
+        )
+        self._views.add(info.name)
+        self._listed[info.name] = False
+
     def _register_remote(self, table: str) -> None:
         """List an S3 table (manifest first) and re-register it if the listing changed.
 
@@ -586,6 +615,9 @@ class QueryEngine:
                 destination = info.destination
                 self._layouts[info.name] = info.layout
                 try:
+                    if info.format == "json":
+                        self._create_json_view(info)
+                        continue
                     if destination is not None and not isinstance(destination, LocalDestination):
                         state = self._remote.get(info.name)
                         if state is None or state.destination is not destination:
@@ -605,7 +637,7 @@ class QueryEngine:
                             self._roots[info.name] = Path(destination.root).resolve()
                         self._create_view(info.name)
                         self._views.add(info.name)
-                except (duckdb.Error, OSError, pa.ArrowException) as exc:
+                except (duckdb.Error, OSError, ValueError, pa.ArrowException) as exc:
                     errors[info.name] = str(exc)
                     self._drop(info.name)
             self._tables = {info.name: info for info in tables if info.name not in errors}
