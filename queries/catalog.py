@@ -254,6 +254,18 @@ def table_info(
     files = [data_file for index, data_file in enumerate(files) if index in kept]
     if not files:
         return None
+    return _table_info(destination, table, files, problems, layout)
+
+
+def _table_info(
+    destination: Destination,
+    table: str,
+    files: Sequence[DataFile],
+    problems: Sequence[FileProblem],
+    layout: tuple[str, ...],
+    format: str = "parquet",
+) -> TableInfo:
+    """A table's entry from its files: totals and per-partition totals."""
     totals: dict[tuple[str, int], list[int]] = {}
     for data_file in files:
         if data_file.dt is None or data_file.hour is None:
@@ -277,6 +289,7 @@ def table_info(
         problems=tuple(problems),
         destination=destination,
         layout=layout,
+        format=format,
     )
 
 
@@ -405,22 +418,4 @@ def json_table_info(destination: Destination, table: str) -> TableInfo | None:
     files = [data_file for index, data_file in enumerate(files) if index in kept]
     if not files:
         return None
-    totals: dict[tuple[str, int], list[int]] = {}
-    for data_file in files:
-        entry = totals.setdefault((data_file.dt or "", data_file.hour or 0), [0, 0, 0])
-        entry[0] += 1
-        entry[1] += data_file.rows
-        entry[2] += data_file.bytes
-    return TableInfo(
-        name=table,
-        path=_location(destination, table),
-        files=len(files),
-        rows=sum(f.rows for f in files),
-        bytes=sum(f.bytes for f in files),
-        partitions=tuple(Partition(d, h, *t) for (d, h), t in sorted(totals.items())),
-        data_files=tuple(files),
-        problems=tuple(problems),
-        destination=destination,
-        layout=layout,
-        format="json",
-    )
+    return _table_info(destination, table, files, problems, layout, "json")
