@@ -1,1 +1,1 @@
-SELECT submission_id, student_id, challenge_id, passed FROM results
+SELECT DISTINCT submission_id, student_id, challenge_id, passed FROM results
