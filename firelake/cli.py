@@ -756,8 +756,12 @@ def cmd_windows(args: argparse.Namespace) -> int:
                 print(f"backfilled {len(rows)} windows into {spec.output} ({sent} envelopes)")
             return 0
         since, until = _epoch_us(args.since), _epoch_us(args.until)
-        live = engine.query(verify.live_sql(spec, tables, since, None), max_rows=limit)
-        live_rows = [dict(zip(live.columns, r, strict=True)) for r in live.rows]
+        if tables.source not in engine.tables:
+            raise UsageError(f"no table {tables.source!r} in the lake yet: nothing to verify")
+        live_rows = []
+        if tables.output in engine.tables:  # else: no window has closed yet
+            live = engine.query(verify.live_sql(spec, tables, since, None), max_rows=limit)
+            live_rows = [dict(zip(live.columns, r, strict=True)) for r in live.rows]
         if until is None:
             until = max((r["window_end"] for r in live_rows), default=0)
         live_rows = [r for r in live_rows if r["window_end"] <= until]
