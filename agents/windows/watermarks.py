@@ -12,10 +12,11 @@ partition has moved past its end (plus grace). Two things keep that honest:
   count in it (the window's watermark never passes a partition's).
 - **Idle partitions**: a partition without events holds the minimum back forever. One
   silent for ``idle_timeout_seconds`` (by the injected clock) is left out of the minimum
-  until it speaks again; when every partition is idle the largest watermark counts, so the
-  last windows of a stream that stopped still close. This trades determinism for progress:
-  an event that arrives on a partition after it was idle may find its window closed and go
-  to the late stream (0 turns the exclusion off).
+  until it speaks again; when every partition is idle the largest watermark counts, so a
+  stream that stopped still closes every window ending before its latest event time minus
+  grace (the window holding that event waits for event time to pass its end, as on KDA).
+  This trades determinism for progress: an event that arrives on a partition after it was
+  idle may find its window closed and go to the late stream (0 turns the exclusion off).
 """
 
 from __future__ import annotations
