@@ -19,8 +19,10 @@ partition to ``partition`` or, without one, to the line's number.
 
 :func:`pack` turns recorded events back into Kafka messages for a target stream: each
 event goes to its key's partition (MD5 hash ranges, as the ingest does, so a recording
-replays onto the partitions it came from, and onto more partitions key by key), runs of
-one partition with one timestamp and one set of headers become envelopes, and
+replays onto the partitions it came from, and onto more partitions key by key); the
+events of one recorded message become one envelope again (so offsets and places in
+envelopes come back as recorded), hand-written runs of one partition with one timestamp
+and one set of headers become envelopes of bounded size, and
 :func:`interleave` orders the messages by timestamp without ever reordering a partition.
 Pure: no Kafka client.
 """
@@ -276,13 +278,24 @@ def pack(
         for number, event in items:
             if group:
                 head = group[0][1]
+                if head.offset is not None or event.offset is not None:
+                    # Recorded events: one message per original message, so each offset
+                    # (and a DLQ record's source offset and index) comes back as it was.
+                    same = batched and (event.partition, event.offset) == (
+                        head.partition,
+                        head.offset,
+                    )
+                else:
+                    same = (
+                        batched
+                        and event.timestamp == head.timestamp
+                        and len(group) < max_events
+                        and size + len(event.value) + 1 <= max_bytes
+                    )
                 same = (
-                    batched
-                    and event.timestamp == head.timestamp
+                    same
                     and event.headers == head.headers
                     and (event.key is None) == (head.key is None)
-                    and len(group) < max_events
-                    and size + len(event.value) + 1 <= max_bytes
                 )
                 if not same:
                     messages.append(_message(group, partition, batched))

@@ -260,7 +260,7 @@ def _check_dlq(
         outcome.passed = outcome.updated = True
         return
     expected = [{"error_type": k, "n": v} for k, v in sorted((case.dlq or {}).items())]
-    diff = compare_rows("dlq", expected, outcome.rows, ["error_type", "n"])
+    diff = compare_rows(outcome.sql or "dlq", expected, outcome.rows, ["error_type", "n"])
     outcome.passed = not diff
     outcome.report = diff.render("dlq (expected/dlq.json: error_type -> count)") if diff else ""
 

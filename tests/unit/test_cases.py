@@ -114,6 +114,14 @@ def test_pack_splits_runs_by_time_count_and_bytes_and_single_streams_per_event()
     assert all(envelope.header(m.headers, envelope.HEADER_FORMAT) is None for m in single[0])
 
 
+def test_recorded_messages_come_back_one_for_one() -> None:
+    events = [
+        RecordedEvent(orjson.dumps({"n": n}), "k", 0, n // 3, n % 3, 1000) for n in range(9)
+    ]
+    messages = pack(events, 1)[0]
+    assert [m.events for m in messages] == [3, 3, 3]  # same timestamp, three original offsets
+
+
 def test_interleave_orders_by_time_without_reordering_a_partition() -> None:
     packed = pack(_events(300), 3)
     merged = list(interleave(packed))
