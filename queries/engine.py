@@ -382,6 +382,8 @@ class QueryEngine:
         self._remote: dict[str, _RemoteTable] = {}
         #: Reads of those datasets (their bytes scanned: DuckDB's profiler sees none).
         self._reads = ReadLog()
+        #: Parquet footers of the lake's files, kept across refreshes.
+        self._footers: FooterCache = {}
         #: Tables whose view lists its files (compacted tables), by name.
         self._listed: dict[str, bool] = {}
         #: Tables whose view could not be created this refresh, with DuckDB's reason.
@@ -603,8 +605,17 @@ class QueryEngine:
         A table whose view cannot be created (say, a corrupt file) is left out and named
         in :attr:`view_errors`; the other tables stay queryable.
         """
-        footers: FooterCache = {}
+        # Lake files are written once: footers read by earlier refreshes stay valid (keyed
+        # by key, size and mtime), so a refresh reads only the footers of new files.
+        footers = self._footers
         tables = list_tables(self.lake, footers)
+        live = {
+            (str(PurePosixPath(str(f.path)).relative_to(PurePosixPath(str(info.path)).parent)),)
+            for info in tables
+            for f in info.data_files
+        }
+        for token in [t for t in footers if (t[0],) not in live]:
+            del footers[token]  # gone files: the cache never grows past the lake
         with self._lock:
             errors: dict[str, str] = {}
             current = {info.name: info.destination for info in tables}
