@@ -75,28 +75,35 @@ class Quiescence:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _holds_records(self, tp: TopicPartition, start: int, end: int) -> bool:
-        """Whether [start, end) of a partition holds a record a consumer would see.
+    def _with_records(self, gaps: Mapping[TopicPartition, tuple[int, int]]) -> set[TopicPartition]:
+        """The partitions whose gap [start, end) holds a record a consumer would see.
 
-        A short-lived consumer reads just that gap (a long-lived one that seeks back and
-        forth across partitions was seen to stall); a gap found to hold only markers is
-        remembered, so each gap is read once.
+        One short-lived consumer reads the gaps of a look (a long-lived one that seeks back
+        and forth was seen to stall); a gap found to hold only markers is remembered, so
+        each gap is read once.
         """
-        if (tp, start, end) in self._markers_only:
-            return False
+        todo = {tp: g for tp, g in gaps.items() if (tp, *g) not in self._markers_only}
+        found: set[TopicPartition] = set()
+        if not todo:
+            return found
         reader = KafkaConsumer(**self._reader)
         try:
-            reader.assign([tp])
-            reader.seek(tp, start)
+            reader.assign(list(todo))
+            for tp, (start, _) in todo.items():
+                reader.seek(tp, start)
             deadline = time.monotonic() + 5.0
-            while time.monotonic() < deadline:
-                polled = reader.poll(timeout_ms=200, max_records=1)
-                if any(start <= r.offset < end for batch in polled.values() for r in batch):
-                    return True
-                if reader.position(tp) >= end:
-                    self._markers_only.add((tp, start, end))
-                    return False
-            return True
+            while todo and time.monotonic() < deadline:
+                polled = reader.poll(timeout_ms=200, max_records=100)
+                for tp, records in polled.items():
+                    start, end = todo.get(tp, (0, -1))
+                    if any(start <= r.offset < end for r in records):
+                        found.add(tp)
+                        del todo[tp]
+                for tp, (start, end) in list(todo.items()):
+                    if reader.position(tp) >= end:
+                        self._markers_only.add((tp, start, end))
+                        del todo[tp]
+            return found | set(todo)  # undecided at the deadline: still pending
         finally:
             reader.close()
 
@@ -113,16 +120,14 @@ class Quiescence:
         for spec in self.groups:
             tps = wanted[spec.name]
             committed: Mapping[TopicPartition, object] = offsets.get(spec.name) or {}
-            behind = 0
+            gaps = {}
             for tp in tps:
                 end = ends.get(tp, 0)
                 meta = committed.get(tp)
-                offset = getattr(meta, "offset", -1) if meta is not None else -1
-                start = max(offset, 0)
-                if start >= end:
-                    continue
-                if self._holds_records(tp, start, end):
-                    behind += 1
+                start = max(getattr(meta, "offset", -1) if meta is not None else -1, 0)
+                if start < end:
+                    gaps[tp] = (start, end)
+            behind = len(self._with_records(gaps))
             if behind:
                 lagging[spec.name] = behind
                 if not full:
