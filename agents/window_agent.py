@@ -140,9 +140,17 @@ class ActiveMemberAssignor(AbstractPartitionAssignor):
 async def ensure_changelog(config: FirelakeConfig, bootstrap: str, window: str) -> str:
     """Create the window's compacted changelog topic unless it exists; its name."""
     topic = changelog_topic(window)
+    # Compaction only cleans closed segments: short segments keep what a restore reads near
+    # the open windows' size instead of a week of history (Kafka's default segment.ms).
     spec = TopicSpec(
         partitions=1,
-        configs={"cleanup.policy": "compact", "max.message.bytes": str(MAX_REQUEST_BYTES)},
+        configs={
+            "cleanup.policy": "compact",
+            "max.message.bytes": str(MAX_REQUEST_BYTES),
+            "segment.ms": str(10 * 60 * 1000),
+            "segment.bytes": str(64 * 1024 * 1024),
+            "min.cleanable.dirty.ratio": "0.2",
+        },
     )
 
     def create() -> None:
