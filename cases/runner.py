@@ -317,7 +317,10 @@ def run_case(
         ensure_topics(config, bootstrap)
         with log_path.open("wb") as log:
             process = subprocess.Popen(
-                [sys.executable, "-m", "firelake.cli", "up", "--config", str(config_path)],
+                [
+                    *(sys.executable, "-m", "firelake.cli", "up", "--no-serving"),
+                    *("--config", str(config_path)),
+                ],
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 env=_child_env(bootstrap),

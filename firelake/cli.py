@@ -134,7 +134,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         created = ensure_topics(config, bootstrap)
         if created:
             log.info("created streams: %s", ", ".join(created))
-        services = pipeline_services(config, args.config, bootstrap)
+        services = pipeline_services(config, args.config, bootstrap, not args.no_serving)
         if broker is not None:
             # The broker up started is supervised like every service, and stops last.
             kafka = ServiceSpec("kafka", (), spawn=BrokerProcess(broker).start, stop_last=True)
@@ -406,9 +406,12 @@ def cmd_test(args: argparse.Namespace) -> int:
     from cases.command import run_test_command
 
     bootstrap, broker = _test_bootstrap(_config(args))
+    cases = args.cases
+    if not cases and getattr(args, "example", None):
+        cases = [str(example_config_path(args.example).parent / "cases")]
     try:
         return run_test_command(
-            args.cases,
+            cases,
             bootstrap,
             pattern=args.k,
             update=args.update,
@@ -829,6 +832,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command("up", cmd_up, "run the whole pipeline: Kafka, ingest, routers, sinks")
     p.add_argument(
+        "--no-serving",
+        action="store_true",
+        help="no ingest API and no query service (replay tests feed streams themselves)",
+    )
+    p.add_argument(
         "--exit-on-failure",
         action="store_true",
         help="exit non-zero as soon as a service is given up on (default: run on, unhealthy)",
@@ -914,7 +922,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="instead: send a sink's raw archive of TABLE into --into",
     )
     p = command("test", cmd_test, "run stream replay test cases (folders with case.toml)")
-    p.add_argument("cases", nargs="*", help="case folders, or folders above them (default: cases)")
+    p.add_argument(
+        "cases",
+        nargs="*",
+        help="case folders, or folders above them (default: cases, or the --example's)",
+    )
     p.add_argument("-k", default=None, metavar="PATTERN", help="only cases whose name matches")
     p.add_argument("--update", action="store_true", help="rewrite expected files from results")
     p.add_argument("--junit-xml", default=None, metavar="FILE", help="write JUnit XML to FILE")

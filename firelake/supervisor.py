@@ -134,9 +134,11 @@ class ChildProcess:
 
 
 def pipeline_services(
-    config: FirelakeConfig, config_path: str | None, bootstrap: str
+    config: FirelakeConfig, config_path: str | None, bootstrap: str, serving: bool = True
 ) -> list[ServiceSpec]:
-    """The child processes that make up the pipeline of a configuration."""
+    """The child processes that make up the pipeline of a configuration (without
+    ``serving``: no ingest API and no query service — replay tests feed the streams and
+    read the lake themselves, and start faster)."""
     env = {
         "FIRELAKE_KAFKA_BOOTSTRAP": bootstrap,
         "FIRELAKE_LAKE": config.lake_url,
@@ -145,7 +147,7 @@ def pipeline_services(
     config_args = ("--config", config_path) if config_path else ()
     # Ingest workers listen on the one port with SO_REUSEPORT; the kernel spreads
     # connections over them.
-    workers = config.ingest.workers
+    workers = config.ingest.workers if serving else 0
     services = [
         ServiceSpec(
             "ingest" if workers == 1 else f"ingest:{worker}", (*cli, "ingest", *config_args), env
@@ -175,7 +177,8 @@ def pipeline_services(
     sink_env = {**env, "FIRELAKE_SINK_INSTANCE_ID": f"firelake-sinks-{socket.gethostname()}"}
     services.append(ServiceSpec("sinks", (*cli, "sink", "--all", *config_args), sink_env))
     # SQL over the lake (HTTP query API); it reads the lake only, never Kafka.
-    services.append(ServiceSpec("queries", (*cli, "serve-queries", *config_args), env))
+    if serving:
+        services.append(ServiceSpec("queries", (*cli, "serve-queries", *config_args), env))
     # A seed system's own services ([apps.N]), e.g. Code Developer University's API.
     for name in config.apps:
         argv = (*cli, "app", "--name", name, *config_args)
