@@ -15,11 +15,11 @@ from __future__ import annotations
 import re
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from agents.cdu.sandbox import SandboxTest
+from agents.cdu.sandbox import SANDBOX_LANGUAGES, SandboxTest
 
 __all__ = [
     "LANGUAGES",
@@ -33,7 +33,7 @@ __all__ = [
 #: XP a passed challenge earns, by difficulty (the book: 50-500 XP).
 XP_BY_DIFFICULTY = {1: 50, 2: 100, 3: 200, 4: 350, 5: 500}
 #: Languages the scorer runs.
-LANGUAGES = ("python",)
+LANGUAGES = SANDBOX_LANGUAGES
 _ID_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,63}$")
 _FUNCTION_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 
@@ -55,6 +55,11 @@ class Challenge:
     reference: str = ""
     mistakes: tuple[str, ...] = ()
     path: str = ""
+    solutions: Mapping[str, str] = field(default_factory=dict)  # language -> reference
+
+    def reference_in(self, language: str) -> str:
+        """The reference solution in a language ('' without one)."""
+        return self.reference if language == "python" else self.solutions.get(language, "")
 
     @property
     def xp(self) -> int:
@@ -69,7 +74,7 @@ class Challenge:
             "xp": self.xp,
             "function": self.function,
             "statement": self.statement,
-            "languages": list(LANGUAGES),
+            "languages": [lang for lang in LANGUAGES if self.reference_in(lang)],
             "tests": [t.name for t in self.tests],
         }
 
@@ -100,7 +105,8 @@ def parse_challenge(text: str, source: str = "<challenge>") -> Challenge:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ChallengeError(f"{source}: (syntax): {exc}") from exc
-    known = {"id", "title", "difficulty", "function", "statement", "tests", "reference", "mistakes"}
+    known = {"id", "title", "difficulty", "function", "statement", "tests", "reference"}
+    known |= {"mistakes", "solutions"}
     unknown = sorted(set(data) - known)
     if unknown:
         raise ChallengeError(
@@ -133,7 +139,16 @@ def parse_challenge(text: str, source: str = "<challenge>") -> Challenge:
     mistakes = data.get("mistakes", [])
     if not isinstance(mistakes, list) or not all(isinstance(m, str) for m in mistakes):
         raise ChallengeError(f"{source}: mistakes: must be a list of source strings")
+    solutions = data.get("solutions", {})
+    if not isinstance(solutions, dict) or not all(
+        lang in LANGUAGES and lang != "python" and isinstance(code, str)
+        for lang, code in solutions.items()
+    ):
+        raise ChallengeError(
+            f"{source}: solutions: a table of language = source ({', '.join(LANGUAGES[1:])})"
+        )
     return Challenge(
+        solutions=solutions,
         id=ident,
         title=_need(data, "title", str, source),
         difficulty=difficulty,

@@ -67,6 +67,11 @@ def check_challenge(path: Path) -> list[str]:
         if not run.passed:
             failing = "; ".join(t.message for t in run.tests if not t.passed) or run.reason
             problems.append(f"reference: fails its own tests: {failing}")
+    for language, solution in challenge.solutions.items():
+        run = run_submission(solution, challenge.function, challenge.tests, language=language)
+        if not run.passed:
+            failing = "; ".join(t.message for t in run.tests if not t.passed) or run.reason
+            problems.append(f"solutions.{language}: fails its own tests: {failing}")
     for index, mistake in enumerate(challenge.mistakes):
         if run_submission(mistake, challenge.function, challenge.tests).passed:
             problems.append(f"mistakes[{index}]: passes every test (the tests miss it)")

@@ -43,6 +43,29 @@ HOSTILE: Mapping[str, str] = {
     "native_code": "import ctypes\ndef {f}(*args):\n    return ctypes.string_at(0)\n",
     "sleep_forever": "import time\ndef {f}(*args):\n    time.sleep(3600)\n",
 }
+#: The same attacks in JavaScript (those with a JavaScript form), by the same names.
+HOSTILE_JS: Mapping[str, str] = {
+    "infinite_loop": "function {f}(...args) {{ while (true) {{}} }}\n",
+    "memory_bomb": (
+        "function {f}(...args) {{ const hog = []; "
+        "while (true) {{ hog.push(new Array(1e6).fill(1)); }} }}\n"
+    ),
+    "fork": (
+        "function {f}(...args) {{ const p = this.constructor.constructor('return process')(); "
+        "return p.mainModule.require('child_process').execSync('id').toString(); }}\n"
+    ),
+    "huge_output": (
+        "function {f}(...args) {{ while (true) {{ console.log('spam'.repeat(1000)); }} }}\n"
+    ),
+    "read_outside": (
+        "function {f}(...args) {{ const p = this.constructor.constructor('return process')(); "
+        "return p.mainModule.require('fs').readFileSync('/etc/passwd', 'utf8'); }}\n"
+    ),
+    "sleep_forever": (
+        "function {f}(...args) {{ "
+        "Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 3600000); }}\n"
+    ),
+}
 _SLOW_PREFIX = "import time as _time\n"
 
 
@@ -58,6 +81,7 @@ class Planned:
     expected_pass: bool
     retry_index: int = -1  # index of the submission this one retries (-1: none)
     attack: str = ""
+    language: str = "python"
 
 
 @dataclass
@@ -82,6 +106,27 @@ class LoadReport:
         )
 
 
+def _slow_js(challenge: Challenge) -> str:
+    """The JavaScript reference, busy 20 ms per call: slow, but within the limits."""
+    return (
+        challenge.reference_in("javascript")
+        + f"\nconst _fast = {challenge.function};\n"
+        + f"{challenge.function} = (...args) => {{ const end = Date.now() + 20; "
+        + "while (Date.now() < end) {} return _fast(...args); };\n"
+    )
+
+
+def _javascript(challenge: Challenge, kind: str, attack: str) -> tuple[str, bool]:
+    """A JavaScript submission of a kind: an unfinished function stands for the buggy one."""
+    if kind in ("good", "retry"):
+        return challenge.reference_in("javascript"), True
+    if kind == "slow":
+        return _slow_js(challenge), True
+    if kind == "hostile":
+        return HOSTILE_JS[attack].format(f=challenge.function), False
+    return f"function {challenge.function}(...args) {{\n  return null; // TODO\n}}\n", False
+
+
 def _slow(challenge: Challenge) -> str:
     """The reference solution, sleeping 0.05 s per call: slow, but within the limits."""
     body = challenge.reference.strip("\n")
@@ -100,11 +145,15 @@ def plan_submissions(
     paid_share: float = 0.1,
     retry_share: float = 0.3,
     mix: Mapping[str, float] = KIND_MIX,
+    javascript_share: float = 0.3,
 ) -> list[Planned]:
-    """A deterministic list of submissions (same seed, same list)."""
+    """A deterministic list of submissions (same seed, same list). A ``javascript_share``
+    of the students write JavaScript where the challenge has a JavaScript reference."""
     rng = random.Random(seed)
     usable = [c for c in challenges if c.reference]
     paid = {f"student-{i:04d}" for i in range(students) if rng.random() < paid_share}
+    js_rng = random.Random(seed + 1)  # its own stream: the Python plan stays as it was
+    writes_js = {f"student-{i:04d}" for i in range(students) if js_rng.random() < javascript_share}
     kinds, weights = zip(*mix.items(), strict=True)
     planned: list[Planned] = []
     hostile = 0
@@ -126,10 +175,23 @@ def plan_submissions(
             source, passes = HOSTILE[attack].format(f=challenge.function), False
         else:
             kind, source, passes = "good", challenge.reference, True
-        planned.append(Planned(student, challenge.id, kind, source, plan, passes, attack=attack))
+        language = "python"
+        if student in writes_js and challenge.reference_in("javascript"):
+            language = "javascript"
+            if kind == "hostile" and attack not in HOSTILE_JS:
+                attack = sorted(HOSTILE_JS)[hostile % len(HOSTILE_JS)]
+            source, passes = _javascript(challenge, kind, attack)
+        planned.append(
+            Planned(
+                student, challenge.id, kind, source, plan, passes, attack=attack, language=language
+            )
+        )
         if kind == "buggy" and len(planned) < submissions and rng.random() < retry_share:
             # The student fixes the bug and resubmits, naming the failed submission.
-            fixed = Planned(student, challenge.id, "retry", challenge.reference, plan, True)
+            fixed_source = challenge.reference_in(language)
+            fixed = Planned(
+                student, challenge.id, "retry", fixed_source, plan, True, language=language
+            )
             planned.append(replace(fixed, retry_index=len(planned) - 1))
     return planned
 
@@ -163,7 +225,7 @@ async def run_load(
             body: dict[str, Any] = {
                 "student_id": item.student_id,
                 "challenge_id": item.challenge_id,
-                "language": "python",
+                "language": item.language,
                 "source": item.source,
                 "plan": item.plan,
             }
@@ -183,7 +245,7 @@ async def run_load(
                                 "submitted_at": payload["submitted_at"],
                                 "student_id": item.student_id,
                                 "challenge_id": item.challenge_id,
-                                "language": "python",
+                                "language": item.language,
                                 "kind": item.kind,
                                 "attack": item.attack,
                                 "plan": item.plan,

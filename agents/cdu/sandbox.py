@@ -50,6 +50,7 @@ from pathlib import Path
 from typing import Any
 
 __all__ = [
+    "SANDBOX_LANGUAGES",
     "Limits",
     "RunResult",
     "SandboxTest",
@@ -59,6 +60,9 @@ __all__ = [
 ]
 
 HARNESS = Path(__file__).with_name("harness.py")
+HARNESS_JS = Path(__file__).with_name("harness.js")
+#: Languages the sandbox runs (JavaScript needs ``node`` and ``prlimit`` on the scorer).
+SANDBOX_LANGUAGES = ("python", "javascript")
 KiB = 1024
 MiB = 1024 * KiB
 
@@ -163,6 +167,8 @@ def _signal_reason(code: int, limits: Limits) -> str:
         return f"output limit exceeded ({limits.output_bytes} bytes)"
     if sig == signal.SIGKILL:
         return "killed (memory limit or CPU hard limit)"
+    if sig in (signal.SIGABRT, signal.SIGTRAP):
+        return "memory limit exceeded (the runtime aborted)"
     if sig == signal.SIGSEGV:
         return "crashed the interpreter (segmentation fault)"
     try:
@@ -197,7 +203,42 @@ def _interpreter(unprivileged: bool) -> str:
     )
 
 
-def _argv(root: Path, isolate_net: bool, unprivileged: bool) -> list[str]:
+def _node_argv(root: Path, limits: Limits) -> list[str]:
+    """node under prlimit (it cannot lower its own limits) with the permission model on.
+
+    V8 reserves far more address space than it uses, so the address-space limit is at least
+    2 GiB and the heap is bounded by ``--max-old-space-size`` instead; no RLIMIT_NPROC (node
+    needs its threads): the permission model refuses child processes and workers."""
+    memory_mb = max(16, limits.memory_bytes // MiB)
+    return [
+        "prlimit",
+        f"--cpu={limits.cpu_seconds}:{limits.cpu_seconds + 1}",
+        f"--as={max(limits.memory_bytes, 2048 * MiB)}",
+        f"--fsize={limits.output_bytes}",
+        "--nofile=64",
+        "--core=0",
+        "--",
+        "node",
+        "--experimental-permission",
+        f"--allow-fs-read={root}/",
+        f"--allow-fs-write={root / 'result'}",
+        f"--max-old-space-size={memory_mb}",
+        "--no-warnings",
+        "--stack-size=984",
+        str(root / "harness.js"),
+        str(root / "spec.json"),
+        str(root / "result"),
+    ]
+
+
+def _argv(
+    root: Path, isolate_net: bool, unprivileged: bool, language: str, limits: Limits
+) -> list[str]:
+    if language == "javascript":
+        node = _node_argv(root, limits)
+        cut = node.index("--") + 1
+        namespace = ["unshare", "--user", "--net", "--"] if isolate_net else []
+        return node[:cut] + namespace + node[cut:]
     # A copy of the harness inside the run's folder: the project's folder may be
     # unreadable to the run's uid.
     python = [_interpreter(unprivileged), "-I", "-S", "-X", "utf8", str(root / "harness.py")]
@@ -210,6 +251,7 @@ def run_submission(
     function: str,
     tests: Sequence[SandboxTest],
     limits: Limits = Limits(),
+    language: str = "python",
 ) -> RunResult:
     """Run ``source`` and call ``function`` once per test, in a fresh bounded process.
 
@@ -233,6 +275,10 @@ def run_submission(
 
     if len(source.encode("utf-8", "replace")) > limits.max_source_bytes:
         return failed(f"source larger than {limits.max_source_bytes} bytes")
+    if language not in SANDBOX_LANGUAGES:
+        return failed(f"language {language!r} is not scored")
+    if language == "javascript" and not (shutil.which("node") and shutil.which("prlimit")):
+        return failed("javascript is not available on this scorer (node and prlimit needed)")
     with tempfile.TemporaryDirectory(prefix="cdu-run-") as tmp:
         root = Path(tmp)
         workdir = root / "work"
@@ -247,11 +293,12 @@ def run_submission(
         }
         spec_path.write_text(json.dumps(spec), encoding="utf-8")
         shutil.copyfile(HARNESS, root / "harness.py")
+        shutil.copyfile(HARNESS_JS, root / "harness.js")
         drop_root = os.geteuid() == 0
         if drop_root:
             os.chown(workdir, limits.run_as_uid, limits.run_as_uid)
             os.chmod(root, 0o755)
-            for path in (spec_path, root / "harness.py"):
+            for path in (spec_path, root / "harness.py", root / "harness.js"):
                 os.chmod(path, 0o644)
             result_path.touch()
             os.chown(result_path, limits.run_as_uid, limits.run_as_uid)
@@ -262,7 +309,7 @@ def run_submission(
         )
         with output_path.open("wb") as output:
             process = subprocess.Popen(
-                _argv(root, isolate_net, drop_root),
+                _argv(root, isolate_net, drop_root, language, limits),
                 cwd=workdir,
                 env={"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"},
                 stdin=subprocess.DEVNULL,

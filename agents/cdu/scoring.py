@@ -70,7 +70,8 @@ def score_one(command: Mapping[str, Any], limits: Limits | None = None) -> Resul
         return ProcessingFailed(f"unreadable submission command: {type(exc).__name__}: {exc}")
     if command.get("language") not in LANGUAGES:
         return ProcessingFailed(f"language {command.get('language')!r} is not scored")
-    run = run_submission(source, function, tests, limits or limits_from_env())
+    language = str(command["language"])
+    run = run_submission(source, function, tests, limits or limits_from_env(), language)
     return Ok(result_event(command, run.as_dict(), _now()))
 
 

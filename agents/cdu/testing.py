@@ -10,6 +10,7 @@ every submission.
 from __future__ import annotations
 
 import json
+import re
 import time
 import tomllib
 import urllib.error
@@ -26,11 +27,13 @@ __all__ = [
     "cdu_config_dict",
     "expected_profiles",
     "get_json",
+    "leftover_sandbox_processes",
     "top",
     "wait_scored",
 ]
 
 EXAMPLE = example_config_path("cdu")
+_RUN_FOLDER = re.compile(r"/[^ ]*/cdu-run-[A-Za-z0-9_]+")
 CHALLENGES_DIR = EXAMPLE.parent / "challenges"
 
 
@@ -58,6 +61,21 @@ def cdu_config_dict(
         query={"saved_dir": str(EXAMPLE.parent / "queries"), "port": free_port()},
     )
     return raw
+
+
+def leftover_sandbox_processes() -> list[str]:
+    """Processes of sandboxed runs that have finished (their run folder is gone): a run
+    that leaves one behind has harmed the host. Runs still going elsewhere are not counted."""
+    left = []
+    for proc in Path("/proc").iterdir():
+        try:
+            command = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        found = _RUN_FOLDER.search(command)
+        if found and not Path(found.group(0)).exists():
+            left.append(f"{proc.name}: {command}")
+    return left
 
 
 def get_json(url: str, timeout: float = 30) -> tuple[int, Any]:

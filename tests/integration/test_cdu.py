@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import subprocess
 import time
 from pathlib import Path
 from typing import Any
@@ -28,6 +27,7 @@ from agents.cdu.testing import (
     cdu_config_dict,
     expected_profiles,
     get_json,
+    leftover_sandbox_processes,
     top,
     wait_scored,
 )
@@ -45,9 +45,12 @@ CPU_OR_WALL = ("CPU time limit exceeded", "wall-clock limit exceeded")
 ATTACK_REASONS: dict[str, tuple[str, ...]] = {
     "infinite_loop": CPU_OR_WALL,
     "memory_bomb": ("memory limit exceeded", *CPU_OR_WALL),
-    "fork": ("sandbox violation: creating a process",),
+    "fork": ("sandbox violation: creating a process", "permission denied (ChildProcess"),
     "huge_output": ("output limit exceeded",),
-    "read_outside": ("sandbox violation: opening '/etc/passwd' outside the working directory",),
+    "read_outside": (
+        "sandbox violation: opening '/etc/passwd' outside the working directory",
+        "sandbox violation: permission denied (FileSystemRead",
+    ),
     "socket": ("sandbox violation: opening a socket", "sandbox violation: resolving a host"),
     "native_code": ("sandbox violation: importing ctypes",),
     "sleep_forever": ("wall-clock limit exceeded",),
@@ -104,9 +107,13 @@ def _check_profiles(base: str, config: Path, expected: dict[str, dict[str, Any]]
         assert status == 200, live
         assert {k: live[k] for k in profile} == profile, student
     xp = {s: p["xp"] for s, p in expected.items()}
-    python_xp = {s: p["xp_by_language"].get("python", 0) for s, p in expected.items()}
-    assert any(xp.values()), "nobody solved anything"
-    for language, scores in ((None, xp), ("python", python_xp)):
+    boards: list[tuple[str | None, dict[str, int]]] = [(None, xp)]
+    for language in ("python", "javascript"):
+        boards.append(
+            (language, {s: p["xp_by_language"].get(language, 0) for s, p in expected.items()})
+        )
+    assert all(any(scores.values()) for _, scores in boards), "a board is empty"
+    for language, scores in boards:
         query = f"?language={language}" if language else ""
         _, board = get_json(f"{base}/v1/cdu/leaderboard{query}")
         assert board["leaders"] == top(scores), language
@@ -175,9 +182,7 @@ def test_cdu_end_to_end(kafka_bootstrap: str, tmp_path: Path, suffix: str) -> No
         expected = _expected(config, report.ledger)
         _check_profiles(base, config, expected)
         # The host is unharmed: no sandboxed process outlives its run.
-        if os.geteuid() == 0:
-            left = subprocess.run(["pgrep", "-u", "65534"], capture_output=True, text=True)
-            assert left.stdout == "", left.stdout
+        assert leftover_sandbox_processes() == []
         # A fresh profile agent rebuilds the same profiles from the streams.
         rebuilt = asyncio.run(_rebuilt(config))
         assert {s: {k: p[k] for k in expected[s]} for s, p in rebuilt.items()} == expected

@@ -27,6 +27,7 @@ def test_at_least_ten_python_challenges_with_xp_from_difficulty(challenges) -> N
     assert len(challenges) >= 10
     assert {c.xp for c in challenges.values()} <= {50, 100, 200, 350, 500}
     assert all(c.tests and c.reference and c.statement for c in challenges.values())
+    assert all(c.reference_in("javascript") for c in challenges.values())
 
 
 def test_every_reference_passes_and_every_mistake_fails(challenges) -> None:
@@ -145,6 +146,7 @@ def test_the_load_plan_is_deterministic_and_mixed(challenges) -> None:
     kinds = {p.kind for p in plan}
     assert {"good", "buggy", "slow", "hostile", "retry"} <= kinds
     assert len(plan) == 300
+    assert {p.language for p in plan} == {"python", "javascript"}
 
 
 def test_the_example_config_runs_the_app_and_an_unknown_example_is_named() -> None:

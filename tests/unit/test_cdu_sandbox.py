@@ -3,13 +3,13 @@ failed with its reason, the host unharmed (no process left, no file written outs
 
 from __future__ import annotations
 
-import os
-import subprocess
+import shutil
 from pathlib import Path
 
 import pytest
 
 from agents.cdu.sandbox import Limits, SandboxTest, network_namespace_available, run_submission
+from agents.cdu.testing import leftover_sandbox_processes
 
 TESTS = (SandboxTest("small", (1, 2), 3), SandboxTest("negative", (-1, -2), -3))
 LIMITS = Limits(wall_seconds=3.0, cpu_seconds=1)
@@ -109,9 +109,7 @@ def test_hostile_submissions_fail_with_their_reason(source: str, reason: str) ->
 def test_the_host_is_unharmed_and_no_process_is_left_behind() -> None:
     run("import os\ndef add(a, b):\n    os.fork()\n")
     run("def add(a, b):\n    while True:\n        pass\n")
-    if os.geteuid() == 0:
-        left = subprocess.run(["pgrep", "-u", str(LIMITS.run_as_uid)], capture_output=True)
-        assert left.stdout == b"", left.stdout
+    assert leftover_sandbox_processes() == []
     # and the scorer keeps going
     assert run("def add(a, b):\n    return a + b\n").passed
 
@@ -133,3 +131,55 @@ def test_no_network_in_the_sandbox_even_without_the_audit_hook() -> None:
 def test_oversized_source_is_refused_before_running() -> None:
     result = run_submission("#" * 70_000, "add", TESTS, LIMITS)
     assert not result.passed and "source larger than" in result.reason
+
+
+needs_node = pytest.mark.skipif(
+    not (shutil.which("node") and shutil.which("prlimit")), reason="node and prlimit needed"
+)
+
+
+def run_js(source: str) -> object:
+    return run_submission(source, "add", TESTS, LIMITS, language="javascript")
+
+
+@needs_node
+def test_javascript_right_and_wrong_answers() -> None:
+    assert run_js("function add(a, b) { return a + b; }").passed
+    wrong = run_js("function add(a, b) { return a - b; }")
+    assert not wrong.passed and wrong.tests[0].message == "add(1, 2) returned -1, expected 3"
+
+
+@needs_node
+@pytest.mark.parametrize(
+    ("source", "reason"),
+    [
+        ("function add(a, b) { while (true) {} }", "limit exceeded"),  # CPU, or wall if loaded
+        (
+            "function add(a, b) { const x = []; while (true) x.push(new Array(1e6).fill(1)); }",
+            "memory limit exceeded",
+        ),
+        ("function add(a, b) { while (true) console.log('x'.repeat(1000)); }", "output limit"),
+        (
+            "function add(a, b) { const p = this.constructor.constructor('return process')();"
+            " return p.mainModule.require('fs').readFileSync('/etc/passwd', 'utf8'); }",
+            "sandbox violation: permission denied (FileSystemRead",
+        ),
+        (
+            "function add(a, b) { const p = this.constructor.constructor('return process')();"
+            " return p.mainModule.require('child_process').execSync('id').toString(); }",
+            "sandbox violation: permission denied (ChildProcess",
+        ),
+        (
+            "function add(a, b) { Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0,"
+            " 60000); }",
+            "wall-clock limit exceeded",
+        ),
+        ("function add(a, b) {", "SyntaxError"),
+        ("const x = require('fs');", "ReferenceError: require is not defined"),
+    ],
+    ids=["loop", "memory", "output", "read-outside", "child-process", "sleep", "syntax", "require"],
+)
+def test_hostile_javascript_fails_with_its_reason(source: str, reason: str) -> None:
+    result = run_js(source)
+    assert not result.passed
+    assert reason in result.reason, result
