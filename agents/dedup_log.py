@@ -49,7 +49,7 @@ log = logging.getLogger("firelake.router")
 #: Kept beyond the window, so a slow restart still finds the ids of the window's start.
 RETENTION_MARGIN_MS = 3_600_000
 #: Longest a read-back may take; past it the worker fails (transiently) and rejoins.
-LOAD_TIMEOUT_S = 60.0
+LOAD_TIMEOUT_S = 30.0
 
 
 def dedup_topic(router_name: str) -> str:
@@ -124,6 +124,9 @@ class DedupLog:
             client_id=self.client_id,
             enable_auto_commit=False,
             isolation_level="read_committed",
+            # A log partition without a leader (the broker just restarted) fails the
+            # take-over soon; the worker rejoins and tries again.
+            request_timeout_ms=15_000,
         )
         await consumer.start()
         loaded = 0

@@ -164,6 +164,10 @@ class RouterWorker:
         # Held while batches are routed and committed: a rebalance waits for them, so a
         # revoked partition never has a transaction in flight when its new owner starts.
         self.lock = asyncio.Lock()
+        #: Partitions being taken over (fencing, dedup read-back): their records wait.
+        self.loading: set[TopicPartition] = set()
+        #: Why the last take-over failed; the loop raises it to rejoin.
+        self.takeover_failed: Exception | None = None
 
     # ------------------------------------------------------------------ rebalance
 
@@ -181,9 +185,19 @@ class RouterWorker:
 
     async def on_assigned(self, assigned: set[TopicPartition]) -> None:
         log.info("router %s: assigned %s", self.name, sorted(map(tuple, assigned)))
-        if self.dedup_log is not None:
-            await self.dedup_log.load(assigned)
         consumer = self.consumer
+        # aiokafka starts fetching before this callback returns: hold the partitions back
+        # until the previous owner is fenced and the dedup window is read back.
+        self.loading |= assigned
+        try:
+            await self._take_over(assigned)
+        except Exception as exc:
+            # aiokafka only logs a listener's error: keep the partitions held back and
+            # make the loop rejoin, so nothing is routed without its dedup window.
+            log.warning("router %s: taking over %s failed: %r", self.name, assigned, exc)
+            self.takeover_failed = exc
+            return
+        self.loading -= assigned
         if consumer is None or self.spec.starting_position != "AT_TIMESTAMP" or not assigned:
             return
         fresh = [tp for tp in assigned if await consumer.committed(tp) is None]
@@ -196,6 +210,35 @@ class RouterWorker:
         for tp in fresh:
             meta = found.get(tp)
             consumer.seek(tp, meta.offset if meta is not None else ends[tp])
+
+    async def _take_over(self, assigned: set[TopicPartition]) -> None:
+        """Fence the previous owners, read the dedup log, then resume at the committed offsets.
+
+        Opening a partition's transactional producer makes the coordinator finish or abort
+        whatever transaction the previous owner (another worker, or this one before a
+        rejoin) left in flight; only then are the dedup log and the committed offsets final,
+        so a batch whose commit was in doubt is neither routed again nor lost.
+        """
+        consumer = self.consumer
+        if self.dedup_log is None or consumer is None:
+            return
+        for tp in assigned:
+            await self._producer(tp)
+        await self.dedup_log.load(assigned)
+        committed = {tp: await consumer.committed(tp) for tp in assigned}
+        fresh = [tp for tp, offset in committed.items() if offset is None]
+        start: dict[TopicPartition, int] = {}
+        if fresh and self.spec.starting_position == "TRIM_HORIZON":
+            start = await consumer.beginning_offsets(fresh)
+        elif fresh and self.spec.starting_position == "LATEST":
+            start = await consumer.end_offsets(fresh)
+        # No await from here until the partitions are released: what was fetched before
+        # these seeks is discarded, what comes after them is routed. (AT_TIMESTAMP seeks
+        # its fresh partitions in on_assigned.)
+        for tp, offset in committed.items():
+            target = offset if offset is not None else start.get(tp)
+            if target is not None:
+                consumer.seek(tp, target)
 
     # ------------------------------------------------------------------ delivery
 
@@ -301,7 +344,16 @@ class RouterWorker:
             if chunk:
                 await self._deliver(tp, await route_records_off_loop(self.router, self.edge, chunk))
 
-        await asyncio.gather(*(one(tp) for tp in ready))
+        tasks = [asyncio.ensure_future(one(tp)) for tp in ready]
+        try:
+            await asyncio.gather(*tasks)
+        except BaseException:
+            # One partition failed: stop the others too, so no transaction of this worker
+            # is still in flight when it rejoins or exits.
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            raise
 
     def _update_lag(self, batches: dict[TopicPartition, list[Any]]) -> None:
         """Lag of each partition just read: its high watermark minus the next offset."""
@@ -346,14 +398,18 @@ class RouterWorker:
         next_stats = time.monotonic() + STATS_INTERVAL_SECONDS
         try:
             while not stop.is_set():
+                if self.takeover_failed is not None:
+                    failed, self.takeover_failed = self.takeover_failed, None
+                    self.loading.clear()
+                    raise failed
                 wait_ms = int(window * 1000) if not self.pending else 10
                 batches = await self.consumer.getmany(timeout_ms=max(10, wait_ms))
                 now = time.monotonic()
                 async with self.lock:
                     assigned = self.consumer.assignment()
                     for tp, records in batches.items():
-                        if tp not in assigned:
-                            continue
+                        if tp not in assigned or tp in self.loading:
+                            continue  # re-read from the committed offset once taken over
                         pending = self.pending.get(tp)
                         if pending is None:
                             pending = self.pending[tp] = _Pending(since=now)
@@ -376,8 +432,16 @@ class RouterWorker:
                     await self._flush(list(self.pending))
         finally:
             log.info("router %s stopping: %s", self.name, self.router.stats)
-            with contextlib.suppress(Exception):
+            try:
                 await self.consumer.stop()
+            except asyncio.CancelledError:
+                # aiokafka can let its own tasks' cancellation out of stop() (a take-over
+                # in flight when the broker went away): only this task's own counts.
+                task = asyncio.current_task()
+                if task is not None and task.cancelling():
+                    raise
+            except Exception:
+                log.debug("router %s: consumer stop failed", self.name, exc_info=True)
             for producer in list(self.producers.values()):
                 with contextlib.suppress(Exception):
                     await producer.stop()
@@ -412,7 +476,8 @@ async def serve_router(
         # A batch the broker could not take while it was away (retries spent): its input is
         # uncommitted, so rejoining re-reads it — riding the outage out, not exiting.
         if isinstance(error, DeliveryError):
-            return is_rejoinable(error.cause)
+            failed = getattr(error.cause, "errors", None) or [error.cause]
+            return all(is_rejoinable(e) for e in failed if e is not None)
         return is_rejoinable(error)
 
     await run_rejoining(

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import AsyncIterator
 
 from firelake.config import FirelakeConfig
 from sinks.metrics import SinkCollector, serve_sink_metrics
@@ -23,6 +24,34 @@ from streams.resources import registry_config
 __all__ = ["run_sink_fleet"]
 
 log = logging.getLogger("sinks.fleet")
+
+
+#: Tries to reach the registry at start (the broker may be restarting), a few seconds apart.
+REGISTRY_START_TRIES = 30
+
+
+@contextlib.asynccontextmanager
+async def _registry(
+    config: FirelakeConfig, topic: str, stop: asyncio.Event
+) -> AsyncIterator[RegistryStore]:
+    """The started registry store; a broker that is away at start is waited for."""
+    for attempt in range(1, REGISTRY_START_TRIES + 1):
+        store = RegistryStore(config.bootstrap, topic, replication=config.kafka.replication_factor)
+        try:
+            await store.start()
+            break
+        except Exception as exc:
+            with contextlib.suppress(Exception):
+                await store.stop()
+            if attempt == REGISTRY_START_TRIES or stop.is_set():
+                raise
+            log.warning("sinks: registry not reachable (%r); try %d again soon", exc, attempt)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), 2.0)
+    try:
+        yield store
+    finally:
+        await store.stop()
 
 
 async def run_sink_fleet(
@@ -41,9 +70,7 @@ async def run_sink_fleet(
     sinks: dict[str, ParquetSink] = {}
     if metrics_port:
         serve_sink_metrics(SinkCollector(lambda: sinks), metrics_port)
-    async with RegistryStore(
-        config.bootstrap, registry_topic, replication=config.kafka.replication_factor
-    ) as store:
+    async with _registry(config, registry_topic, stop) as store:
         try:
             merged = config
             while not stop.is_set():
