@@ -8,8 +8,10 @@ group's committed offset. Transactional writers leave commit markers behind thei
 so "committed < end offset" is not enough to say a record is pending: the gap is read
 with a ``read_committed`` consumer, and only records (never markers) count.
 
-One look can race a record that is between hops, so :func:`wait_quiescent` asks for two
-looks in a row that find every group caught up and no end offset moved between them.
+One look can race a record that is between hops — and a transaction's commit reaches the
+group's offsets and the output partitions at slightly different moments — so
+:func:`wait_quiescent` asks for looks that find every group caught up and no end offset
+moved for ``settle_s`` on end.
 Administration and tooling use kafka-python (see DESIGN.md).
 """
 
@@ -141,8 +143,9 @@ def wait_quiescent(
     timeout_s: float,
     alive: Callable[[], str | None] = lambda: None,
     interval_s: float = 0.1,
+    settle_s: float = 1.5,
 ) -> float:
-    """Wait until two looks in a row find nothing pending; the seconds it took.
+    """Wait until looks find nothing pending for ``settle_s``; the seconds it took.
 
     ``alive`` returns a reason to give up (a pipeline process that died), or None.
     Raises :class:`QuiescenceTimeout` naming the lagging groups at the deadline.
@@ -150,6 +153,7 @@ def wait_quiescent(
     began = time.monotonic()
     deadline = began + timeout_s
     previous: dict[TopicPartition, int] | None = None
+    since = 0.0
     lagging: dict[str, int] = {}
     with Quiescence(bootstrap, groups) as look:
         while True:
@@ -157,9 +161,11 @@ def wait_quiescent(
             if problem:
                 raise QuiescenceTimeout(problem)
             lagging, ends = look.pending(full=False)
-            if not lagging and previous == ends:
-                return time.monotonic() - began
-            previous = None if lagging else ends
+            now = time.monotonic()
+            if lagging or previous != ends:
+                previous, since = (None if lagging else ends), now
+            elif now - since >= settle_s:
+                return now - began
             if time.monotonic() > deadline:
                 lagging, _ = look.pending()
                 detail = ", ".join(f"{g} ({n} partitions behind)" for g, n in lagging.items())

@@ -254,6 +254,7 @@ def test_a_runs_config_is_isolated_and_flushes_when_caught_up(tmp_path: Path) ->
     assert config.routers["clickstream-abc"].source == "raw-events-abc"
     for window in config.windows.values():
         assert window.source.endswith("-abc") and window.output.endswith("-abc")
+        assert window.idle_timeout_seconds == 0
     assert config.kafka.bootstrap == "127.0.0.1:1"
     assert config.lake_root == tmp_path / "lake"
     assert case.config["streams"]["raw-events"]["partitions"] == 4  # the case is untouched
