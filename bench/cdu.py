@@ -45,7 +45,7 @@ def _sandbox_rate(count: int, mix: dict[str, float]) -> float:
             {
                 "student_id": p.student_id,
                 "challenge_id": p.challenge_id,
-                "language": "python",
+                "language": p.language,
                 "source": p.source,
             },
             challenges,

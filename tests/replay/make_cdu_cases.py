@@ -57,7 +57,7 @@ def main() -> None:
             body = {
                 "student_id": item.student_id,
                 "challenge_id": item.challenge_id,
-                "language": "python",
+                "language": item.language,
                 "source": item.source,
                 "plan": item.plan,
             }
