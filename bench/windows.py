@@ -119,6 +119,12 @@ async def _ends(bootstrap: str, topic: str) -> dict[int, int]:
     return {tp.partition: offset for tp, offset in ends.items()}
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time a process (and its threads) used so far (Linux ``/proc``)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _time_group(
     bootstrap: str,
     group: str,
@@ -126,34 +132,39 @@ def _time_group(
     events_at: Callable[[dict[int, int]], int],
     proc: subprocess.Popen[bytes],
     timeout: float = 600,
+    cpu: list[float] | None = None,
 ) -> tuple[int, float]:
-    """(events, seconds) from the group's first commit to its last, by polling."""
+    """(events, seconds) from the group's first commit to its last, by polling; the
+    process's CPU seconds over the same span are appended to ``cpu``."""
     ends = asyncio.run(_ends(bootstrap, topic))
     total = events_at(ends)
-    first: tuple[float, int] | None = None
+    first: tuple[float, int, float] | None = None
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"{group} exited with {proc.returncode}")
         committed = asyncio.run(_committed(bootstrap, group, topic))
         now = time.perf_counter()
+        used = cpu_seconds(proc.pid)
         done = events_at({p: committed.get(p, 0) for p in ends})
         if first is None and done > 0:
-            first = (now, done)
+            first = (now, done, used)
         if done >= total and first is not None:
+            if cpu is not None:
+                cpu.append(used - first[2])
             return total - first[1], now - first[0]
         time.sleep(0.05)
     raise RuntimeError(f"{group} did not finish within {timeout}s")
 
 
 def _spawn(
-    args: list[str], log: Path, env: dict[str, str] | None = None
+    args: list[str], log: Path, env: dict[str, str] | None = None, tree: Path = REPO
 ) -> subprocess.Popen[bytes]:
     with log.open("ab") as out:
         return subprocess.Popen(
             [sys.executable, *args],
-            cwd=REPO,
-            env={**os.environ, "PYTHONPATH": str(REPO), **(env or {})},
+            cwd=tree,
+            env={**os.environ, "PYTHONPATH": str(tree), **(env or {})},
             stdout=out,
             stderr=subprocess.STDOUT,
         )
@@ -233,7 +244,11 @@ def faust_app(bootstrap: str, topic: str, group: str, datadir: str) -> None:
 # ---------------------------------------------------------------- the runs
 
 
-def _firelake(bootstrap: str, folder: Path, suffix: str, events: int) -> list[BenchResult]:
+def _firelake(
+    bootstrap: str, folder: Path, suffix: str, events: int, tree: Path = REPO, label: str = ""
+) -> list[BenchResult]:
+    """The Firelake window agent, run from ``tree`` (this checkout, or another version's
+    for a before/after comparison in one run)."""
     source = f"bench-win-{suffix}"
     name = f"per-key-{suffix}"
     data = {
@@ -271,16 +286,17 @@ def _firelake(bootstrap: str, folder: Path, suffix: str, events: int) -> list[Be
     log = folder / "firelake.log"
     args = ["-m", "agents.window_agent", "--config", str(path), "--window", name]
     env = {"FIRELAKE_KAFKA_BOOTSTRAP": bootstrap, "FIRELAKE_WINDOW_INSTANCE_ID": f"bench-{name}"}
-    proc = _spawn(args, log, env)
+    proc = _spawn(args, log, env, tree)
+    cpu: list[float] = []
     try:
         counted, seconds = _time_group(
-            bootstrap, f"firelake-window-{name}", source, events_at, proc
+            bootstrap, f"firelake-window-{name}", source, events_at, proc, cpu=cpu
         )
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=10)
     # Restore after a crash: the restarted agent reads the changelog and logs how long.
-    restarted = _spawn(args, log, env)
+    restarted = _spawn(args, log, env, tree)
     try:
         deadline = time.monotonic() + 120
         found = None
@@ -296,10 +312,11 @@ def _firelake(bootstrap: str, folder: Path, suffix: str, events: int) -> list[Be
     entries, records, restore = found if found else ("?", "?", "?")
     return [
         BenchResult(
-            "Firelake window agent (transactional, envelopes of 500)",
+            f"Firelake window agent (transactional, envelopes of 500){label}",
             counted,
             seconds,
             {
+                "agent CPU per event": f"{cpu[0] / max(counted, 1) * 1e6:.2f} µs",
                 "open entries after the run": entries,
                 "changelog records read at restore": records,
                 "restore after SIGKILL": f"{restore} s",
@@ -341,14 +358,32 @@ def _single(
     return BenchResult(label, counted, seconds, {"local state on disk": f"{size / 1e6:.1f} MB"})
 
 
-def run_windows_bench(bootstrap: str, events: int, faust_events: int = 10_000) -> list[BenchResult]:
-    """Firelake, Quix Streams and Faust, one after the other, on the same broker."""
+def run_windows_bench(
+    bootstrap: str,
+    events: int,
+    faust_events: int = 10_000,
+    before: Path | None = None,
+    rounds: int = 1,
+    others: bool = True,
+) -> list[BenchResult]:
+    """Firelake, Quix Streams and Faust, one after the other, on the same broker; with
+    ``before`` (another checkout) its agent too, alternating with this one ``rounds``
+    times."""
     suffix = unique_suffix()
     results: list[BenchResult] = []
     with scratch_dir("firelake-bench-windows-") as folder:
         topics: list[str] = []
         try:
-            results.extend(_firelake(bootstrap, folder, suffix, events))
+            for round_ in range(rounds):
+                if before is not None:
+                    results.extend(
+                        _firelake(
+                            bootstrap, folder, f"{suffix}b{round_}", events, before, " BEFORE"
+                        )
+                    )
+                results.extend(_firelake(bootstrap, folder, f"{suffix}a{round_}", events))
+            if not others:
+                return results
             results.append(
                 _single(
                     "Quix Streams tumbling_window().count() (one event per message)",
@@ -386,15 +421,30 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.windows", description=__doc__)
     parser.add_argument("--events", type=int, default=200_000, help="events per framework")
     parser.add_argument("--faust-events", type=int, default=10_000, help="events for Faust")
-    args = parser.parse_args()
-    with broker() as bootstrap:
-        results = run_windows_bench(bootstrap, args.events, args.faust_events)
-    print(
-        render_markdown(
-            "Tumbling 60 s count per key, 10 000 keys (issue 10)", results, results[1].name
-        )
+    parser.add_argument(
+        "--before",
+        type=Path,
+        help="another checkout (e.g. `git archive <commit> | tar -x -C DIR`) whose window "
+        "agent runs too, alternating with this one",
     )
-    print(json.dumps({r.name: r.notes for r in results}, indent=1))
+    parser.add_argument("--rounds", type=int, default=1, help="Firelake runs (each version)")
+    parser.add_argument("--firelake-only", action="store_true", help="skip Quix Streams and Faust")
+    args = parser.parse_args()
+    print(f"load average before: {os.getloadavg()}", file=sys.stderr)
+    with broker() as bootstrap:
+        results = run_windows_bench(
+            bootstrap,
+            args.events,
+            args.faust_events,
+            args.before,
+            args.rounds,
+            not args.firelake_only,
+        )
+    print(f"load average after: {os.getloadavg()}", file=sys.stderr)
+    quix = [r.name for r in results if r.name.startswith("Quix")]
+    title = "Tumbling 60 s count per key, 10 000 keys (issue 10)"
+    print(render_markdown(title, results, quix[0] if quix else results[0].name))
+    print(json.dumps([{r.name: r.notes} for r in results], indent=1))
 
 
 if __name__ == "__main__":

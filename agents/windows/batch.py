@@ -12,8 +12,11 @@ then two DuckDB statements over that table do the rest without Python per event:
    ``range(size / step)``), late (event, window) pairs apart, and the partial aggregates per
    (window, key) — per within-batch session for sessions, per event for sliding results.
 
-What comes back is small: one tuple per group, one per late pair. The window state merges
-the groups exactly (:mod:`agents.windows.aggregates`).
+Tumbling and hopping windows leave their partials in a DuckDB table on the same connection,
+which the columnar state merges without a Python row per group
+(:class:`~agents.windows.state.FixedState`); sliding windows and sessions get one tuple per
+group. Late pairs come back one tuple each. Merges are exact
+(:mod:`agents.windows.aggregates`).
 """
 
 from __future__ import annotations
@@ -44,6 +47,7 @@ from streams.envelope import (
 )
 
 __all__ = [
+    "PARTIALS_TABLE",
     "BatchPartials",
     "BatchReader",
     "Group",
@@ -144,6 +148,13 @@ class BatchPartials:
     #: (partition, offset, index in envelope, line) of every row, by row number.
     rows: Rows = field(default_factory=Rows)
     events: int = 0
+    #: Fixed windows: the DuckDB table (on the reader's connection) holding the partials,
+    #: one row per (window, key): ``__k0…``, ``__s``, ``__c``, ``__a0…``.
+    partials_table: str | None = None
+
+
+#: The table a batch's fixed-window partials are left in (see :class:`BatchPartials`).
+PARTIALS_TABLE = "__partials"
 
 
 def _quote(name: str) -> str:
@@ -333,6 +344,16 @@ class BatchReader:
             columns.extend(partial_sql(agg, f"__v{index}", f"__f{index}"))
         return ", ".join(columns)
 
+    def _aliased_partials(self) -> str:
+        """The partial columns named ``__c`` (events) and ``__a0, __a1, …`` in order."""
+        columns = ["count(*) AS __c"]
+        position = 0
+        for index, agg in enumerate(self.aggregates):
+            for sql in partial_sql(agg, f"__v{index}", f"__f{index}"):
+                columns.append(f"{sql} AS __a{position}")
+                position += 1
+        return ", ".join(columns)
+
     def _widths(self) -> list[int]:
         return [2 if a.kind == "avg" else 1 for a in self.aggregates]
 
@@ -384,21 +405,14 @@ class BatchReader:
                 f"SELECT __i, __s, __cut FROM win WHERE __s + {size} <= __cut ORDER BY __i, __s"
             ).fetchall():
                 out.late.append(LatePair(row, start, start + size, mark))
+            # The partials stay in DuckDB (table PARTIALS_TABLE on this connection): the
+            # fixed-window state merges them there, column-wise, without a row in Python.
             query = (
-                f"SELECT {key_prefix}__s, {partials} FROM win WHERE __s + {size} > __cut "
-                f"GROUP BY {key_prefix}__s"
+                f"SELECT {key_prefix}__s, {self._aliased_partials()} FROM win "
+                f"WHERE __s + {size} > __cut GROUP BY {key_prefix}__s"
             )
-            for values in con.execute(query).fetchall():
-                start = values[nk]
-                out.groups.append(
-                    Group(
-                        tuple(values[:nk]),
-                        start,
-                        start + size,
-                        values[nk + 1],
-                        self._partials(values[nk + 2 :]),
-                    )
-                )
+            con.execute(f"CREATE OR REPLACE TEMP TABLE {PARTIALS_TABLE} AS {query}")
+            out.partials_table = PARTIALS_TABLE
             return
         # Sliding results and sessions: an event is late once the watermark passed it.
         for row, t, mark in con.execute(

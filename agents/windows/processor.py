@@ -124,7 +124,7 @@ class WindowProcessor:
         self.reader = BatchReader(
             spec, config.schema_of(spec.source), self.aggregates, self.geometry
         )
-        self.state = state_for(self.aggregates, self.geometry)
+        self.state = state_for(self.aggregates, self.geometry, self.reader.con, len(spec.key))
         self.watermarks = Watermarks(
             partitions, round(spec.grace_seconds * US), spec.idle_timeout_seconds, clock
         )
@@ -149,7 +149,10 @@ class WindowProcessor:
             marks.observe(partition, partials.max_time.get(partition))
         self.stats.batches += 1
         self.stats.events += partials.events
-        dirty = self.state.add(partials.groups)
+        if partials.partials_table is not None:
+            dirty = self.state.add_table(partials.partials_table)
+        else:
+            dirty = self.state.add(partials.groups)
         emission = Emission()
         self._late(partials, emission)
         self._advance(dirty, emission)
@@ -198,7 +201,7 @@ class WindowProcessor:
         self.stats.finals += len(finals)
         emission.results.extend(rows)
         self._pack(self.spec.output, rows, emission)
-        emission.changelog.extend(self.state.record(i) for i in dirty | closed)
+        emission.changelog.extend(self.state.records(dirty | closed))
         emission.changelog.append((META_KEY, codec.dumps(marks.snapshot())))
 
     # ------------------------------------------------------------------ records
