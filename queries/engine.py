@@ -73,6 +73,7 @@ from queries.catalog import (
     partition_keys,
     read_footers,
 )
+from queries.open_windows import OpenWindow, sync_open_window_views
 from queries.sandbox import (
     REASONS,
     CheckedStatement,
@@ -390,6 +391,8 @@ class QueryEngine:
         self.view_errors: dict[str, str] = {}
         #: Saved views (name -> SELECT), created over the tables at every refresh.
         self.saved_views: dict[str, str] = dict(views or {})
+        #: Window agents' open windows (``<window>_open`` views), by view name.
+        self._open_windows: dict[str, OpenWindow] = {}
         self._conn = duckdb.connect(
             ":memory:",
             config={
@@ -652,6 +655,9 @@ class QueryEngine:
                     errors[info.name] = str(exc)
                     self._drop(info.name)
             self._tables = {info.name: info for info in tables if info.name not in errors}
+            self._open_windows = sync_open_window_views(
+                self._conn, self.lake.roots, current, self._open_windows, errors
+            )
             self._create_saved_views(errors)
             self.view_errors = errors
         return tables

@@ -9,6 +9,7 @@ Keys are ``/``-separated paths relative to the destination root; the layout is H
     _firelake/sinks/<sink>/<topic>/<partition>.json          (progress state)
     _firelake/sinks/<sink>/<topic>/<partition>.intent.json   (flush in progress)
     _firelake/tables/<table>/manifest.json                   (compaction, sinks.compaction)
+    _firelake/windows/<window>/open.parquet                  (a window's open windows now)
 
 Data file names are a pure function of the source topic, partition and offset range, so a
 flush that is written again after a crash replaces its own files instead of adding copies.
@@ -29,6 +30,7 @@ __all__ = [
     "error_file_name",
     "intent_key",
     "manifest_key",
+    "open_windows_key",
     "parse_data_file_name",
     "state_key",
 ]
@@ -109,3 +111,11 @@ def manifest_key(table: str) -> str:
     if "/" in table or table in ("", ".", ".."):
         raise ValueError(f"table {table!r} cannot be a folder name")
     return f"{STATE_DIR}/tables/{table}/manifest.json"
+
+
+def open_windows_key(window: str) -> str:
+    """The snapshot of a window agent's open windows (replaced whole every few seconds;
+    the query service reads it as the view ``<window>_open``)."""
+    if "/" in window or window in ("", ".", ".."):
+        raise ValueError(f"window {window!r} cannot be a folder name")
+    return f"{STATE_DIR}/windows/{window}/open.parquet"

@@ -601,3 +601,71 @@ def test_verify_reports_missing_extra_repeated_and_different_windows() -> None:
     )
     assert made["window_start"] == "1970-01-01T00:00:00.000000Z" and made["is_final"] is True
     assert (made["user"], made["n"], made["mean"], made["event_count"]) == ("a", 2, 1.5, 2)
+
+
+# ---------------------------------------------------------------- columnar fixed-window state
+
+
+def test_fixed_windows_write_one_changelog_record_per_window_bucket_not_per_key() -> None:
+    from agents.windows import codec
+    from agents.windows.state import BUCKETS
+
+    p = processor(aggregates={"n": "count(*)", "mean": "avg(v)"})
+    events = [ev(i % 50, f"u{i}", v=i) for i in range(400)]
+    out = p.process([msg(0, *events[:200]), msg(1, *events[200:])])
+    records = [(codec.loads(k), v) for k, v in out.changelog if codec.loads(k) != ["m"]]
+    assert all(k[0] == "b" for k, _ in records)
+    assert 1 < len(records) <= BUCKETS  # 400 keys in at most 64 records
+    assert p.state.size() == 400
+    # Closing the window tombstones every bucket of it.
+    closing = p.process([msg(0, ev(200, "z")), msg(1, ev(200, "z"))])
+    assert len(finals(closing)) == 400
+    gone = [codec.loads(k) for k, v in closing.changelog if v is None]
+    assert len(gone) == BUCKETS
+
+
+def test_a_changelog_of_per_key_records_from_an_older_version_is_restored_and_tombstoned() -> None:
+    from agents.windows import codec
+
+    aggregates = {"n": "count(*)", "pages": "count(DISTINCT page)", "mean": "avg(v)"}
+    start = round((BASE - datetime(1970, 1, 1, tzinfo=UTC)).total_seconds()) * 1_000_000
+    legacy = [
+        (codec.dumps(["w", start, "a"]), codec.dumps([2, 2, {"p1", "p2"}, [3, 2]])),
+        (codec.dumps(["w", start, "b"]), codec.dumps([1, 1, {"p1"}, [5, 1]])),
+    ]
+    p = processor(aggregates=aggregates)
+    assert p.restore(legacy) == 2
+    out = p.process([msg(0, ev(10, "a", page="p3", v=4)), msg(1, ev(11, "c", page="p1", v=1))])
+    assert not finals(out)
+    done = p.process([msg(0, ev(200, "z")), msg(1, ev(200, "z"))])
+    rows = {r["user"]: (r["n"], r["pages"], r["mean"]) for r in finals(done)}
+    assert rows == {"a": (3, 3, 7 / 3), "b": (1, 1, 5.0), "c": (1, 1, 1.0)}
+    gone = {k for k, v in done.changelog if v is None}
+    assert {k for k, _ in legacy} <= gone
+
+
+def test_open_windows_snapshot_is_read_by_the_query_engine_as_a_view(tmp_path: Any) -> None:
+    import time
+
+    from agents.windows.snapshot import snapshot_bytes
+    from queries.engine import QueryEngine
+    from queries.open_windows import view_name
+    from sinks.destinations import LocalDestination
+    from sinks.paths import open_windows_key
+
+    p = processor(aggregates={"n": "count(*)", "top": "max(v)"})
+    p.process([msg(0, ev(1, "a", v=3), ev(2, "a", v=5)), msg(1, ev(61, "b", v=7))])
+    lake = LocalDestination(tmp_path)
+    lake.put(open_windows_key("plays-per-minute"), snapshot_bytes(p, time.time()))
+    assert view_name("plays-per-minute") == "plays_per_minute_open"
+    engine = QueryEngine(tmp_path)
+    result = engine.query(
+        "SELECT user, n, top, event_count, is_final, strftime(window_start, '%H:%M') "
+        "FROM plays_per_minute_open ORDER BY user"
+    )
+    assert result.rows == [("a", 2, 5, 2, False, "08:00"), ("b", 1, 7, 1, False, "08:01")]
+    # The next snapshot replaces it whole; a table-less lake has no other views.
+    p.process([msg(0, ev(200, "c")), msg(1, ev(200, "c"))])
+    lake.put(open_windows_key("plays-per-minute"), snapshot_bytes(p, time.time()))
+    rows = engine.query("SELECT user, strftime(window_start, '%H:%M') FROM plays_per_minute_open")
+    assert rows.rows == [("c", "08:03")]
