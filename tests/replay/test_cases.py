@@ -141,9 +141,19 @@ def test_record_a_live_stream_and_replay_it_into_the_same_tables(
         case = tmp_path / "case"
         out = case / "input" / f"{raw}.jsonl"
         run_cli(config_path, "record", raw, "--from", "earliest", "--out", str(out), "--quiet")
-    recorded = read_events(out.read_bytes().splitlines())
-    assert len(recorded) == len(records)
-    assert all(e.key and e.timestamp and e.offset is not None for e in recorded)
+        recorded = read_events(out.read_bytes().splitlines())
+        assert len(recorded) == len(records)
+        assert all(e.key and e.timestamp and e.offset is not None for e in recorded)
+        # Bounded in count (the earliest events), and a time range (from inclusive).
+        small, later = tmp_path / "small.jsonl", tmp_path / "later.jsonl"
+        said = run_cli(config_path, "record", raw, "--max-events", "100", "--out", str(small))
+        assert "stopped at --max-events 100" in said
+        assert read_events(small.read_bytes().splitlines()) == recorded[:100]
+        middle = recorded[len(recorded) // 2].timestamp
+        run_cli(config_path, "record", raw, "--from", f"@{middle}", "--out", str(later), "--quiet")
+        assert read_events(later.read_bytes().splitlines()) == [
+            e for e in recorded if e.timestamp >= middle
+        ]
 
     config = load_config(config_path)
     expected = {}
