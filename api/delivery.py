@@ -1,7 +1,10 @@
 """Firehose CreateDeliveryStream and Glue CreateTable requests mapped onto Firelake.
 
 A delivery stream becomes a :class:`streams.resources.DeliveryEntry`: a Kafka topic
-(``DirectPut``) or a Firelake stream (``KinesisStreamAsSource``) read by a Parquet sink.
+(``DirectPut``) or a Firelake stream (``KinesisStreamAsSource``) read by a Parquet sink,
+or — without DataFormatConversionConfiguration, or with it disabled, the most common
+Firehose setup — by a JSON-lines sink (``format = "json"``) that writes the records as
+they arrived, one a line, gzip or plain, under the Prefix.
 The ``ExtendedS3DestinationConfiguration`` maps like this:
 
 =================================  ==========================================================
@@ -20,14 +23,20 @@ ErrorOutputPrefix                  sink ``error_prefix`` (``!{timestamp:…}``,
                                    table's folder
 BufferingHints SizeInMBs           sink ``max_bytes`` (1-128 MiB, default 5)
 BufferingHints IntervalInSeconds   sink ``max_seconds`` (0-900, default 300)
-CompressionFormat                  must be UNCOMPRESSED (as on AWS with format conversion);
-                                   the Parquet codec is ParquetSerDe.Compression
+CompressionFormat                  with format conversion UNCOMPRESSED (as on AWS; the
+                                   Parquet codec is ParquetSerDe.Compression); without it
+                                   GZIP (``.jsonl.gz``) or UNCOMPRESSED (``.jsonl``)
 S3BackupMode Enabled               sink ``archive``: raw events as gzip JSON lines, under
                                    S3BackupConfiguration.Prefix if given (``archive_prefix``)
 ProcessingConfiguration            only MetadataExtraction whose query reads top-level
                                    columns under their own names (``{col: .col}``): the sink
                                    reads partition keys from the columns itself
-DataFormatConversionConfiguration  required and enabled: JSON in (OpenX or Hive SerDe),
+DataFormatConversionConfiguration  absent or Enabled false: a raw JSON-lines table, placed
+                                   by arrival time; its columns are the Glue table of
+                                   the same name (database ``default``) created at this
+                                   endpoint before it, or a disabled conversion's
+                                   SchemaConfiguration, else inferred when read.
+                                   Enabled: JSON in (OpenX or Hive SerDe),
                                    Parquet out (ParquetSerDe; SNAPPY default, GZIP,
                                    UNCOMPRESSED). OpenXJsonSerDe CaseInsensitive (default
                                    true, as on AWS), ConvertDotsInJsonKeysToUnderscores and
@@ -249,8 +258,6 @@ def _schema(
 def _formats(conversion: Mapping[str, Any], schema: Schema) -> tuple[str, dict[str, Any]]:
     """Check the JSON-in, Parquet-out formats; the Parquet codec and the sink's key mapping."""
     where = "ExtendedS3DestinationConfiguration.DataFormatConversionConfiguration"
-    if conversion.get("Enabled") is False:
-        raise _refuse(f"{where}.Enabled", "must be true: Firelake sinks write Parquet only")
     deserializer = opt_object(opt_object(conversion, "InputFormatConfiguration"), "Deserializer")
     unknown = set(deserializer) - {"OpenXJsonSerDe", "HiveJsonSerDe"}
     if unknown:
@@ -478,6 +485,46 @@ _UNMAPPED_DESTINATIONS = (
 )
 
 
+#: Firehose CompressionFormat of a delivery stream without format conversion -> sink codec.
+_RAW_CODECS = {"GZIP": "gzip", "UNCOMPRESSED": "none"}
+
+
+def _raw_json(
+    compression: Any,
+    conversion: Any,
+    name: str,
+    prefix: str,
+    archive: bool,
+    config: FirelakeConfig,
+    registry: Registry,
+) -> tuple[Schema, str, str, str]:
+    """A delivery without format conversion: (schema, codec, table, rest of Prefix).
+
+    The schema has no fields when no Glue table is known: the columns are inferred.
+    """
+    where = "ExtendedS3DestinationConfiguration"
+    if compression not in _RAW_CODECS:
+        raise _refuse(
+            f"{where}.CompressionFormat",
+            f"{compression!r} is not supported without format conversion: "
+            f"{' or '.join(_RAW_CODECS)} (records are written as JSON lines)",
+        )
+    if archive:
+        raise _refuse(
+            f"{where}.S3BackupMode",
+            "Enabled needs format conversion: without it the table is the raw records",
+        )
+    table, rest = _table_of_prefix(prefix, re.sub(r"[^A-Za-z0-9_]", "_", name))
+    if isinstance(conversion, dict) and opt_object(conversion, "SchemaConfiguration"):
+        schema, _ = _schema(conversion, config, registry)
+    else:
+        glue = registry.tables.get((DEFAULT_DATABASE, table))
+        schema = glue.schema if glue is not None else Schema(name=table, fields=())
+    # Firehose places unconverted records by arrival time, whatever the schema says.
+    schema = Schema(name=schema.name, fields=schema.fields, time_field="")
+    return schema, _RAW_CODECS[compression], table, rest
+
+
 def _source_stream(payload: Mapping[str, Any], streams: Mapping[str, StreamConfig]) -> StreamConfig:
     source = opt_object(payload, "KinesisStreamSourceConfiguration")
     arn = source.get("KinesisStreamARN")
@@ -546,22 +593,24 @@ def delivery_from_request(
     _check_processing(dest)
     archive, archive_prefix = _backup(dest)
     compression = dest.get("CompressionFormat", "UNCOMPRESSED")
-    if compression != "UNCOMPRESSED":
-        raise _refuse(
-            "ExtendedS3DestinationConfiguration.CompressionFormat",
-            f"{compression!r}: with format conversion it must be UNCOMPRESSED; set the Parquet "
-            "codec in ParquetSerDe.Compression",
-        )
     conversion = dest.get("DataFormatConversionConfiguration")
-    if not isinstance(conversion, dict):
-        raise _refuse(
-            "ExtendedS3DestinationConfiguration.DataFormatConversionConfiguration",
-            "is required: Firelake sinks convert JSON records to Parquet tables",
-        )
-    schema, table_name = _schema(conversion, config, registry)
-    codec, key_mapping = _formats(conversion, schema)
     prefix = opt_string(dest, "Prefix", max_len=1024) or ""
-    table, rest = _table_of_prefix(prefix, table_name)
+    if not isinstance(conversion, dict) or conversion.get("Enabled") is False:
+        raw = _raw_json(compression, conversion, name, prefix, archive, config, registry)
+        schema, codec, table, rest = raw
+        key_mapping: dict[str, Any] = {}
+        sink_format = "json"
+    else:
+        sink_format = "parquet"
+        if compression != "UNCOMPRESSED":
+            raise _refuse(
+                "ExtendedS3DestinationConfiguration.CompressionFormat",
+                f"{compression!r}: with format conversion it must be UNCOMPRESSED; set the "
+                "Parquet codec in ParquetSerDe.Compression",
+            )
+        schema, table_name = _schema(conversion, config, registry)
+        codec, key_mapping = _formats(conversion, schema)
+        table, rest = _table_of_prefix(prefix, table_name)
     sink_prefix = _data_prefix(rest, schema, dynamic)
     error_prefix = opt_string(dest, "ErrorOutputPrefix", max_len=1024) or ""
     hints = opt_object(dest, "BufferingHints")
@@ -592,7 +641,7 @@ def delivery_from_request(
         )
     if kind == "KinesisStreamAsSource":
         stream = _source_stream(payload, streams)
-        if stream.schema:
+        if stream.schema and sink_format == "parquet":
             declared = config.schema_of(stream.name)
             if declared is not None and declared.name != schema.name:
                 raise _refuse(
@@ -633,4 +682,5 @@ def delivery_from_request(
         column_to_json_key=key_mapping.get("column_to_json_key", {}),
         archive=archive,
         archive_prefix=archive_prefix,
+        format=sink_format,
     )

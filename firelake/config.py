@@ -32,6 +32,7 @@ __all__ = [
     "DLQ_SCHEMA",
     "EXAMPLES_DIR",
     "EXAMPLE_CONFIG",
+    "JSON_COMPRESSIONS",
     "ROUTER_ENGINES",
     "WINDOW_RESULT_COLUMNS",
     "AgentEngine",
@@ -47,6 +48,7 @@ __all__ = [
     "RouterConfig",
     "Schema",
     "SinkConfig",
+    "SinkFormat",
     "StartingPosition",
     "StreamConfig",
     "TransformMode",
@@ -79,6 +81,11 @@ StartingPosition = Literal["TRIM_HORIZON", "LATEST", "AT_TIMESTAMP"]
 TransformMode = Literal["batch", "event"]
 #: What a sink does with event fields its schema does not declare.
 UnknownFields = Literal["drop", "keep"]
+#: What a sink writes: Parquet (Firehose with format conversion) or the records as they
+#: arrived, as JSON lines (Firehose without it).
+SinkFormat = Literal["parquet", "json"]
+#: Codecs of a JSON-lines sink (Firehose CompressionFormat GZIP / UNCOMPRESSED).
+JSON_COMPRESSIONS = ("gzip", "none")
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,200}$")
 _TABLE_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,100}$")
@@ -338,7 +345,14 @@ class SinkConfig:
         "Also flush a partition's buffer as soon as the sink has read all its stream holds "
         "(replay tests: the lake is complete when the pipeline is quiescent).",
     )
-    compression: str = setting("zstd", "Parquet compression codec.")
+    format: SinkFormat = setting(
+        "parquet",
+        "'parquet' (converted to the schema) or 'json' (the records byte for byte, one a "
+        "line: Firehose without format conversion).",
+    )
+    compression: str = setting(
+        "zstd", "Parquet codec; for format = 'json' gzip (the default there) or none."
+    )
     destination: str = setting(
         "", "Where the table goes: '' = the lake root, a local folder or s3://bucket/prefix."
     )
@@ -858,6 +872,12 @@ def _check_sink(source: str, key: str, spec: SinkConfig) -> None:
             parse_prefix(getattr(spec, field_name))
         except PrefixError as exc:
             _fail(source, f"{key}.{field_name}", str(exc))
+    if spec.format == "json":
+        # Records are not parsed: no column to partition by, and the table is the raw copy.
+        if parse_prefix(spec.prefix).fields:
+            _fail(source, f"{key}.prefix", "format = 'json' places files by arrival time only")
+        if spec.archive:
+            _fail(source, f"{key}.archive", "format = 'json' writes the raw records already")
 
 
 def parse_config(
@@ -982,6 +1002,8 @@ def parse_config(
             column_to_json_key=types.MappingProxyType(dict(mapping)),
         )
         stream_ref(f"sinks.{name}.stream", spec.stream)
+        if spec.format == "json" and "compression" not in raw:
+            spec = dataclasses.replace(spec, compression="gzip")
         _check_sink(source, f"sinks.{name}", spec)
         if not _TABLE_RE.match(spec.table):
             _fail(source, f"sinks.{name}.table", "table names are letters, digits and _")
@@ -995,6 +1017,8 @@ def parse_config(
         _check_positive(source, f"sinks.{name}.max_events", spec.max_events, 1)
         _check_positive(source, f"sinks.{name}.max_bytes", spec.max_bytes, MiB, 128 * MiB)
         _check_positive(source, f"sinks.{name}.max_seconds", spec.max_seconds, 0, 900)
+        if spec.format == "json" and spec.compression not in JSON_COMPRESSIONS:
+            _fail(source, f"sinks.{name}.compression", "format = 'json' takes gzip or none")
         if spec.compression not in ("zstd", "snappy", "gzip", "none"):
             _fail(source, f"sinks.{name}.compression", "must be zstd, snappy, gzip or none")
         sinks[name] = spec

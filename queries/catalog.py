@@ -23,14 +23,16 @@ import re
 from collections import Counter
 from collections.abc import Mapping, MutableMapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from firelake.config import FirelakeConfig
+from sinks.columns import read_columns
 from sinks.destinations import (
     Destination,
     LocalDestination,
@@ -140,6 +142,8 @@ class TableInfo:
     #: ``parquet``, or ``json`` for raw JSON-lines tables (Firehose without format
     #: conversion; rows are counted from the lines).
     format: str = "parquet"
+    #: A JSON table's declared columns (``sinks.columns``; FieldSpec), () when inferred.
+    columns: tuple[Any, ...] = ()
 
 
 def parse_partition(relative: Path | PurePosixPath) -> tuple[str, int] | None:
@@ -418,4 +422,5 @@ def json_table_info(destination: Destination, table: str) -> TableInfo | None:
     files = [data_file for index, data_file in enumerate(files) if index in kept]
     if not files:
         return None
-    return _table_info(destination, table, files, problems, layout, "json")
+    info = _table_info(destination, table, files, problems, layout, "json")
+    return replace(info, columns=read_columns(destination, table) or ())

@@ -73,6 +73,7 @@ from queries.catalog import (
     partition_keys,
     read_footers,
 )
+from queries.json_tables import columns_option, json_dataset
 from queries.open_windows import OpenWindow, sync_open_window_views
 from queries.sandbox import (
     REASONS,
@@ -325,6 +326,8 @@ class _RemoteTable:
     footers: dict[tuple[str, int, float], pq.FileMetaData] = field(default_factory=dict)
     #: Footer and size of each file by the path its dataset reads it at.
     measured: dict[str, tuple[pq.FileMetaData, int]] = field(default_factory=dict)
+    #: A JSON-lines table: loaded at each catalog refresh, not re-listed per query.
+    json: bool = False
 
 
 class QueryEngine:
@@ -515,8 +518,12 @@ class QueryEngine:
         DuckDB's ``read_json``: columns inferred, unified by name, Hive keys typed, gzip
         by file name. Call with the lock held."""
         destination = info.destination
-        if not isinstance(destination, LocalDestination):
-            raise ValueError("JSON-lines tables on S3 cannot be read yet (local lakes only)")
+        if destination is not None and not isinstance(destination, LocalDestination):
+            self._register_json_remote(info, destination)
+            return
+        if info.name in self._remote:
+            self._drop(info.name)
+        assert isinstance(destination, LocalDestination)
         root = Path(destination.root).resolve()
         self._roots[info.name] = root
         folders = "".join(f"{_glob_escape(key)}=*/" for key in info.layout)
@@ -533,10 +540,35 @@ class QueryEngine:
         self._conn.execute(
             f"CREATE OR REPLACE VIEW {_identifier(info.name)} AS SELECT * FROM read_json("
             f"[{globs}], format = 'newline_delimited', compression = 'auto', "
-            f"hive_partitioning = true, union_by_name = true, hive_types = {HIVE_TYPES})"
+            f"hive_partitioning = true, union_by_name = true, hive_types = {HIVE_TYPES}"
+            + (f", columns = {columns_option(info.columns)})" if info.columns else ")")
         )
         self._views.add(info.name)
         self._listed[info.name] = False
+
+    def _register_json_remote(self, info: TableInfo, destination: Destination) -> None:
+        """A JSON-lines table on S3, read through a pyarrow dataset over the catalog's files
+        (call with the lock held).
+
+        The table is read into memory here, at the refresh: pyarrow's JSON scanner opens
+        its files while holding the GIL when DuckDB scans the dataset lazily, which
+        deadlocks against a Python S3 endpoint (moto) and the read log's Python
+        filesystem. So its queries report no bytes scanned for it, and new files show at
+        the next refresh."""
+        if info.name in self._views:
+            self._drop(info.name)
+        prefix = destination.uri(info.name)[: -len(info.name)]
+        keys = [(str(f.path)[len(prefix) :], f.bytes) for f in info.data_files]
+        objects = [ObjectInfo(key, size, 0.0) for key, size in keys]
+        dataset = json_dataset(
+            destination,
+            info.name,
+            keys,
+            _partition_schema(info.name, objects),
+            info.columns or None,
+        )
+        self._conn.register(info.name, dataset.to_table())
+        self._remote[info.name] = _RemoteTable(destination, schema=dataset.schema, json=True)
 
     def _register_remote(self, table: str) -> None:
         """List an S3 table (manifest first) and re-register it if the listing changed.
@@ -545,6 +577,8 @@ class QueryEngine:
         and nothing else; a changed one reads only the footers of files not seen before.
         """
         state = self._remote[table]
+        if state.json:
+            return  # re-registered by the catalog refresh
         files = self._layout_files(state.destination, table)
         listing = tuple((f.key, f.size, f.mtime) for f in files)
         if listing == state.listing:

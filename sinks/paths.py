@@ -6,9 +6,11 @@ Keys are ``/``-separated paths relative to the destination root; the layout is H
     <table>/<prefix>/part-<topic>-p<partition>-<first>-<last>.parquet
     <error prefix>/part-<topic>-p<partition>-<first>-<last>.jsonl
     <archive prefix>/part-<topic>-p<partition>-<first>-<last>.jsonl.gz
+    <table>/<prefix>/part-<topic>-p<partition>-<first>-<last>.jsonl[.gz]   (format = json)
     _firelake/sinks/<sink>/<topic>/<partition>.json          (progress state)
     _firelake/sinks/<sink>/<topic>/<partition>.intent.json   (flush in progress)
     _firelake/tables/<table>/manifest.json                   (compaction, sinks.compaction)
+    _firelake/tables/<table>/columns.json                    (a JSON table's columns)
     _firelake/windows/<window>/open.parquet                  (a window's open windows now)
 
 Data file names are a pure function of the source topic, partition and offset range, so a
@@ -26,9 +28,11 @@ __all__ = [
     "FORMAT_CONVERSION_FAILED",
     "STATE_DIR",
     "archive_file_name",
+    "columns_key",
     "data_file_name",
     "error_file_name",
     "intent_key",
+    "json_file_name",
     "manifest_key",
     "open_windows_key",
     "parse_data_file_name",
@@ -89,6 +93,15 @@ def archive_file_name(topic: str, partition: int, first_offset: int, last_offset
     return _base_name(topic, partition, first_offset, last_offset) + ARCHIVE_SUFFIX
 
 
+def json_file_name(
+    topic: str, partition: int, first_offset: int, last_offset: int, gzip: bool = True
+) -> str:
+    """The deterministic JSON-lines file name of a flush of a ``format = "json"`` sink."""
+    return _base_name(topic, partition, first_offset, last_offset) + (
+        ".jsonl.gz" if gzip else ".jsonl"
+    )
+
+
 def _sink_dir(sink: str, topic: str) -> str:
     for name, value in (("sink", sink), ("topic", topic)):
         if "/" in value or value in ("", ".", ".."):
@@ -104,6 +117,11 @@ def state_key(sink: str, topic: str, partition: int) -> str:
 def intent_key(sink: str, topic: str, partition: int) -> str:
     """The intent file of the flush in progress for one (sink, topic, partition)."""
     return f"{_sink_dir(sink, topic)}/{partition}.intent.json"
+
+
+def columns_key(table: str) -> str:
+    """The declared columns of a raw JSON-lines table (``sinks.columns``)."""
+    return manifest_key(table).rsplit("/", 1)[0] + "/columns.json"
 
 
 def manifest_key(table: str) -> str:

@@ -48,8 +48,10 @@ from sinks.buffer import (
     PartitionBuffers,
     message_event_count,
 )
+from sinks.columns import write_columns
 from sinks.conversion import spec_for
 from sinks.destinations import destination_for
+from sinks.jsonlines import plan_json_flush
 from sinks.memory import BufferUsage, evictions
 from sinks.parquet import Layout, convert, folder_chunks, plan_flush
 from sinks.progress import CRASH_POINTS, Checkpoint, ProgressStore
@@ -280,8 +282,13 @@ class ParquetSink:
     def _flush_batches(self, batches: Sequence[Batch]) -> list[FlushOutcome]:
         """Convert and commit batches to the lake (runs in a worker thread)."""
         outcomes = []
+        if self.spec.format == "json" and self.schema is not None and batches:
+            # A JSON table's declared columns, for the catalog (idempotent, outside flushes).
+            write_columns(self.destination, self.spec.table, self.schema)
         for batch in batches:
-            plan = plan_flush(batch, self.layout)
+            plan = (plan_json_flush if self.spec.format == "json" else plan_flush)(
+                batch, self.layout
+            )
             state = self.store.commit_flush(
                 self.topic,
                 batch.partition,
@@ -350,8 +357,8 @@ class ParquetSink:
 
     def _add_rows(self, buffer: PartitionBuffer, segment: list) -> None:
         """Convert a run of one partition's messages and hold the rows in its buffer."""
-        if not segment:
-            return
+        if not segment or self.spec.format == "json":
+            return  # a JSON-lines sink writes the values it holds, unconverted
         conversion = convert(
             [m.value for m in segment],
             [m.offset for m in segment],
@@ -380,7 +387,7 @@ class ParquetSink:
         parses, so the event loop keeps heart-beating).
         """
         full: list[Batch] = []
-        keep_raw = self.layout.archive_prefix is not None
+        keep_raw = self.layout.archive_prefix is not None or self.spec.format == "json"
         for tp, messages in records.items():
             buffer = self.buffers.get(tp.partition)
             segment: list = []

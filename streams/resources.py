@@ -160,6 +160,9 @@ class DeliveryEntry:
     column_to_json_key: Mapping[str, str] = field(default_factory=dict)
     archive: bool = False
     archive_prefix: str = ""
+    #: "parquet", or "json": no format conversion, records written as they arrived (a
+    #: schema without fields then means the columns are inferred when read).
+    format: str = "parquet"
 
     @property
     def sink_name(self) -> str:
@@ -199,6 +202,7 @@ class DeliveryEntry:
             },
             archive=bool(data.get("archive", False)),
             archive_prefix=str(data.get("archive_prefix", "")),
+            format=str(data.get("format", "parquet")),
         )
 
     def sink_config(self) -> SinkConfig:
@@ -219,6 +223,7 @@ class DeliveryEntry:
             dots_to_underscores=self.dots_to_underscores,
             column_to_json_key=types.MappingProxyType(dict(self.column_to_json_key)),
             archive=self.archive,
+            format="json" if self.format == "json" else "parquet",
             **{key: value for key, value in templates.items() if value},
         )
 
@@ -278,7 +283,8 @@ def registry_config(config: FirelakeConfig, registry: Registry) -> FirelakeConfi
         streams.setdefault(name, entry.stream_config())
     for entry in registry.deliveries.values():
         schema = dataclasses.replace(entry.schema, name=entry.sink_name)
-        schemas[schema.name] = schema
+        if schema.fields:  # a raw JSON delivery without a Glue table declares none
+            schemas[schema.name] = schema
         source = streams.get(entry.topic)
         if source is None:
             streams[entry.topic] = StreamConfig(
@@ -286,9 +292,9 @@ def registry_config(config: FirelakeConfig, registry: Registry) -> FirelakeConfi
                 partitions=entry.partitions,
                 retention_hours=24,
                 envelope="batch",
-                schema=schema.name,
+                schema=schema.name if schema.fields else "",
             )
-        elif not source.schema:
+        elif not source.schema and schema.fields:
             streams[entry.topic] = dataclasses.replace(source, schema=schema.name)
         sinks.setdefault(entry.sink_name, entry.sink_config())
     return dataclasses.replace(

@@ -263,9 +263,14 @@ def test_what_cannot_be_mapped_is_refused_naming_the_field(
             firehose.create_delivery_stream(DeliveryStreamName=f"bad-{suffix}", **kwargs)
         assert fragment in str(info.value), str(info.value)
 
+    # Without format conversion the records are written as JSON lines: gzip or plain only.
     refused(
-        "DataFormatConversionConfiguration: is required",
-        ExtendedS3DestinationConfiguration={"RoleARN": ROLE, "BucketARN": BUCKET},
+        "CompressionFormat: 'Snappy' is not supported without format conversion",
+        ExtendedS3DestinationConfiguration={
+            "RoleARN": ROLE,
+            "BucketARN": BUCKET,
+            "CompressionFormat": "Snappy",
+        },
     )
     refused(
         "Prefix: !{partitionKeyFromQuery:a} needs DynamicPartitioningConfiguration",

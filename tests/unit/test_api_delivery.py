@@ -92,7 +92,10 @@ def serde(openx: dict[str, object]) -> dict[str, object]:
         ({"Prefix": "a/!{firehose:error-output-type}/"}, "not allowed here"),
         (DYNAMIC | {"Prefix": "a/k=!{partitionKeyFromQuery:page}/"}, "cannot be queried"),
         ({"CompressionFormat": "GZIP"}, "CompressionFormat"),
-        ({"DataFormatConversionConfiguration": None}, "is required"),
+        (
+            {"DataFormatConversionConfiguration": None, "CompressionFormat": "ZIP"},
+            "without format conversion: GZIP or UNCOMPRESSED",
+        ),
         ({"ErrorOutputPrefix": "clicks/errors/"}, "ErrorOutputPrefix: 'clicks/errors/' leads"),
         ({"ErrorOutputPrefix": "e/!{partitionKeyFromQuery:page}/"}, "ErrorOutputPrefix"),
         ({"BufferingHints": {"SizeInMBs": 129}}, "sizeInMBs"),
