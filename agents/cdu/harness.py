@@ -15,6 +15,7 @@ does not protect against.
 import json
 import os
 import resource
+import signal
 import sys
 
 _RESULT_MARK = "fl-result"
@@ -38,6 +39,8 @@ _DENIED_EVENTS = {
 
 
 def _set_limits(limits):
+    # Should the scorer die before its wall-clock limit, the run still ends (SIGALRM).
+    signal.alarm(int(float(limits["wall_seconds"])) + 2)
     pairs = (
         (resource.RLIMIT_CPU, int(limits["cpu_seconds"]), int(limits["cpu_seconds"]) + 1),
         (resource.RLIMIT_AS, int(limits["memory_bytes"]), int(limits["memory_bytes"])),

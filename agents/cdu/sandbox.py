@@ -34,6 +34,7 @@ The module is pure (no Kafka client); the scoring agent calls :func:`run_submiss
 
 from __future__ import annotations
 
+import atexit
 import json
 import math
 import os
@@ -42,6 +43,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -61,6 +63,22 @@ __all__ = [
 
 HARNESS = Path(__file__).with_name("harness.py")
 HARNESS_JS = Path(__file__).with_name("harness.js")
+#: Process groups of runs in progress: a scorer that exits mid-run kills them (atexit), so
+#: no sandboxed process outlives its scorer (a sleeping one would not meet its CPU limit).
+_LIVE: set[int] = set()
+_LIVE_LOCK = threading.Lock()
+
+
+@atexit.register
+def _kill_live_runs() -> None:
+    with _LIVE_LOCK:
+        for group in list(_LIVE):
+            try:
+                os.killpg(group, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+
+
 #: Languages the sandbox runs (JavaScript needs ``node`` and ``prlimit`` on the scorer).
 SANDBOX_LANGUAGES = ("python", "javascript")
 KiB = 1024
@@ -318,6 +336,8 @@ def run_submission(
                 start_new_session=True,
                 **identity,
             )
+            with _LIVE_LOCK:
+                _LIVE.add(process.pid)
             timed_out = False
             try:
                 code = process.wait(timeout=limits.wall_seconds)
@@ -326,6 +346,8 @@ def run_submission(
                 _kill_group(process)
                 code = process.wait()
         _kill_group(process)  # anything it left behind in its session
+        with _LIVE_LOCK:
+            _LIVE.discard(process.pid)
         printed_bytes = output_path.stat().st_size
         printed = output_path.read_bytes()[:2000].decode("utf-8", "replace")
         lines = _result_lines(result_path)
