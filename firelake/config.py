@@ -5,8 +5,9 @@ below; each field carries its one-line description in ``metadata["doc"]`` so tha
 ``firelake config`` can print them and errors can name the key. A bad file is refused at
 start with :class:`ConfigError`, which names the file, the key and the reason.
 
-Two environment variables override the file: ``FIRELAKE_KAFKA_BOOTSTRAP`` (the Kafka
-bootstrap address) and ``FIRELAKE_LAKE`` (the lake root).
+Environment variables override the file: ``FIRELAKE_KAFKA_BOOTSTRAP`` (the Kafka
+bootstrap address), ``FIRELAKE_LAKE`` (the lake root) and ``FIRELAKE_QUERY_HOST`` (the
+address the query service binds: ``0.0.0.0`` in a container).
 """
 
 from __future__ import annotations
@@ -908,6 +909,8 @@ def parse_config(
     if environ.get("FIRELAKE_LAKE"):
         lake = dataclasses.replace(lake, root=environ["FIRELAKE_LAKE"])
     query = _section(source, "query", QueryConfig, data.get("query", {}))
+    if environ.get("FIRELAKE_QUERY_HOST"):
+        query = dataclasses.replace(query, host=environ["FIRELAKE_QUERY_HOST"])
     _check_positive(source, "query.timeout_seconds", query.timeout_seconds, 0.01, 86_400)
     _check_positive(source, "query.memory_limit_mb", query.memory_limit_mb, 16)
     _check_positive(source, "query.max_bytes_scanned", query.max_bytes_scanned, 0)

@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "docker-compose.yml"
 DOCKERFILE = ROOT / "Dockerfile"
 CONFIG_IN_IMAGE = "/app/firelake.toml"
-FIRELAKE_SERVICES = ("init", "ingest", "router", "sinks")
+FIRELAKE_SERVICES = ("init", "ingest", "router", "sinks", "queries")
 
 
 @pytest.fixture(scope="module")
@@ -89,7 +89,13 @@ def test_commands_are_real_cli_commands(services: dict[str, Any], name: str) -> 
     assert argv[0] == "firelake"
     args = build_parser().parse_args(argv[1:])
     assert args.config == CONFIG_IN_IMAGE
-    expected = {"init": "streams", "ingest": "ingest", "router": "router", "sinks": "sink"}
+    expected = {
+        "init": "streams",
+        "ingest": "ingest",
+        "router": "router",
+        "sinks": "sink",
+        "queries": "serve-queries",
+    }
     assert args.command == expected[name]
 
 
@@ -103,6 +109,14 @@ def test_commands_name_what_the_shipped_config_declares(services: dict[str, Any]
     assert init.action == "create"
     # The ingest's published port is the one the configuration listens on.
     assert f"{config.ingest.port}:{config.ingest.port}" in services["ingest"]["ports"]
+    # So is the query service's, bound to every interface by the service's environment.
+    queries = services["queries"]
+    assert f"{config.query.port}:{config.query.port}" in queries["ports"]
+    inside = load_config(
+        EXAMPLE_CONFIG, environ={k: str(v) for k, v in queries["environment"].items()}
+    )
+    assert (inside.query.host, inside.query.port) == ("0.0.0.0", 8080)
+    assert inside.lake.root == "/lake" and inside.kafka.bootstrap == "kafka:9092"
 
 
 def test_named_volumes_are_declared() -> None:
