@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import threading
 from typing import Any
 
 import aiokafka.errors as aiokafka_errors
@@ -21,6 +20,7 @@ from aiokafka import AIOKafkaProducer
 from api.backend import AwsBackend, AwsOptions, handle
 from api.records import AwsLimits, ShardQuota
 from api.sigv4 import Credentials
+from firelake.aio import ServerThread
 from firelake.config import FirelakeConfig
 from streams.ingest import (
     DEFAULT_MAX_INFLIGHT,
@@ -251,7 +251,7 @@ class IngestServer:
         await self.stop()
 
 
-class IngestThread:
+class IngestThread(ServerThread[IngestServer]):
     """An :class:`IngestServer` on its own event loop in a background thread.
 
     For synchronous callers — boto3 and the AWS CLI in tests, benchmarks — that block
@@ -261,59 +261,7 @@ class IngestThread:
     def __init__(
         self, config: FirelakeConfig, start_timeout_s: float = 60.0, **kwargs: Any
     ) -> None:
-        self.server = IngestServer(config, **kwargs)
-        self.start_timeout_s = start_timeout_s
-        self._thread: threading.Thread | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._stop: asyncio.Event | None = None
-        self._started = threading.Event()
-        self._error: BaseException | None = None
-
-    @property
-    def url(self) -> str:
-        return self.server.url
-
-    def _run(self) -> None:
-        async def main() -> None:
-            self._loop = asyncio.get_running_loop()
-            self._stop = asyncio.Event()
-            try:
-                await self.server.start()
-            except BaseException as exc:
-                self._error = exc
-                self._started.set()
-                return
-            self._started.set()
-            try:
-                await self._stop.wait()
-            finally:
-                await self.server.stop()
-
-        asyncio.run(main())
-
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="ingest", daemon=True)
-        self._thread.start()
-        if not self._started.wait(self.start_timeout_s):
-            raise TimeoutError(f"the ingest did not start within {self.start_timeout_s} s")
-        if self._error is not None:
-            self._thread.join()
-            raise self._error
-
-    def stop(self, timeout_s: float = 30.0) -> None:
-        if self._thread is None:
-            return
-        if self._loop is not None and self._stop is not None and self._thread.is_alive():
-            self._loop.call_soon_threadsafe(self._stop.set)
-        self._thread.join(timeout_s)
-        self._thread = None
-
-    def __enter__(self) -> IngestThread:
-        self.start()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
+        super().__init__(IngestServer(config, **kwargs), "ingest", start_timeout_s)
 
 
 async def serve(

@@ -47,6 +47,7 @@ import orjson
 import pyarrow as pa
 from aiohttp import web
 
+from firelake.aio import ServerThread
 from firelake.config import FirelakeConfig
 from queries.catalog import TableInfo
 from queries.dashboard import add_dashboard, pipeline_health
@@ -674,54 +675,10 @@ async def serve_queries(
         await asyncio.Event().wait()
 
 
-class QueryServerThread:
+class QueryServerThread(ServerThread[QueryServer]):
     """A :class:`QueryServer` on its own event loop in a background thread, for
     synchronous callers (tests with boto3 or a browser, benchmarks):
     ``with QueryServerThread(config, port=0) as server: server.url``."""
 
     def __init__(self, config: FirelakeConfig, port: int | None = None, engines: int = 2) -> None:
-        self.server = QueryServer(config, port=port, engines=engines)
-        self._thread: threading.Thread | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._stop: asyncio.Event | None = None
-        self._started = threading.Event()
-        self._error: BaseException | None = None
-
-    @property
-    def url(self) -> str:
-        return self.server.url
-
-    def _run(self) -> None:
-        async def main() -> None:
-            self._loop = asyncio.get_running_loop()
-            self._stop = asyncio.Event()
-            try:
-                await self.server.start()
-            except BaseException as exc:
-                self._error = exc
-                self._started.set()
-                return
-            self._started.set()
-            try:
-                await self._stop.wait()
-            finally:
-                await self.server.stop()
-
-        asyncio.run(main())
-
-    def __enter__(self) -> QueryServerThread:
-        self._thread = threading.Thread(target=self._run, name="query-service", daemon=True)
-        self._thread.start()
-        if not self._started.wait(60):
-            raise TimeoutError("the query service did not start within 60 s")
-        if self._error is not None:
-            raise self._error
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        if self._thread is None:
-            return
-        if self._loop is not None and self._stop is not None and self._thread.is_alive():
-            self._loop.call_soon_threadsafe(self._stop.set)
-        self._thread.join(30)
-        self._thread = None
+        super().__init__(QueryServer(config, port=port, engines=engines), "query service")
