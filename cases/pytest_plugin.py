@@ -36,6 +36,8 @@ if TYPE_CHECKING:  # the runner (DuckDB, Kafka clients) loads only when a case r
 __all__ = ["CaseFile", "CaseItem", "CaseRunner", "session_bootstrap"]
 
 _BROKER = pytest.StashKey[Any]()
+#: (bootstrap, suffix) of every case run in this session, for the final group sweep.
+_RUNS = pytest.StashKey[list[tuple[str, str]]]()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -55,6 +57,22 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "firelake_case: a Firelake stream replay test case")
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """Delete the consumer groups the session's cases left (static members time out)."""
+    runs = session.config.stash.get(_RUNS, [])
+    if runs:
+        from cases.runner import delete_groups
+
+        for bootstrap in {b for b, _ in runs}:
+            delete_groups(bootstrap, [s for b, s in runs if b == bootstrap], wait_s=10.0)
+
+
+def _ran(config: pytest.Config, bootstrap: str, result: CaseResult) -> CaseResult:
+    if result.suffix:
+        config.stash.setdefault(_RUNS, []).append((bootstrap, result.suffix))
+    return result
 
 
 def session_bootstrap(config: pytest.Config) -> str:
@@ -79,10 +97,17 @@ def session_bootstrap(config: pytest.Config) -> str:
 class CaseRunner:
     """What the ``firelake_case`` fixture gives a test."""
 
-    def __init__(self, bootstrap: str, update: bool = False, speed: float | None = None):
+    def __init__(
+        self,
+        bootstrap: str,
+        update: bool = False,
+        speed: float | None = None,
+        config: pytest.Config | None = None,
+    ):
         self.bootstrap = bootstrap
         self.update = update
         self.speed = speed
+        self.config = config
 
     def run(self, folder: str | Path, **options: Any) -> CaseResult:
         """Run a case folder; options as :func:`cases.runner.run_case` takes them."""
@@ -90,7 +115,8 @@ class CaseRunner:
 
         options.setdefault("update", self.update)
         options.setdefault("speed", self.speed)
-        return run_case(folder, self.bootstrap, **options)
+        result = run_case(folder, self.bootstrap, **options)
+        return _ran(self.config, self.bootstrap, result) if self.config else result
 
     def check(self, folder: str | Path, **options: Any) -> CaseResult:
         """Run a case folder and fail the test with its report unless it passed."""
@@ -149,6 +175,7 @@ def firelake_case(pytestconfig: pytest.Config, firelake_bootstrap: str) -> CaseR
         firelake_bootstrap,
         bool(pytestconfig.getoption("firelake_update")),
         pytestconfig.getoption("firelake_speed"),
+        pytestconfig,
     )
 
 
@@ -159,12 +186,14 @@ class CaseItem(pytest.Item):
         from cases.runner import run_case
 
         config = self.config
+        bootstrap = session_bootstrap(config)
         result = run_case(
             self.path.parent,
-            session_bootstrap(config),
+            bootstrap,
             update=bool(config.getoption("firelake_update")),
             speed=config.getoption("firelake_speed"),
         )
+        _ran(config, bootstrap, result)
         self.user_properties.append(("seconds", f"{result.seconds:.2f}"))
         if not result.passed:
             raise CaseFailure(result.report())

@@ -48,7 +48,7 @@ from queries.catalog import Lake
 from queries.engine import QueryEngine, QueryError, format_json
 from streams.topics import delete_topics, ensure_topics
 
-__all__ = ["CaseResult", "QueryOutcome", "run_case", "run_cases"]
+__all__ = ["CaseResult", "QueryOutcome", "delete_groups", "run_case", "run_cases"]
 
 #: How long ``firelake up`` gets to stop cleanly.
 STOP_TIMEOUT_S = 60
@@ -80,6 +80,8 @@ class CaseResult:
     phases: dict[str, float] = field(default_factory=dict)
     wall_clock: list[str] = field(default_factory=list)
     workdir: Path | None = None
+    #: The suffix of the run's topic and group names.
+    suffix: str = ""
 
     @property
     def results(self) -> dict[str, list[dict[str, Any]]]:
@@ -165,16 +167,50 @@ def _stop(process: subprocess.Popen[bytes]) -> str | None:
     return None
 
 
-def _delete_groups(bootstrap: str, suffix: str) -> None:
+def _admin(bootstrap: str):  # -> kafka.admin.KafkaAdminClient
     from kafka.admin import KafkaAdminClient
 
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="firelake-test-cleanup")
+    return KafkaAdminClient(bootstrap_servers=bootstrap, client_id="firelake-test-cleanup")
+
+
+def _leftovers(bootstrap: str, suffix: str) -> list[str]:
+    """Topics the run's agents made for themselves (window changelogs, router dedup logs):
+    every topic whose name carries the run's suffix."""
+    admin = _admin(bootstrap)
     try:
-        groups = [g["group_id"] for g in admin.list_groups() if g["group_id"].endswith(suffix)]
-        if groups:
-            admin.delete_groups(groups)
-    except Exception:  # best effort: a group still settling is reaped by the broker later
-        pass
+        return [t for t in admin.list_topics() if f"-{suffix}" in t]
+    except Exception:  # best effort: the broker keeps what it keeps
+        return []
+    finally:
+        admin.close()
+
+
+def delete_groups(bootstrap: str, suffixes: Sequence[str], wait_s: float = 0.0) -> list[str]:
+    """Delete the runs' consumer groups; those still holding a static member (sinks and
+    windows keep theirs until their session times out) are retried for ``wait_s``.
+    Returns the groups left."""
+    admin = _admin(bootstrap)
+    deadline = time.monotonic() + wait_s
+    try:
+        while True:
+            left = [
+                g["group_id"]
+                for g in admin.list_groups()
+                if any(g["group_id"].endswith(f"-{s}") for s in suffixes)
+            ]
+            for group in left:
+                try:
+                    admin.delete_groups([group])
+                except Exception:  # not empty yet: a static member's session runs on
+                    continue
+            left = [
+                g["group_id"]
+                for g in admin.list_groups()
+                if any(g["group_id"].endswith(f"-{s}") for s in suffixes)
+            ]
+            if not left or time.monotonic() >= deadline:
+                return left
+            time.sleep(1.0)
     finally:
         admin.close()
 
@@ -283,8 +319,8 @@ def run_case(
         except CaseError as exc:
             folder = Path(case)
             return CaseResult(folder.name, folder, error=str(exc))
-    result = CaseResult(case.name, case.folder)
     suffix = unique_suffix()
+    result = CaseResult(case.name, case.folder, suffix=suffix)
     work = Path(tempfile.mkdtemp(prefix=f"firelake-case-{case.name}-", dir=workdir))
     result.workdir = work
     topics: list[str] = []
@@ -355,10 +391,10 @@ def run_case(
             lap("stop")
         if topics:
             try:
-                delete_topics(bootstrap, topics)
+                delete_topics(bootstrap, sorted({*topics, *_leftovers(bootstrap, suffix)}))
+                delete_groups(bootstrap, [suffix])
             except Exception as exc:  # cleanup is best effort; the run's verdict stands
                 result.error = result.error or f"cleanup: {exc}"
-            _delete_groups(bootstrap, suffix)
         if not keep:
             shutil.rmtree(work, ignore_errors=True)
             result.workdir = None
@@ -384,6 +420,8 @@ def run_cases(
         )
         echo(result.report())
         results.append(result)
+    # Groups whose static members outlived their case: gone once their sessions time out.
+    delete_groups(bootstrap, [r.suffix for r in results if r.suffix], wait_s=10.0)
     return results
 
 
