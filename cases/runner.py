@@ -50,6 +50,8 @@ from streams.topics import delete_topics, ensure_topics
 
 __all__ = ["CaseResult", "QueryOutcome", "delete_groups", "run_case", "run_cases"]
 
+#: Most rows one expected query may return (a case compares answers, not whole lakes).
+MAX_ROWS = 1_000_000
 #: How long ``firelake up`` gets to stop cleanly.
 STOP_TIMEOUT_S = 60
 
@@ -149,7 +151,9 @@ def _unrenamed(value: Any, tag: str) -> Any:
 def _rows(engine: QueryEngine, sql: str, suffix: str) -> tuple[list[dict[str, Any]], list[str]]:
     """The rows as JSON data, the run's suffix taken out of every text value: a DLQ
     record's router and source topic read as the case names them, on every run."""
-    result = engine.query(sql, max_rows=1_000_000)
+    result = engine.query(sql, max_rows=MAX_ROWS)
+    if result.truncated:
+        raise QueryError(f"more than {MAX_ROWS} rows: compare an aggregate instead", sql)
     rows = json.loads(format_json(result))
     return [_unrenamed(row, f"-{suffix}") for row in rows], list(result.columns)
 
