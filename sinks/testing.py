@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import subprocess
 import sys
 import uuid
@@ -37,6 +38,7 @@ __all__ = [
     "s3",
     "s3_server",
     "start_sink",
+    "stop_sink",
 ]
 
 #: The repository root (what ``python -m sinks.sink`` needs on its path).
@@ -119,6 +121,17 @@ def start_sink(config_path: Path, sink: str, log: Path, **env: str) -> subproces
             stdout=subprocess.DEVNULL,
             stderr=stderr,
         )
+
+
+def stop_sink(proc: subprocess.Popen, log: Path, timeout_s: float = 30.0) -> None:
+    """SIGTERM a sink process and check it flushed and exited cleanly (killed if it hangs)."""
+    proc.send_signal(signal.SIGTERM)
+    try:
+        assert proc.wait(timeout=timeout_s) == 0, log.read_text()
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=10)
+        raise
 
 
 def playback_sink(

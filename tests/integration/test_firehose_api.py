@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import gzip
 import json
 import threading
 import time
@@ -395,4 +396,71 @@ def test_decimal_date_array_and_a_dynamic_prefix_reach_the_lake_exactly(
         amount = sent["amount"]
         expected = amount if isinstance(amount, str) else f"{amount:.2f}"
         assert row == (sent["order_id"], sent["Region"], expected, sent["day"], len(sent["tags"]))
+    firehose.delete_delivery_stream(DeliveryStreamName=name)
+
+
+@pytest.mark.parametrize("glue", [True, False], ids=["glue-columns", "inferred"])
+def test_without_format_conversion_gzip_json_lines_reach_the_lake(
+    setup: dict[str, Any], lake: Path, suffix: str, glue: bool, capsys: Any
+) -> None:
+    """The most common Firehose setup: no DataFormatConversionConfiguration. 5 000 records
+    land byte for byte as gzip JSON lines under the Prefix, and SQL reads them with the
+    columns of a Glue table of the same name, or inferred."""
+    server: IngestThread = setup["server"]
+    firehose = client(server, "firehose")
+    table = f"rawclicks_{suffix}"
+    if glue:
+        columns = [("event_id", "string"), ("user_id", "string"), ("position_seconds", "bigint")]
+        client(server, "glue").create_table(
+            DatabaseName="default",
+            TableInput={
+                "Name": table,
+                "StorageDescriptor": {"Columns": [{"Name": n, "Type": t} for n, t in columns]},
+            },
+        )
+    name = f"raw-{suffix}"
+    plain = {"RoleARN": ROLE, "BucketARN": BUCKET, "Prefix": f"{table}/"}
+    hints = {"BufferingHints": {"SizeInMBs": 1, "IntervalInSeconds": 1}}
+    firehose.create_delivery_stream(
+        DeliveryStreamName=name,
+        ExtendedS3DestinationConfiguration=plain | hints | {"CompressionFormat": "GZIP"},
+    )
+    setup["topics"].append(f"firehose-{name}")
+    fleet = FleetThread(setup["config"], setup["registry_topic"])
+    fleet.start()
+    events = [sample_event(n, "start") for n in range(5000)]
+    # Records as producers send them, key order and spacing their own.
+    sent = [json.dumps(e, separators=(", ", ": ")).encode() for e in events]
+    for start in range(0, 5000, 500):
+        answer = firehose.put_record_batch(
+            DeliveryStreamName=name,
+            Records=[{"Data": d + b"\n"} for d in sent[start : start + 500]],
+        )
+        assert answer["FailedPutCount"] == 0
+
+    def lines() -> list[bytes]:
+        files = sorted((lake / table).rglob("*.jsonl.gz"))
+        return [line for f in files for line in gzip.decompress(f.read_bytes()).splitlines()]
+
+    deadline = time.monotonic() + 60
+    while len(lines()) < 5000 and time.monotonic() < deadline and fleet.is_alive():
+        time.sleep(0.5)
+    fleet.stop()
+    assert sorted(lines()) == sorted(sent)  # byte for byte, one a line
+    for path in (lake / table).rglob("*.jsonl.gz"):
+        assert (path.parent.parent.name[:3], path.parent.name[:5]) == ("dt=", "hour=")
+
+    def query(sql: str) -> list[str]:
+        capsys.readouterr()
+        argv = ["query", sql, "--config", str(setup["config_file"]), "--format", "csv"]
+        assert firelake_main(argv) == 0
+        return [line for line in capsys.readouterr().out.splitlines()[1:] if "," in line]
+
+    total = sum(e["position_seconds"] for e in events)
+    counts = f"SELECT count(*), count(DISTINCT event_id), sum(position_seconds) FROM {table}"
+    assert query(counts) == [f"5000,5000,{total}"]
+    types = dict(row.split(",")[:2] for row in query(f"DESCRIBE {table}"))
+    assert types["position_seconds"] == "BIGINT"
+    # A Glue table decides the columns (Athena's JSON SerDe); otherwise they are inferred.
+    assert ("content_id" in types) is not glue
     firehose.delete_delivery_stream(DeliveryStreamName=name)

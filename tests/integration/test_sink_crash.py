@@ -24,7 +24,7 @@ import pytest
 from firelake.config import FirelakeConfig, load_config
 from firelake.testing import example_data, example_dict, sample_event, write_config
 from sinks.progress import ProgressStore
-from sinks.testing import produce_playback, start_sink
+from sinks.testing import produce_playback, start_sink, stop_sink
 from streams.topics import delete_topics, ensure_topics
 
 pytestmark = pytest.mark.kafka
@@ -140,13 +140,7 @@ def test_killed_sink_restarts_without_losing_or_duplicating_events(
     try:
         _wait_caught_up(store, topic, last, proc)
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            assert proc.wait(timeout=WAIT_SECONDS) == 0, log.read_text()
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
-            raise
+        stop_sink(proc, log, WAIT_SECONDS)
 
     assert _counts(lake) == (EVENTS, EVENTS), log.read_text()
     assert not list(lake.rglob("*.tmp"))
