@@ -31,6 +31,7 @@ from agents.faust_agent import record_of
 from agents.window_agent import changelog_topic, ensure_changelog, group_id, read_changelog
 from agents.windows.batch import SourceMessage
 from agents.windows.processor import Emission, WindowProcessor
+from agents.windows.snapshot import SNAPSHOT_SECONDS, SnapshotWriter
 from firelake.config import FirelakeConfig
 
 __all__ = ["build_window_app", "run_faust_window"]
@@ -129,6 +130,13 @@ def build_window_app(
             emission = holder["p"].tick()
             if emission.results:
                 await send(emission)
+
+    snapshots = SnapshotWriter(config, name)
+
+    @app.timer(SNAPSHOT_SECONDS)
+    async def snapshot() -> None:
+        # The open windows for the query service (``<name>_open``), as the default engine.
+        await snapshots.write(holder.get("p"), force=True)
 
     return app
 

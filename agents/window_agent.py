@@ -19,13 +19,13 @@ a run without the crash gives. Readers of the output and late streams must read
 ``read_committed`` (the sinks do).
 
 **State.** The changelog ``_firelake-window-<name>-changelog`` is a compacted topic: one
-record per open (window, key) entry (per key for sessions and sliding windows), a tombstone
-when a window closes, and the watermarks; compaction keeps it to the open windows.
+record per open window and bucket of keys (per key for sessions and sliding windows), a
+tombstone when a window closes, and the watermarks; compaction keeps it to the open windows.
 
 **Open windows in the lake.** The active worker writes its open windows to
 ``_firelake/windows/<name>/open.parquet`` (:mod:`agents.windows.snapshot`), replaced whole
-at most every ``SNAPSHOT_SECONDS`` and when it stops, so the query service (which reads the
-lake only) shows them as the view ``<name>_open``.
+every few seconds and when it stops, so the query service (which reads the lake only)
+shows them as the view ``<name>_open``.
 
 A failed transaction stops the worker (exit 1) rather than guess what its in-memory state
 should be: the supervisor restarts it and the restore puts state and offsets back together.
@@ -58,11 +58,9 @@ from aiokafka.structs import TopicPartition
 
 from agents.windows.batch import SourceMessage
 from agents.windows.processor import Emission, WindowProcessor
-from agents.windows.snapshot import snapshot_bytes
+from agents.windows.snapshot import SnapshotWriter
 from firelake.config import ConfigError, FirelakeConfig, load_config
 from firelake.log import setup_logging
-from sinks.destinations import Destination, lake_destination
-from sinks.paths import open_windows_key
 from streams.admin import TopicSpec, admin_client, ensure_topic
 from streams.envelope import HEADER_COUNT, header
 
@@ -85,8 +83,6 @@ log = logging.getLogger("firelake.window")
 MAX_REQUEST_BYTES = 8 * 1024 * 1024
 #: How often an idle worker asks the clock whether windows closed (idle partitions).
 TICK_SECONDS = 1.0
-#: Most often the active worker replaces its open-windows snapshot in the lake.
-SNAPSHOT_SECONDS = 3.0
 #: How often the worker logs its counters.
 STATS_INTERVAL_SECONDS = 60.0
 #: Static group membership: a restarted worker with the same id takes its place (and the
@@ -261,9 +257,8 @@ class WindowWorker:
         #: A transaction that failed inside a rebalance callback (the loop raises it).
         self.failure: KafkaError | None = None
         self.changelog = changelog_topic(name)
-        #: Where the open-windows snapshot goes (the lake, local or S3) and when next.
-        self.lake: Destination | None = None
-        self.next_snapshot = 0.0
+        #: The open-windows snapshot in the lake (local or S3).
+        self.snapshots = SnapshotWriter(config, name)
 
     # ------------------------------------------------------------------ ownership
 
@@ -395,24 +390,6 @@ class WindowWorker:
         if emission.results:
             await self._send(emission, {})
 
-    async def _snapshot(self, force: bool = False) -> None:
-        """Replace the open-windows snapshot in the lake when it is due (or ``force``).
-
-        A snapshot that cannot be written is logged and tried again later: it is a view
-        for readers, never part of the window's exactly-once state."""
-        processor = self.processor
-        now = time.monotonic()
-        if processor is None or (not force and now < self.next_snapshot):
-            return
-        self.next_snapshot = now + SNAPSHOT_SECONDS
-        try:
-            if self.lake is None:
-                self.lake = lake_destination(self.config)
-            data = snapshot_bytes(processor, time.time())
-            await asyncio.to_thread(self.lake.put, open_windows_key(self.name), data)
-        except Exception as exc:  # a reader's view must not stop the window
-            log.warning("window %s: open-windows snapshot not written: %r", self.name, exc)
-
     async def run(self, stop: asyncio.Event) -> None:
         """Aggregate until ``stop`` is set; then commit what was read and leave the group."""
         spec = self.spec
@@ -471,7 +448,7 @@ class WindowWorker:
                     elif now >= next_tick:
                         await self._tick()
                         next_tick = now + TICK_SECONDS
-                    await self._snapshot()
+                    await self.snapshots.write(self.processor)
                 if now >= next_stats and self.processor is not None:
                     next_stats = now + STATS_INTERVAL_SECONDS
                     log.info(
@@ -483,7 +460,7 @@ class WindowWorker:
             async with self.lock:
                 if self.pending and self.processor is not None:
                     await self._commit_batch()
-                await self._snapshot(force=True)
+                await self.snapshots.write(self.processor, force=True)
         finally:
             if self.processor is not None:
                 log.info("window %s stopping: %s", self.name, self.processor.stats)

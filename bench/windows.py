@@ -283,7 +283,7 @@ def _firelake(
         # Envelopes hold 500 events, the last of a partition fewer.
         return sum(min(offsets[p] * 500, counts.get(p, 0)) for p in offsets)
 
-    log = folder / "firelake.log"
+    log = folder / f"firelake-{suffix}.log"
     args = ["-m", "agents.window_agent", "--config", str(path), "--window", name]
     env = {"FIRELAKE_KAFKA_BOOTSTRAP": bootstrap, "FIRELAKE_WINDOW_INSTANCE_ID": f"bench-{name}"}
     proc = _spawn(args, log, env, tree)

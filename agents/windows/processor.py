@@ -289,7 +289,8 @@ class WindowProcessor:
 
     def restore(self, records: Iterable[tuple[bytes, bytes | None]]) -> int:
         """Rebuild the state from changelog records in log order (last one per key wins);
-        returns the number of live entries loaded."""
+        returns the number of open entries restored (``state.size()``: (window, key) pairs
+        for fixed windows, whose records hold a bucket of keys each)."""
         latest: dict[bytes, bytes | None] = {}
         for key, value in records:
             latest[key] = value
@@ -302,4 +303,4 @@ class WindowProcessor:
                 continue
             self.state.load(codec.loads(key), codec.loads(value))
             loaded += 1
-        return loaded
+        return self.state.size() if loaded else 0

@@ -18,7 +18,10 @@ agent took it, ``watermark`` how far event time had come.
 
 from __future__ import annotations
 
+import asyncio
 import io
+import logging
+import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -29,8 +32,16 @@ import pyarrow.parquet as pq
 from agents.windows.processor import WindowProcessor, json_value
 from agents.windows.state import FixedState
 from agents.windows.watermarks import NO_TIME
+from firelake.config import FirelakeConfig
+from sinks.destinations import Destination, lake_destination
+from sinks.paths import open_windows_key
 
-__all__ = ["snapshot_bytes", "snapshot_table"]
+__all__ = ["SNAPSHOT_SECONDS", "SnapshotWriter", "snapshot_bytes", "snapshot_table"]
+
+log = logging.getLogger("firelake.window")
+
+#: Most often an active window worker replaces its open-windows snapshot in the lake.
+SNAPSHOT_SECONDS = 3.0
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _TIME = pa.timestamp("us", tz="UTC")
@@ -128,3 +139,37 @@ def snapshot_bytes(processor: WindowProcessor, now: float) -> bytes:
     sink = io.BytesIO()
     pq.write_table(snapshot_table(processor, now), sink, compression="zstd")
     return sink.getvalue()
+
+
+class SnapshotWriter:
+    """Replaces one window's snapshot in the lake when due (both engines use it).
+
+    A snapshot that cannot be written is logged and tried again later: it is a view for
+    readers, never part of the window's exactly-once state."""
+
+    def __init__(
+        self, config: FirelakeConfig, name: str, interval: float = SNAPSHOT_SECONDS
+    ) -> None:
+        self.config = config
+        self.name = name
+        self.key = open_windows_key(name)
+        self.interval = interval
+        self.lake: Destination | None = None
+        self.next = 0.0
+
+    async def write(self, processor: WindowProcessor | None, force: bool = False) -> bool:
+        """Write ``processor``'s open windows if the interval passed (or ``force``);
+        whether a snapshot was written."""
+        now = time.monotonic()
+        if processor is None or (not force and now < self.next):
+            return False
+        self.next = now + self.interval
+        try:
+            if self.lake is None:
+                self.lake = lake_destination(self.config)
+            data = snapshot_bytes(processor, time.time())
+            await asyncio.to_thread(self.lake.put, self.key, data)
+        except Exception as exc:  # a reader's view must not stop the window
+            log.warning("window %s: open-windows snapshot not written: %r", self.name, exc)
+            return False
+        return True

@@ -165,6 +165,12 @@ def test_the_faust_engine_gives_the_same_results_without_a_crash(
     send_stream(kafka_bootstrap, f"clicks-{suffix}", stream)
     check_window(config, kafka_bootstrap, window, stream, log, timeout=120)
     assert "(faust): active on" in log.read_text()
+    # Its open windows reach the lake for the query service too (the zz events' window).
+    import pyarrow.parquet as pq
+
+    snapshot = Path(config.lake_root) / "_firelake" / "windows" / window / "open.parquet"
+    assert wait(lambda: snapshot.exists() and pq.read_table(snapshot).num_rows > 0, 30)
+    assert "zz" in set(pq.read_table(snapshot).column("user").to_pylist())
 
 
 def test_update_mode_emits_changes_and_the_same_final_results(
