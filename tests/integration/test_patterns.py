@@ -29,7 +29,8 @@ from tests.integration.routerkit import running as running  # the fixture
 
 pytestmark = pytest.mark.kafka
 
-EXAMPLES = EXAMPLE_CONFIG.parent
+# The chapter-3 pattern configurations are single files beside the seed systems' folders.
+EXAMPLES = EXAMPLE_CONFIG.parent.parent
 
 
 def pattern(

@@ -197,7 +197,13 @@ def test_router_settings_are_checked(setting: str, value: object, key: str, phra
     assert phrase in caught.value.reason
 
 
-@pytest.mark.parametrize("path", sorted(EXAMPLE_CONFIG.parent.glob("*.toml")), ids=lambda p: p.name)
+# The pattern examples are single files; the seed systems are folders with a firelake.toml.
+SHIPPED_EXAMPLES = sorted(
+    [*EXAMPLE_CONFIG.parent.parent.glob("*.toml"), *EXAMPLE_CONFIG.parent.parent.glob("*/*.toml")]
+)
+
+
+@pytest.mark.parametrize("path", SHIPPED_EXAMPLES, ids=lambda p: f"{p.parent.name}/{p.name}")
 def test_every_shipped_example_loads_and_renames_consistently(path: Path) -> None:
     data = tomllib.loads(path.read_text(encoding="utf-8"))
     load_config(path, environ={})
