@@ -396,7 +396,10 @@ class ParquetSink:
                 if not buffer.append(
                     message.offset, message.value, events, message.timestamp, keep=keep_raw
                 ):
+                    # A re-delivery (a seek at assignment re-fetches what a poll already
+                    # returned): already buffered, so neither buffered nor counted again.
                     continue
+                self.stats.messages += 1
                 if message.value:
                     segment.append(message)
                 # Checked per message, so a batch overshoots its bound by one message at
@@ -406,7 +409,6 @@ class ParquetSink:
                     segment = []
                     full.append(buffer.take())
             self._add_rows(buffer, segment)
-            self.stats.messages += len(messages)
         usages = [
             BufferUsage(b.partition, b.memory, b.started_at or 0.0, b.folders)
             for b in self.buffers
