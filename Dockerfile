@@ -16,6 +16,8 @@ COPY streams ./streams
 COPY agents ./agents
 COPY sinks ./sinks
 COPY queries ./queries
+COPY api ./api
+COPY cases ./cases
 RUN pip install . && rm -rf /src
 
 # The shipped Yle example is the container's configuration. Its ingest binds 127.0.0.1,
@@ -23,6 +25,8 @@ RUN pip install . && rm -rf /src
 # and fail the build if the example's line ever changes so the edit no longer applies.
 WORKDIR /app
 COPY firelake/examples/yle/firelake.toml /app/firelake.toml
+# Its saved queries, where the config's [query] saved_dir ("queries") points.
+COPY firelake/examples/yle/queries /app/queries
 RUN sed -i 's/^host = "127.0.0.1"/host = "0.0.0.0"/' /app/firelake.toml \
     && grep -q '^host = "0.0.0.0"' /app/firelake.toml
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import re
 import shlex
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,8 @@ ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "docker-compose.yml"
 DOCKERFILE = ROOT / "Dockerfile"
 CONFIG_IN_IMAGE = "/app/firelake.toml"
-FIRELAKE_SERVICES = ("init", "ingest", "router", "sinks", "queries")
+WINDOW_SERVICES = ("window-plays-per-minute", "window-channel-viewers", "window-user-sessions")
+FIRELAKE_SERVICES = ("init", "ingest", "router", "sinks", "queries", *WINDOW_SERVICES)
 
 
 @pytest.fixture(scope="module")
@@ -96,7 +98,7 @@ def test_commands_are_real_cli_commands(services: dict[str, Any], name: str) -> 
         "sinks": "sink",
         "queries": "serve-queries",
     }
-    assert args.command == expected[name]
+    assert args.command == expected.get(name, "window")
 
 
 def test_commands_name_what_the_shipped_config_declares(services: dict[str, Any]) -> None:
@@ -119,6 +121,24 @@ def test_commands_name_what_the_shipped_config_declares(services: dict[str, Any]
     assert inside.lake.root == "/lake" and inside.kafka.bootstrap == "kafka:9092"
 
 
+def test_every_agent_of_each_example_has_a_service(services: dict[str, Any]) -> None:
+    """`docker compose up` runs the whole example: each router and window agent."""
+    for example, config in (
+        ("yle", load_config(EXAMPLE_CONFIG, environ={})),
+        ("cdu", load_config(EXAMPLE_CONFIG.parent.parent / "cdu" / "firelake.toml", environ={})),
+    ):
+        started = {"router": set(), "window": set()}
+        for service in services.values():
+            argv = service.get("command")
+            if not isinstance(argv, list) or argv[0] != "firelake":
+                continue
+            args = build_parser().parse_args(argv[1:])
+            if args.command in started and (args.example or "yle") == example:
+                started[args.command].add(args.name)
+        assert started["router"] == set(config.routers), example
+        assert started["window"] == set(config.windows), example
+
+
 def test_named_volumes_are_declared() -> None:
     volumes = yaml.safe_load(COMPOSE.read_text(encoding="utf-8"))["volumes"]
     assert {"lake", "kafka-data", "minio-data"} <= set(volumes)
@@ -135,8 +155,13 @@ def test_dockerfile_builds_the_package_with_the_shipped_config() -> None:
         for source in sources:
             assert (ROOT / source).exists(), f"Dockerfile copies missing {source}"
     packages = {c[0] for c in copies if len(c) == 2}
-    for package in ("firelake", "streams", "agents", "sinks", "queries"):
-        assert package in packages
+    # Every package pyproject installs is in the build context (a missing one fails at run).
+    found = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+    for pattern in found["tool"]["setuptools"]["packages"]["find"]["include"]:
+        assert pattern.rstrip("*") in packages, f"Dockerfile does not copy {pattern}"
+    # The saved queries sit where the image's config looks for them.
+    saved_dir = load_config(EXAMPLE_CONFIG, environ={}).query.saved_dir
+    assert ["firelake/examples/yle/queries", f"/app/{saved_dir}"] in copies
 
 
 def test_the_dockerfile_edit_makes_the_ingest_reachable(tmp_path: Path) -> None:
