@@ -16,10 +16,8 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from aiokafka import AIOKafkaProducer
-
 from cases.records import OutMessage, RecordedEvent, interleave, pack
-from streams.topics import MAX_MESSAGE_BYTES
+from streams.replay import replay_producer
 
 __all__ = ["InjectReport", "StreamInput", "inject", "inject_sync"]
 
@@ -64,14 +62,7 @@ async def inject(
         ),
         key=lambda item: (item[0], item[1]),
     )
-    producer = AIOKafkaProducer(
-        bootstrap_servers=bootstrap,
-        client_id="firelake-test-replay",
-        acks="all",
-        enable_idempotence=True,
-        max_request_size=MAX_MESSAGE_BYTES,
-        linger_ms=5,
-    )
+    producer = replay_producer(bootstrap, client_id="firelake-test-replay")
     await producer.start()
     try:
         pending: list[asyncio.Future[object]] = []

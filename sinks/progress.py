@@ -184,6 +184,10 @@ class ProgressStore:
         From then on a process that claimed earlier is fenced. Raises :class:`Fenced` if
         another process claimed or wrote it at the same moment.
         """
+        return self._claim(topic, partition)[0]
+
+    def _claim(self, topic: str, partition: int) -> tuple[int, PartitionState | None]:
+        """:meth:`claim`, also returning the progress the claimed state holds."""
         key = state_key(self.sink, topic, partition)
         raw, version = self.destination.get_versioned(key)
         data = self._parse(key, raw) or {
@@ -200,11 +204,7 @@ class ProgressStore:
         except Conflict as exc:
             raise Fenced(key, f"claimed by another owner at the same time ({exc})") from exc
         self._owned[(topic, partition)] = (epoch, version)
-        return epoch
-
-    def release(self, topic: str, partition: int) -> None:
-        """Forget a partition this process no longer owns."""
-        self._owned.pop((topic, partition), None)
+        return epoch, self._state_of(key, data)
 
     def intent(self, topic: str, partition: int) -> Intent | None:
         """The flush a crash interrupted, None when there is none."""
@@ -227,8 +227,7 @@ class ProgressStore:
         Safe to call any number of times; call it before the first flush of a partition.
         It first claims the partition (:meth:`claim`), fencing every earlier owner.
         """
-        self.claim(topic, partition)
-        state = self.state(topic, partition)
+        _, state = self._claim(topic, partition)
         intent = self.intent(topic, partition)
         if intent is not None:
             if state is None or intent.last_offset > state.last_offset:

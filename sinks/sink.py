@@ -241,6 +241,8 @@ class ParquetSink:
         #: Bumped by every rebalance callback, so a poll can tell its records went stale.
         self._generation = 0
         self._consumer: AIOKafkaConsumer | None = None
+        #: A JSON table with a schema still has to put its columns file (sinks.columns).
+        self._columns_pending = spec.format == "json" and self.schema is not None
 
     # ----------------------------------------------------------------- rebalancing
 
@@ -282,9 +284,11 @@ class ParquetSink:
     def _flush_batches(self, batches: Sequence[Batch]) -> list[FlushOutcome]:
         """Convert and commit batches to the lake (runs in a worker thread)."""
         outcomes = []
-        if self.spec.format == "json" and self.schema is not None and batches:
-            # A JSON table's declared columns, for the catalog (idempotent, outside flushes).
+        if self._columns_pending and batches and self.schema is not None:
+            # A JSON table's declared columns, for the catalog: once per sink run, before
+            # its first files (the same bytes every time, outside the flush protocol).
             write_columns(self.destination, self.spec.table, self.schema)
+            self._columns_pending = False
         for batch in batches:
             plan = (plan_json_flush if self.spec.format == "json" else plan_flush)(
                 batch, self.layout

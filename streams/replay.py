@@ -124,6 +124,19 @@ async def _offsets(
     return {tp: (hit.offset if hit is not None else end[tp]) for tp, hit in found.items()}
 
 
+def replay_producer(bootstrap: str, client_id: str = "firelake-replay") -> AIOKafkaProducer:
+    """The producer every replay writes with: acks from all replicas, idempotent (a retry
+    after a lost ack duplicates nothing), messages up to the topics' size limit."""
+    return AIOKafkaProducer(
+        bootstrap_servers=bootstrap,
+        client_id=client_id,
+        acks="all",
+        enable_idempotence=True,
+        max_request_size=MAX_MESSAGE_BYTES,
+        linger_ms=5,
+    )
+
+
 async def offset_range(
     consumer: AIOKafkaConsumer,
     tps: list[TopicPartition],
@@ -190,14 +203,7 @@ async def replay(
     consumer = AIOKafkaConsumer(
         bootstrap_servers=bootstrap, client_id="firelake-replay", enable_auto_commit=False
     )
-    producer = AIOKafkaProducer(
-        bootstrap_servers=bootstrap,
-        client_id="firelake-replay",
-        acks="all",
-        enable_idempotence=True,
-        max_request_size=MAX_MESSAGE_BYTES,
-        linger_ms=5,
-    )
+    producer = replay_producer(bootstrap)
     await consumer.start()
     try:
         await producer.start()
@@ -212,11 +218,10 @@ async def replay(
             same = len(target_parts) == len(source_parts)
             tps = [TopicPartition(stream, p) for p in sorted(source_parts)]
             consumer.assign(tps)
-            begin = await consumer.beginning_offsets(tps)
-            last = await consumer.end_offsets(tps)
-            first = await _offsets(consumer, tps, start, begin, last)
-            stop = await _offsets(consumer, tps, end or Position("latest"), begin, last)
-            report.ranges = {tp.partition: (first[tp], stop[tp]) for tp in tps}
+            ranges = await offset_range(consumer, tps, start, end)
+            first = {tp: bounds[0] for tp, bounds in ranges.items()}
+            stop = {tp: bounds[1] for tp, bounds in ranges.items()}
+            report.ranges = {tp.partition: ranges[tp] for tp in tps}
             total = sum(max(0, stop[tp] - first[tp]) for tp in tps)
             bar = tqdm(total=total, unit="msg", desc=f"replay {stream}", disable=not progress)
             pending: list[asyncio.Future[Any]] = []
@@ -324,15 +329,16 @@ async def replay_archive(
     ``files`` holds one iterable of event lines per archive file, in order; envelopes
     span file boundaries, exactly as if the lines were one sequence.
     """
-    producer = AIOKafkaProducer(
-        bootstrap_servers=bootstrap, linger_ms=5, max_request_size=MAX_MESSAGE_BYTES
-    )
+    producer = replay_producer(bootstrap)
     events = messages = 0
+    pending: list[asyncio.Future[Any]] = []
 
     async def send(chunk: list[bytes]) -> None:
         nonlocal events, messages
         value, headers = envelope.encode(chunk)
-        await producer.send(into, value, partition=messages % partitions, headers=headers)
+        pending.append(
+            await producer.send(into, value, partition=messages % partitions, headers=headers)
+        )
         events, messages = events + len(chunk), messages + 1
 
     await producer.start()
@@ -345,7 +351,8 @@ async def replay_archive(
                 chunk = []
         if chunk:
             await send(chunk)
-        await producer.flush()
+        # A failed send raises here instead of being counted as replayed.
+        await asyncio.gather(*pending)
     finally:
         await producer.stop()
     return ArchiveReplayReport(len(files), events, messages)
