@@ -253,19 +253,30 @@ _ROUTE_LOCKS: weakref.WeakKeyDictionary[Router, asyncio.Lock] = weakref.WeakKeyD
 
 
 async def route_records_off_loop(
-    router: Router, edge: EdgeStats, records: Sequence[SourceRecord]
-) -> list[Routed]:
+    router: Router,
+    edge: EdgeStats,
+    records: Sequence[SourceRecord],
+    keep: Callable[[], bool] | None = None,
+) -> list[Routed] | None:
     """:func:`route_records`, in a thread when the router calls a user transform.
 
     A transform may block for its timeout and sleep between its retries; on the event loop
     that would stall consumer heartbeats (a rebalance) and every other partition. One batch
     at a time per router, since the router's counters and dedup windows are not shared
     across threads.
+
+    ``keep`` is asked once this batch's turn has come (after the wait for the batches ahead
+    of it): when it says False — the partition was revoked or fenced meanwhile — nothing is
+    routed and the answer is None. Without ``keep`` the answer is never None.
     """
     if router.transform is None:
+        if keep is not None and not keep():
+            return None
         return route_records(router, edge, records)
     lock = _ROUTE_LOCKS.setdefault(router, asyncio.Lock())
     async with lock:
+        if keep is not None and not keep():
+            return None
         return await asyncio.to_thread(route_records, router, edge, records)
 
 

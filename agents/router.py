@@ -33,6 +33,19 @@ error, a producer in a fatal state) stops the worker at once, non-zero, input un
 A fenced producer (a newer worker owns the partition) drops the batch for its new owner.
 Bad *data* never stops a partition: it becomes DLQ records at once.
 
+**Owning a partition.** A worker routes a partition only while it *owns* it: from the end
+of its take-over (it opened the partition's transactional producer, which fences the previous
+owner and waits out or aborts its open transaction, then re-read the committed offset) until
+its revocation starts or its producer is fenced. Revocation takes the partition out of
+:attr:`RouterWorker.owned` at once, before waiting for the batch in flight, and every chunk
+checks ownership before and after its transform, so a rebalance waits for at most one chunk.
+A worker never opens a producer for a partition it does not own (that would fence the rightful
+owner), and one that re-opens a producer of its own after a failed transaction checks that
+the committed offset is still the one it last committed. The consumer's rebalance timeout
+and poll interval are sized from a worst-case chunk (:func:`chunk_seconds`). aiokafka's
+``TxnOffsetCommit`` carries no group generation (KIP-447), so it is the transactional
+fencing, not the group, that keeps an evicted worker from committing.
+
 The retry loop, the DLQ fallback and the counters are shared with the Faust engine
 (``agents/edge.py``). ``routers.<name>.engine = "faust"`` runs the router as a Faust agent
 instead (``agents/faust_agent.py``, at-least-once); :func:`run_router` and :func:`main`
@@ -84,6 +97,7 @@ __all__ = [
     "DeliveryError",
     "RouterWorker",
     "app_id",
+    "chunk_seconds",
     "main",
     "run_router",
     "transactional_id",
@@ -99,6 +113,32 @@ _FETCH_BYTES = 8 * 1024 * 1024
 #: the broker's CPU per event falls with fewer round trips; latency grows by at most that).
 _FETCH_MIN_BYTES = 256 * 1024
 _FETCH_MAX_WAIT_MS = 100
+#: Delivering one chunk's transaction, with headroom (aiokafka's request timeout is 40 s).
+_DELIVERY_SECONDS = 60.0
+#: The longest rebalance timeout asked for: a rebalance waits at most this for a slow member.
+_MAX_CHUNK_SECONDS = 1800.0
+#: Retries assumed when max_retry_attempts is -1 (only the record age ends them).
+_UNLIMITED_RETRIES = 10
+
+
+def chunk_seconds(spec: Any) -> float:
+    """The longest one chunk (``batch_size`` events, one transaction) may take, capped.
+
+    A rebalance waits for the chunk in flight (on_revoked holds it back), so the consumer's
+    rebalance timeout must outlast it or the broker evicts the worker mid-chunk. The worst
+    chunk calls its transform for every node of the bisect tree (``2n - 1`` calls) and
+    retries every single event ``max_retry_attempts`` times, each call up to
+    ``transform_timeout_seconds`` plus its backoff, and then delivers with its retries.
+    """
+    retries = spec.max_retry_attempts if spec.max_retry_attempts >= 0 else _UNLIMITED_RETRIES
+    delivery = (retries + 1) * (_DELIVERY_SECONDS + spec.retry_max_seconds)
+    if not spec.transform:
+        return min(_MAX_CHUNK_SECONDS, delivery)
+    timeout = spec.transform_timeout_seconds or _MAX_CHUNK_SECONDS  # 0: no timeout
+    singles = spec.batch_size if spec.bisect_on_error else 1
+    calls = (2 * singles - 1) + singles * retries
+    transform = calls * timeout + singles * retries * spec.retry_max_seconds
+    return min(_MAX_CHUNK_SECONDS, transform + delivery)
 
 
 def transactional_id(router_name: str, topic: str, partition: int) -> str:
@@ -166,15 +206,35 @@ class RouterWorker:
         self.lock = asyncio.Lock()
         #: Partitions being taken over (fencing, dedup read-back): their records wait.
         self.loading: set[TopicPartition] = set()
+        #: Partitions this worker routes: taken over and neither revoked nor fenced since.
+        self.owned: set[TopicPartition] = set()
+        #: Fenced while still assigned: taken over again before the next batch.
+        self.retake: set[TopicPartition] = set()
+        chunk = chunk_seconds(self.spec)
+        self.rebalance_seconds = chunk + 30.0
+        self.max_poll_seconds = max(300.0, 2 * chunk + 60.0)
+        #: How long one flush routes before it lets the loop poll again.
+        self.flush_seconds = self.max_poll_seconds - chunk - 30.0
+        #: The source offset this worker last committed (or found committed) per owned
+        #: partition: a re-opened producer checks nobody else has committed since.
+        self.committed_at: dict[TopicPartition, int | None] = {}
+        #: Revocations begun so far: a take-over again owns nothing revoked meanwhile.
+        self.revocations = 0
         #: Why the last take-over failed; the loop raises it to rejoin.
         self.takeover_failed: Exception | None = None
 
     # ------------------------------------------------------------------ rebalance
 
     async def on_revoked(self, revoked: set[TopicPartition]) -> None:
+        # Before waiting for the lock: the chunk in flight sees it and the flush stops there,
+        # so the rebalance waits for one chunk, not for everything fetched.
+        self.owned -= revoked
+        self.retake -= revoked
+        self.revocations += 1
         async with self.lock:
             for tp in revoked:
                 self.pending.pop(tp, None)  # read, not committed: the next owner reads it
+                self.committed_at.pop(tp, None)
                 producer = self.producers.pop(tp, None)
                 if producer is not None:
                     await producer.stop()
@@ -198,6 +258,7 @@ class RouterWorker:
             self.takeover_failed = exc
             return
         self.loading -= assigned
+        self.owned |= assigned
         if consumer is None or self.spec.starting_position != "AT_TIMESTAMP" or not assigned:
             return
         fresh = [tp for tp in assigned if await consumer.committed(tp) is None]
@@ -217,15 +278,18 @@ class RouterWorker:
         Opening a partition's transactional producer makes the coordinator finish or abort
         whatever transaction the previous owner (another worker, or this one before a
         rejoin) left in flight; only then are the dedup log and the committed offsets final,
-        so a batch whose commit was in doubt is neither routed again nor lost.
+        so a batch whose commit was in doubt is neither routed again nor lost. This holds
+        with the dedup window off too: only the read-back depends on it.
         """
         consumer = self.consumer
-        if self.dedup_log is None or consumer is None:
+        if consumer is None:
             return
         for tp in assigned:
-            await self._producer(tp)
-        await self.dedup_log.load(assigned)
+            await self._producer(tp, take_over=True)
+        if self.dedup_log is not None:
+            await self.dedup_log.load(assigned)
         committed = {tp: await consumer.committed(tp) for tp in assigned}
+        self.committed_at.update(committed)
         fresh = [tp for tp, offset in committed.items() if offset is None]
         start: dict[TopicPartition, int] = {}
         if fresh and self.spec.starting_position == "TRIM_HORIZON":
@@ -242,9 +306,14 @@ class RouterWorker:
 
     # ------------------------------------------------------------------ delivery
 
-    async def _producer(self, tp: TopicPartition) -> AIOKafkaProducer:
+    async def _producer(self, tp: TopicPartition, *, take_over: bool = False) -> AIOKafkaProducer:
+        """The partition's transactional producer, opened (which fences its other users) only
+        by a take-over or by the owner; raises :class:`Fenced` otherwise."""
         producer = self.producers.get(tp)
         if producer is None:
+            if not take_over and tp not in self.owned:
+                # Opening it would fence the partition's new owner and abort its transaction.
+                raise Fenced(f"{tp.topic}[{tp.partition}] is no longer ours")
             producer = AIOKafkaProducer(
                 bootstrap_servers=self.bootstrap,
                 client_id=self.client_id,
@@ -258,6 +327,16 @@ class RouterWorker:
             # start() initialises the transactional id: aborts a dead owner's open
             # transaction and fences it, before this worker writes anything.
             await producer.start()
+            if not take_over:
+                # Re-opened after a failed transaction: if another worker committed since
+                # (this one was evicted unawares), our position is stale and we just fenced
+                # the owner: leave the partition, the owner takes it over again.
+                consumer = self.consumer
+                committed = await consumer.committed(tp) if consumer is not None else None
+                if tp not in self.owned or committed != self.committed_at.get(tp):
+                    with contextlib.suppress(Exception):
+                        await producer.stop()
+                    raise Fenced(f"{tp.topic}[{tp.partition}] was committed by another worker")
             self.producers[tp] = producer
         return producer
 
@@ -291,8 +370,11 @@ class RouterWorker:
         if self.dedup_log is not None:
             self.dedup_log.committed(tp, logged)
 
-    async def _deliver(self, tp: TopicPartition, routed: list[Routed]) -> None:
-        """Commit one partition's batch with the shared retries, then its DLQ fallback."""
+    async def _deliver(self, tp: TopicPartition, routed: list[Routed]) -> bool:
+        """Commit one partition's batch with the shared retries, then its DLQ fallback.
+
+        False when the batch was dropped because the partition is not ours any more.
+        """
         next_offset = routed[-1].record.offset + 1
 
         async def attempt(out: list[Outgoing]) -> None:
@@ -300,6 +382,7 @@ class RouterWorker:
             try:
                 try:
                     await self._transaction(producer, tp, out, next_offset)
+                    self.committed_at[tp] = next_offset
                 except SendFailed as exc:
                     # A fenced producer fails its pending sends with ProducerFenced.
                     fenced = next((e for e in exc.errors if isinstance(e, ProducerFenced)), None)
@@ -321,28 +404,64 @@ class RouterWorker:
                 with contextlib.suppress(Exception):
                     await producer.stop()
 
-        await deliver(self.router, self.edge, routed, attempt, rng=self.rng, reset=reset)
+        return await deliver(self.router, self.edge, routed, attempt, rng=self.rng, reset=reset)
 
     # ------------------------------------------------------------------ the loop
 
+    def _leave(self, tp: TopicPartition, *, fenced: bool) -> None:
+        """Stop routing a partition (revoked or fenced): forget what its dropped chunk saw."""
+        if fenced and tp in self.owned:
+            # No revocation seen: another worker opened our producer. Take the partition over
+            # again (fence, re-read the committed offset) unless a rebalance moves it first.
+            self.retake.add(tp)
+        self.owned.discard(tp)
+        if self.router.dedup is not None:
+            # The dropped chunk's ids were never committed: they must not reach the log.
+            self.router.dedup.drop_partition(tp.topic, tp.partition)
+
+    async def _chunk(self, tp: TopicPartition, chunk: list[Any]) -> bool:
+        """Route and commit one chunk of a partition; False when the partition is not ours."""
+        if tp not in self.owned:
+            return False
+        routed = await route_records_off_loop(
+            self.router, self.edge, chunk, keep=lambda: tp in self.owned
+        )
+        if routed is None or tp not in self.owned:
+            self._leave(tp, fenced=False)
+            return False
+        if not await self._deliver(tp, routed):
+            self._leave(tp, fenced=True)
+            return False
+        return True
+
     async def _flush(self, ready: list[TopicPartition]) -> None:
+        # A flush hands the rest back to the loop after this long, so the consumer is polled
+        # well within its max_poll_interval whatever the backlog.
+        deadline = time.monotonic() + self.flush_seconds
+
         async def one(tp: TopicPartition) -> None:
             # batch_size caps a batch (Lambda's BatchSize): a big fetch becomes several
-            # transactions, in offset order.
+            # transactions, in offset order. The partition stops at the first chunk it
+            # does not own any more: its new owner routes the rest from the committed offset.
             records = self.pending.pop(tp).records
             chunk: list[Any] = []
             events = 0
-            for record in records:
+            for index, record in enumerate(records):
                 count = event_count(record.headers)
                 if chunk and events + count > self.spec.batch_size:
-                    await self._deliver(
-                        tp, await route_records_off_loop(self.router, self.edge, chunk)
-                    )
+                    if not await self._chunk(tp, chunk):
+                        return
                     chunk, events = [], 0
+                    if time.monotonic() >= deadline:
+                        rest = records[index:]
+                        self.pending[tp] = _Pending(
+                            rest, sum(event_count(r.headers) for r in rest), 0.0
+                        )
+                        return
                 chunk.append(record)
                 events += count
             if chunk:
-                await self._deliver(tp, await route_records_off_loop(self.router, self.edge, chunk))
+                await self._chunk(tp, chunk)
 
         tasks = [asyncio.ensure_future(one(tp)) for tp in ready]
         try:
@@ -354,6 +473,18 @@ class RouterWorker:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             raise
+
+    async def _retake(self, tps: set[TopicPartition]) -> None:
+        """Take over again partitions fenced while assigned (see :meth:`_leave`)."""
+        log.info("router %s: taking over %s again", self.name, sorted(map(tuple, tps)))
+        revocations = self.revocations
+        for tp in tps:
+            self.pending.pop(tp, None)
+        self.loading |= tps
+        await self._take_over(tps)  # raises to rejoin, with the partitions held back
+        self.loading -= tps
+        if self.revocations == revocations:
+            self.owned |= tps
 
     def _update_lag(self, batches: dict[TopicPartition, list[Any]]) -> None:
         """Lag of each partition just read: its high watermark minus the next offset."""
@@ -372,6 +503,11 @@ class RouterWorker:
             group_id=self.group,
             client_id=self.client_id,
             enable_auto_commit=False,
+            # A rebalance waits for the chunk in flight: past the rebalance timeout the
+            # broker would evict this worker mid-chunk (aiokafka's default: the 10 s session
+            # timeout). A flush polls again within flush_seconds plus one chunk.
+            rebalance_timeout_ms=int(1000 * self.rebalance_seconds),
+            max_poll_interval_ms=int(1000 * self.max_poll_seconds),
             auto_offset_reset="latest" if spec.starting_position == "LATEST" else "earliest",
             # Upstream routers (pipes and filters) and redrives write transactionally.
             isolation_level="read_committed",
@@ -407,8 +543,11 @@ class RouterWorker:
                 now = time.monotonic()
                 async with self.lock:
                     assigned = self.consumer.assignment()
+                    retake, self.retake = self.retake & assigned, set()
+                    if retake:
+                        await self._retake(retake)
                     for tp, records in batches.items():
-                        if tp not in assigned or tp in self.loading:
+                        if tp not in assigned or tp in self.loading or tp not in self.owned:
                             continue  # re-read from the committed offset once taken over
                         pending = self.pending.get(tp)
                         if pending is None:
@@ -446,6 +585,10 @@ class RouterWorker:
                 with contextlib.suppress(Exception):
                     await producer.stop()
             self.producers.clear()
+            self.owned.clear()
+            self.retake.clear()
+            self.committed_at.clear()
+            self.loading.clear()
             if self.router.transform is not None:
                 self.router.transform.close()
 
