@@ -11,7 +11,9 @@ with a ``read_committed`` consumer, and only records (never markers) count.
 One look can race a record that is between hops — and a transaction's commit reaches the
 group's offsets and the output partitions at slightly different moments — so
 :func:`wait_quiescent` asks for looks that find every group caught up and no end offset
-moved for ``settle_s`` on end.
+moved for ``settle_s`` on end. A look that Kafka cannot answer yet (a group coordinator
+still loading on a fresh broker, a bootstrap that timed out on a busy machine: retriable
+errors) counts as a busy look, until the deadline.
 Administration and tooling use kafka-python (see DESIGN.md).
 """
 
@@ -24,6 +26,7 @@ from typing import Any
 
 from kafka import KafkaConsumer, TopicPartition
 from kafka.admin import KafkaAdminClient
+from kafka.errors import KafkaError
 
 __all__ = ["GroupSpec", "Quiescence", "QuiescenceTimeout", "wait_quiescent"]
 
@@ -58,7 +61,11 @@ class Quiescence:
             "isolation_level": "read_committed",
             "request_timeout_ms": max(ms, 11_000),
         }
-        self.consumer = KafkaConsumer(**self._reader)
+        try:
+            self.consumer = KafkaConsumer(**self._reader)
+        except BaseException:
+            self.admin.close()
+            raise
         topics = sorted({t for g in self.groups for t in g.topics})
         self.tps: list[TopicPartition] = []
         for topic in topics:
@@ -155,18 +162,33 @@ def wait_quiescent(
     previous: dict[TopicPartition, int] | None = None
     since = 0.0
     lagging: dict[str, int] = {}
-    with Quiescence(bootstrap, groups) as look:
+    look: Quiescence | None = None
+    unanswered: KafkaError | None = None
+    try:
         while True:
             problem = alive()
             if problem:
                 raise QuiescenceTimeout(problem)
-            lagging, ends = look.pending(full=False)
+            try:
+                look = look or Quiescence(bootstrap, groups)
+                lagging, ends = look.pending(full=False)
+                unanswered = None
+            except KafkaError as exc:
+                if not exc.retriable:
+                    raise
+                unanswered, lagging, ends = exc, {"(Kafka did not answer)": 1}, {}
             now = time.monotonic()
             if lagging or previous != ends:
                 previous, since = (None if lagging else ends), now
             elif now - since >= settle_s:
                 return now - began
             if time.monotonic() > deadline:
+                if unanswered is not None:
+                    raise QuiescenceTimeout(
+                        f"pipeline not quiescent after {timeout_s:.0f} s: Kafka did not "
+                        f"answer the last look ({type(unanswered).__name__}: {unanswered})"
+                    ) from unanswered
+                assert look is not None
                 lagging, _ = look.pending()
                 detail = ", ".join(f"{g} ({n} partitions behind)" for g, n in lagging.items())
                 raise QuiescenceTimeout(
@@ -174,3 +196,6 @@ def wait_quiescent(
                     f"{detail or 'end offsets still moving'}"
                 )
             time.sleep(interval_s)
+    finally:
+        if look is not None:
+            look.close()
