@@ -12,6 +12,10 @@ Unchanged boto3 ``athena`` clients and PyAthena run SQL against Firelake:
   Athena's shape: a first row of column labels, every value as ``VarCharValue`` text
   (timestamps ``YYYY-MM-DD HH:MM:SS.ffffff`` in UTC, NULL as an empty datum) and Athena's
   type names in ``ResultSetMetadata``, which PyAthena converts back.
+- ``ExecutionParameters`` fill the query's ``?`` placeholders in order, as Athena's do:
+  each is a SQL literal (``'text'`` quoted, a number, ``true``/``false``, ``NULL``,
+  ``DATE '…'``, ``TIMESTAMP '…'``), bound as a value (never spliced into the SQL); one
+  that is no literal is refused with its position.
 - ``ListQueryExecutions`` / ``BatchGetQueryExecution``: the history, newest first.
 - ``ListNamedQueries`` / ``GetNamedQuery`` / ``BatchGetNamedQuery``: the saved queries
   (:mod:`queries.saved`), their names as ids.
@@ -30,13 +34,15 @@ import asyncio
 import io
 import json
 import logging
+import re
 import threading
 import time
 import uuid
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal, InvalidOperation
 from typing import Any
 
 import pyarrow as pa
@@ -48,7 +54,7 @@ from api.protocol import AwsError, opt_int, opt_string, req_string
 from queries.engine import QueryEngine, QueryError, json_value
 from sinks.paths import STATE_DIR
 
-__all__ = ["MAX_RESULT_ROWS", "AthenaApi", "athena_type", "varchar"]
+__all__ = ["MAX_RESULT_ROWS", "AthenaApi", "athena_type", "execution_parameter", "varchar"]
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +66,64 @@ HISTORY_PREFIX = f"{STATE_DIR}/athena/executions/"
 RESULTS_PREFIX = f"{STATE_DIR}/athena/results/"
 WORK_GROUP = "primary"
 _TERMINAL = ("SUCCEEDED", "FAILED", "CANCELLED")
+
+
+_INTEGER = re.compile(r"[+-]?\d+")
+_NUMBER = re.compile(r"[+-]?(\d+\.\d*|\.\d+|\d+)([eE][+-]?\d+)?")
+_TYPED = re.compile(r"(?is)(date|timestamp|decimal)\s*('.*')")
+#: Longest execution parameter Athena takes.
+MAX_PARAMETER_CHARS = 1024
+
+
+def _quoted(text: str) -> str | None:
+    """The value of a single-quoted SQL string (``''`` is one quote), None if it is none."""
+    if len(text) < 2 or text[0] != "'" or text[-1] != "'":
+        return None
+    inner = text[1:-1]
+    if "'" in inner.replace("''", ""):
+        return None  # a lone quote inside: not one literal
+    return inner.replace("''", "'")
+
+
+def execution_parameter(text: str, position: int) -> Any:
+    """The value of one of Athena's ``ExecutionParameters`` (a SQL literal), for binding.
+
+    Raises ValueError naming the parameter's position (1-based) and what it should be.
+    """
+    literal = text.strip()
+    word = literal.lower()
+    if word == "null":
+        return None
+    if word in ("true", "false"):
+        return word == "true"
+    quoted = _quoted(literal)
+    if quoted is not None:
+        return quoted
+    if _INTEGER.fullmatch(literal):
+        return int(literal)
+    if _NUMBER.fullmatch(literal):
+        return float(literal)
+    typed = _TYPED.fullmatch(literal)
+    inner = _quoted(typed.group(2)) if typed else None
+    if typed and inner is not None:
+        kind = typed.group(1).lower()
+        try:
+            if kind == "date":
+                return date.fromisoformat(inner.strip())
+            if kind == "decimal":
+                return Decimal(inner.strip())
+            moment = datetime.fromisoformat(inner.strip())
+            # Athena's timestamps have no zone; the lake's are UTC.
+            return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+        except (ValueError, InvalidOperation):
+            raise ValueError(
+                f"ExecutionParameters[{position}] {text!r}: not a valid {kind.upper()}"
+            ) from None
+    raise ValueError(
+        f"ExecutionParameters[{position}] {text!r} is not a SQL literal: quote text "
+        "('like this'), or give a number, true, false, NULL, DATE '2026-11-29' or "
+        "TIMESTAMP '2026-11-29 08:00:00'"
+    )
 
 
 def athena_type(duckdb_type: str) -> tuple[str, int, int]:
@@ -134,6 +198,8 @@ class Execution:
     query: str
     database: str
     submitted: float
+    #: ExecutionParameters as given (SQL literals), bound to the ``?`` placeholders.
+    parameters: list[str] = field(default_factory=list)
     state: str = "QUEUED"
     reason: str = ""
     error_type: str = ""
@@ -159,7 +225,7 @@ class Execution:
                 "ErrorMessage": self.reason,
             }
         total = int(((self.completed or time.time()) - self.submitted) * 1000)
-        return {
+        answer: dict[str, Any] = {
             "QueryExecutionId": self.id,
             "Query": self.query,
             "StatementType": "DML",
@@ -178,6 +244,13 @@ class Execution:
                 "EffectiveEngineVersion": "Firelake DuckDB",
             },
         }
+        if self.parameters:
+            answer["ExecutionParameters"] = list(self.parameters)
+        return answer
+
+    def bound(self) -> dict[str, Any]:
+        """The parameters as DuckDB binds ``?`` placeholders: by position, ``"1"`` first."""
+        return {str(n): execution_parameter(text, n) for n, text in enumerate(self.parameters, 1)}
 
     def record(self) -> dict[str, Any]:
         """What the history keeps (the result goes to its own Parquet file)."""
@@ -185,6 +258,7 @@ class Execution:
             "id": self.id,
             "query": self.query,
             "database": self.database,
+            "parameters": self.parameters,
             "submitted": self.submitted,
             "state": self.state,
             "reason": self.reason,
@@ -200,6 +274,7 @@ class Execution:
             id=data["id"],
             query=data["query"],
             database=data.get("database", DATABASE),
+            parameters=[str(p) for p in data.get("parameters", [])],
             submitted=float(data["submitted"]),
             state=data["state"],
             reason=data.get("reason", ""),
@@ -268,7 +343,12 @@ class AthenaApi:
                 if execution.stop.is_set():
                     return
                 execution.state = "RUNNING"
-                result = engine.query(execution.query, max_rows=MAX_RESULT_ROWS, arrow=True)
+                result = engine.query(
+                    execution.query,
+                    max_rows=MAX_RESULT_ROWS,
+                    params=execution.bound(),
+                    arrow=True,
+                )
             if result.truncated:
                 raise QueryError(
                     f"the result has more than {MAX_RESULT_ROWS} rows; write it into the lake "
@@ -283,6 +363,14 @@ class AthenaApi:
         except QueryError as exc:
             if execution.stop.is_set():
                 execution.state, execution.reason = "CANCELLED", "stopped by StopQueryExecution"
+            elif exc.kind == "ParameterError":
+                # DuckDB names the n-th ``?`` ``$n``: say it in Athena's terms.
+                execution.state, execution.reason = (
+                    "FAILED",
+                    f"{exc.kind}: the query's ? placeholders and the "
+                    f"{len(execution.parameters)} ExecutionParameters do not match "
+                    f"({exc.message}; $n is the n-th ?)",
+                )
             else:
                 execution.state, execution.reason = "FAILED", f"{exc.kind}: {exc.message}"
         except Exception as exc:  # a bug: the query fails, the endpoint goes on
@@ -347,14 +435,22 @@ class AthenaApi:
                 "InvalidRequestException",
                 f"database {database!r} does not exist (the lake is database {DATABASE!r})",
             )
-        if payload.get("ExecutionParameters"):
+        parameters = payload.get("ExecutionParameters") or []
+        if not isinstance(parameters, list) or not all(
+            isinstance(p, str) and 1 <= len(p) <= MAX_PARAMETER_CHARS for p in parameters
+        ):
             raise AwsError(
                 400,
                 "InvalidRequestException",
-                "ExecutionParameters are not supported; inline the values, or run a saved "
-                "query with named parameters through the query service",
+                f"ExecutionParameters must be a list of SQL literals of 1 to "
+                f"{MAX_PARAMETER_CHARS} characters",
             )
-        execution = Execution(str(uuid.uuid4()), query, database, time.time())
+        for position, text in enumerate(parameters, 1):
+            try:
+                execution_parameter(text, position)
+            except ValueError as exc:
+                raise AwsError(400, "InvalidRequestException", str(exc)) from None
+        execution = Execution(str(uuid.uuid4()), query, database, time.time(), parameters)
         with self._lock:
             self._executions[execution.id] = execution
         self._pool.submit(self._run, execution)

@@ -149,6 +149,37 @@ def test_boto3_athena_runs_pages_refuses_stops_and_keeps_history(endpoint: dict)
         athena.get_query_execution(QueryExecutionId="00000000-0000-0000-0000-000000000000")
 
 
+def test_execution_parameters_fill_the_placeholders_as_values(endpoint: dict) -> None:
+    athena = _client(endpoint["url"], "athena")
+    sql = "SELECT count(*) FROM playback WHERE content_id = ? AND position_seconds < ? AND dt = ?"
+    query_id = athena.start_query_execution(
+        QueryString=sql, ExecutionParameters=["'1-3'", "100", "DATE '2026-11-29'"]
+    )["QueryExecutionId"]
+    execution = _wait(athena, query_id)
+    assert execution["Status"]["State"] == "SUCCEEDED", execution["Status"]
+    assert execution["ExecutionParameters"] == ["'1-3'", "100", "DATE '2026-11-29'"]
+    rows = athena.get_query_results(QueryExecutionId=query_id)["ResultSet"]["Rows"]
+    # Events i with i % 7 == 3 and i % 3600 < 100, over ids 0..11 999.
+    expected = sum(1 for i in range(12_000) if i % 7 == 3 and i % 3600 < 100)
+    assert rows[1]["Data"][0]["VarCharValue"] == str(expected)
+
+    # A value is bound, never spliced: text that looks like SQL matches nothing.
+    injected = athena.start_query_execution(
+        QueryString="SELECT count(*) FROM playback WHERE content_id = ?",
+        ExecutionParameters=["'1-3'' OR ''1''=''1'"],
+    )["QueryExecutionId"]
+    assert _wait(athena, injected)["Status"]["State"] == "SUCCEEDED"
+    rows = athena.get_query_results(QueryExecutionId=injected)["ResultSet"]["Rows"]
+    assert rows[1]["Data"][0]["VarCharValue"] == "0"
+
+    with pytest.raises(athena.exceptions.InvalidRequestException, match=r"\[1\].*not a SQL"):
+        athena.start_query_execution(QueryString=sql, ExecutionParameters=["1-3"])
+    short = athena.start_query_execution(QueryString=sql, ExecutionParameters=["'1-3'"])
+    failed = _wait(athena, short["QueryExecutionId"])
+    assert failed["Status"]["State"] == "FAILED"
+    assert "placeholders and the 1 ExecutionParameters" in failed["Status"]["StateChangeReason"]
+
+
 def test_pyathena_pages_10000_rows(endpoint: dict) -> None:
     from pyathena import connect
 
