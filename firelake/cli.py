@@ -553,13 +553,13 @@ def cmd_query(args: argparse.Namespace) -> int:
 def cmd_describe(args: argparse.Namespace) -> int:
     from datetime import UTC, datetime
 
-    from queries.catalog import Lake, table_info
+    from queries.catalog import Lake, read_table
     from queries.versions import last_update, record_versions, table_columns
 
     config = _config(args)
     lake = Lake.of(config)
     located = lake.locate()
-    info = table_info(located[args.table], args.table) if args.table in located else None
+    info = read_table(located[args.table], args.table) if args.table in located else None
     if info is None:
         known = ", ".join(located) or "none"
         raise UsageError(f"no table {args.table!r} in {lake.describe()} (tables: {known})")

@@ -61,6 +61,7 @@ __all__ = [
     "parse_partition",
     "partition_keys",
     "read_footers",
+    "read_table",
     "root_destination",
     "table_info",
 ]
@@ -250,15 +251,23 @@ def table_info(
             DataFile(location, metadata.num_rows, info.size, *partition, info.mtime, schema)
         )
         layouts.append(partition_keys(relative))
+    layout, files = _keep_dominant(files, layouts, problems)
+    if not files:
+        return None
+    return _table_info(destination, table, files, problems, layout)
+
+
+def _keep_dominant(
+    files: Sequence[DataFile], layouts: Sequence[tuple[str, ...]], problems: list[FileProblem]
+) -> tuple[tuple[str, ...], list[DataFile]]:
+    """The table's layout and the files in it; each file outside it becomes a problem, so
+    the totals that leave it out say why (queries skip it too)."""
     layout, kept = dominant_layout(layouts)
     for index, data_file in enumerate(files):
         if index not in kept:
             reason = f"partition folders differ from the table's {'=/'.join(layout)}=; not read"
             problems.append(FileProblem(data_file.path, reason))
-    files = [data_file for index, data_file in enumerate(files) if index in kept]
-    if not files:
-        return None
-    return _table_info(destination, table, files, problems, layout)
+    return layout, [data_file for index, data_file in enumerate(files) if index in kept]
 
 
 def _table_info(
@@ -358,12 +367,19 @@ class Lake:
         return {name: self.homes.get(name, root) for name, root in sorted(found.items())}
 
 
+def read_table(
+    destination: Destination, table: str, footers: FooterCache | None = None
+) -> TableInfo | None:
+    """One table of a root, Parquet or else raw JSON lines; None when it holds neither."""
+    return table_info(destination, table, footers) or json_table_info(destination, table)
+
+
 def list_tables(lake: LakeRoot | Lake, footers: FooterCache | None = None) -> list[TableInfo]:
     """Every table of a lake, sorted by name; an absent lake root has no tables."""
     located = (lake if isinstance(lake, Lake) else Lake.at(lake)).locate()
     tables = []
     for name, destination in located.items():
-        info = table_info(destination, name, footers) or json_table_info(destination, name)
+        info = read_table(destination, name, footers)
         if info is not None:
             tables.append(info)
     return tables
@@ -418,8 +434,7 @@ def json_table_info(destination: Destination, table: str) -> TableInfo | None:
             continue
         files.append(DataFile(location, rows, info.size, *partition, info.mtime))
         layouts.append(partition_keys(relative))
-    layout, kept = dominant_layout(layouts)
-    files = [data_file for index, data_file in enumerate(files) if index in kept]
+    layout, files = _keep_dominant(files, layouts, problems)
     if not files:
         return None
     info = _table_info(destination, table, files, problems, layout, "json")

@@ -42,3 +42,28 @@ def test_json_lines_tables_are_catalogued_and_queried(lake: Path) -> None:
         assert types["id"] == "BIGINT" and types["referrer"] == "VARCHAR"
         pruned = engine.query("SELECT count(*) FROM clicks WHERE hour = 9")
         assert pruned.rows == [(2,)]
+
+
+def test_files_outside_the_json_tables_layout_are_reported(lake: Path) -> None:
+    # Two files in dt=/hour=, one in a folder layout of its own: queries skip it, and the
+    # catalog says so (as for Parquet tables) rather than dropping it silently.
+    lines(lake / "j" / "dt=2026-11-29" / "hour=08" / "a.json", [{"id": 1}], gz=False)
+    lines(lake / "j" / "dt=2026-11-29" / "hour=09" / "b.json", [{"id": 2}], gz=False)
+    odd = lines(lake / "j" / "hour=10" / "dt=2026-11-29" / "c.json", [{"id": 3}], gz=False)
+
+    (table,) = list_tables(lake)
+    assert (table.format, table.rows, table.files) == ("json", 2, 2)
+    assert [p.path for p in table.problems] == [odd]
+    assert "partition folders differ" in table.problems[0].reason
+
+
+def test_describe_command_describes_json_tables(lake: Path, capsys, monkeypatch) -> None:
+    from firelake.cli import main as firelake_main
+    from firelake.config import EXAMPLE_CONFIG
+
+    folder = lake / "clicks" / "dt=2026-11-29" / "hour=08"
+    lines(folder / "clicks-1-2026-11-29-08-00-00-abc.gz", [{"id": 1, "page": "/"}] * 3)
+    monkeypatch.setenv("FIRELAKE_LAKE", str(lake))
+    assert firelake_main(["describe", "--config", str(EXAMPLE_CONFIG), "clicks"]) == 0
+    out = capsys.readouterr().out
+    assert "table       clicks" in out and "rows        3   files 1" in out
