@@ -239,7 +239,7 @@ class QueryService:
         for path, reason in self.saved_errors.items():
             log.error("saved query left out: %s", reason or path)
         views = {q.name: q.sql for q in self.saved.values() if q.view}
-        # Engines share the machine's cores: split the configured threads between them.
+        # Each engine runs with the configured threads ([query] threads).
         self._all = [QueryEngine.for_config(config, views) for _ in range(max(1, engines))]
         self._idle: queue.SimpleQueue[QueryEngine] = queue.SimpleQueue()
         self._refreshed: dict[int, float] = {}
@@ -270,20 +270,28 @@ class QueryService:
             self._idle.put(engine)
 
     def _refresh_loop(self) -> None:
-        """Re-scan the lake on each engine in turn, off the request path; the first engine
-        of each round also records schema versions (the crawler)."""
+        """Re-scan the lake on each engine in turn, off the request path."""
         while not self._closed.wait(self.refresh_s / len(self._all)):
-            engine = min(self._all, key=lambda e: self._refreshed[id(e)])
-            if time.monotonic() - self._refreshed[id(engine)] < self.refresh_s:
-                continue
             try:
-                with self.engine() as idle:
-                    tables = idle.refresh()
-                    self._refreshed[id(idle)] = time.monotonic()
-                    if idle is self._all[0]:
-                        self._crawl(tables)
+                self._refresh_stale()
             except Exception:  # a refresh failure must not end the refresher
                 log.exception("query service: catalog refresh failed")
+
+    def _refresh_stale(self) -> bool:
+        """Re-scan the lake on the next idle engine if its catalog is older than
+        ``refresh_s`` (a fresh one is left alone: the stale one comes round when its query
+        ends); the first engine also records schema versions (the crawler). True if a
+        refresh ran."""
+        if all(time.monotonic() - at < self.refresh_s for at in self._refreshed.values()):
+            return False  # nothing stale: do not wait for an engine at all
+        with self.engine() as idle:
+            if time.monotonic() - self._refreshed[id(idle)] < self.refresh_s:
+                return False
+            tables = idle.refresh()
+            self._refreshed[id(idle)] = time.monotonic()
+            if idle is self._all[0]:
+                self._crawl(tables)
+            return True
 
     def run(
         self,
