@@ -241,12 +241,31 @@ class ParquetSink:
         #: Bumped by every rebalance callback, so a poll can tell its records went stale.
         self._generation = 0
         self._consumer: AIOKafkaConsumer | None = None
+        #: What recovery at the last assignment raised (the poll loop raises it).
+        self._assign_error: Exception | None = None
         #: A JSON table with a schema still has to put its columns file (sinks.columns).
         self._columns_pending = spec.format == "json" and self.schema is not None
 
     # ----------------------------------------------------------------- rebalancing
 
     async def _on_assigned(self, assigned: list[TopicPartition]) -> None:
+        # aiokafka only logs what a rebalance listener raises, and the partition would
+        # then be read from the group's offset, unrecovered and unfenced: keep the error
+        # for the poll loop to raise (a retriable one rejoins, any other ends the sink).
+        try:
+            await self._recover(assigned)
+        except Exception as exc:
+            log.error("sink %s: recovery at assignment failed: %r", self.name, exc)
+            if self._assign_error is None:
+                self._assign_error = exc
+
+    def _raise_assign_error(self) -> None:
+        """Raise what the last assignment's recovery raised, once."""
+        error, self._assign_error = self._assign_error, None
+        if error is not None:
+            raise error
+
+    async def _recover(self, assigned: list[TopicPartition]) -> None:
         async with self._lock:
             self._generation += 1
             for tp in assigned:
@@ -433,9 +452,11 @@ class ParquetSink:
         return full
 
     async def _poll_once(self, consumer: AIOKafkaConsumer) -> None:
+        self._raise_assign_error()
         records = await consumer.getmany(
             timeout_ms=self._poll_timeout_ms(), max_records=self.max_records
         )
+        self._raise_assign_error()  # never buffer a partition that was not recovered
         for tp, messages in records.items():
             high = consumer.highwater(tp)
             if high is not None and messages:
@@ -531,6 +552,7 @@ class ParquetSink:
             fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
         )
         self._consumer = consumer
+        self._assign_error = None
         consumer.subscribe([self.topic], listener=_Listener(self))
         await consumer.start()
         log.info(

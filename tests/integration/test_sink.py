@@ -353,3 +353,26 @@ def test_dynamic_partitions_by_field_then_time_are_written_listed_and_queried(
         if e["event_time"][11:13] == "09":
             expected[e["product"]] = expected.get(e["product"], 0) + 1
     assert [tuple(r) for r in rows] == sorted(expected.items())
+
+
+def test_a_recovery_failure_at_assignment_ends_the_sink(
+    config: FirelakeConfig, kafka_bootstrap: str, lake: Path
+) -> None:
+    # aiokafka only logs what a rebalance listener raises: before, the sink went on reading
+    # partition 0 from the group's offset, unrecovered and unfenced. A damaged state file
+    # (not retriable) must end the sink with that error instead.
+    from sinks.progress import ProgressError
+
+    sink_name, topic = names(config)
+    damaged = lake / state_key(sink_name, topic, 0)
+    damaged.parent.mkdir(parents=True, exist_ok=True)
+    damaged.write_bytes(b"not json")
+
+    async def scenario() -> None:
+        await produce(kafka_bootstrap, topic, 4, [normalized(n) for n in range(100)])
+        sink = ParquetSink(config, sink_name)
+        with pytest.raises(ProgressError, match="not valid JSON"):
+            await asyncio.wait_for(sink.run(asyncio.Event()), WAIT_SECONDS)
+
+    asyncio.run(scenario())
+    assert lake_count(lake, "playback") == 0
