@@ -40,6 +40,7 @@ from api.records import AwsLimits, ShardQuota
 from api.sigv4 import Credentials
 from firelake.config import FirelakeConfig, StreamConfig
 from streams.deadline import remaining
+from streams.ingest_metrics import IngestMetrics
 from streams.records import READ_TIMEOUT_S, RequestError
 from streams.registry import REGISTRY_TOPIC, RegistryStore
 from streams.resources import DELIVERY_TOPIC_PREFIX, Registry
@@ -161,10 +162,14 @@ class AwsBackend:
         slot: Callable[[], contextlib.AbstractAsyncContextManager[None]],
         limits: AwsLimits,
         options: AwsOptions | None = None,
+        metrics: IngestMetrics | None = None,
     ) -> None:
         self.config = config
         self.producer = producer
         self.slot = slot
+        #: The ingest's Prometheus metrics, which count the records the Kinesis and
+        #: Firehose puts answer (None: not counted).
+        self.metrics = metrics
         self.limits = limits
         self.options = options or AwsOptions()
         self.bootstrap = config.bootstrap
@@ -185,6 +190,11 @@ class AwsBackend:
     @property
     def registry(self) -> Registry:
         return self.store.registry
+
+    def count_records(self, api: str, results: list[dict[str, str]]) -> None:
+        """Count a put's answered records (AWS result entries) in the ingest's metrics."""
+        if self.metrics is not None:
+            self.metrics.count_records(api, (result.get("ErrorCode") for result in results))
 
     @property
     def started(self) -> bool:

@@ -199,6 +199,7 @@ class FirehoseApi:
 
     async def put_record(self, payload: dict[str, Any], ctx: RequestContext) -> dict[str, Any]:
         result = (await self._put(payload, single=True))[0]
+        self.backend.count_records("firehose", [result])
         if "ErrorCode" in result:
             raise AwsError(503, "ServiceUnavailableException", result["ErrorMessage"])
         return {"RecordId": result["RecordId"], "Encrypted": False}
@@ -213,6 +214,7 @@ class FirehoseApi:
                 failed += 1
                 if result["ErrorCode"] != "ProvisionedThroughputExceededException":
                     result["ErrorCode"] = "ServiceUnavailableException"
+        self.backend.count_records("firehose", results)
         return {"FailedPutCount": failed, "Encrypted": False, "RequestResponses": results}
 
 

@@ -508,6 +508,7 @@ class KinesisApi:
             sequences = _sequences(outcome.partition, outcome.offset, len(records))
             for record, sequence in zip(records, sequences, strict=True):
                 results[record.index] = {"SequenceNumber": sequence, "ShardId": shard}
+        self.backend.count_records("kinesis", results)
         return spec, results
 
     async def put_records(self, payload: dict[str, Any], ctx: RequestContext) -> dict[str, Any]:

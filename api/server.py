@@ -96,7 +96,7 @@ def create_app(
         max_record_bytes=ingest.limits.max_record_bytes,
         max_request_bytes=ingest.limits.max_request_bytes,
     )
-    backend = AwsBackend(config, producer, ingest.slot, limits, aws)
+    backend = AwsBackend(config, producer, ingest.slot, limits, aws, ingest.metrics)
     glue = GlueApi(backend).operations
     # Athena and Glue's catalog reads share one query service over the lake, started on
     # first use (it scans the lake; a Kinesis-only user never pays for it).

@@ -1,7 +1,9 @@
 """The ingest's Prometheus metrics: requests, records, throttles and latency.
 
-Served as ``GET /metrics`` on the ingest port (both APIs are counted, labelled ``native``
-or ``aws``). Each app has its own registry, so several ingest servers in one process (tests)
+Served as ``GET /metrics`` on the ingest port (both APIs are counted: requests labelled
+``native`` or ``aws``, records by the API that took them — ``native``, ``kinesis``
+(PutRecord, PutRecords) or ``firehose`` (PutRecord, PutRecordBatch) — and their result).
+Each app has its own registry, so several ingest servers in one process (tests)
 do not mix; with ``ingest.workers > 1`` each process counts its own requests and a scrape
 reaches one of them (the kernel picks), so scrape each worker or sum over time.
 """
@@ -9,7 +11,7 @@ reaches one of them (the kernel picks), so scrape each worker or sum over time.
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any
 
 from aiohttp import web
@@ -43,8 +45,9 @@ class IngestMetrics:
         )
         self.records = Counter(
             "firelake_ingest_records",
-            "PutRecords records answered, by result: ok or the Kinesis error code.",
-            ["result"],
+            "Records answered, by API (native, kinesis, firehose) and result: ok or the "
+            "error code (ProvisionedThroughputExceededException: throttled).",
+            ["api", "result"],
             registry=self.registry,
         )
         self.throttled = Counter(
@@ -67,19 +70,17 @@ class IngestMetrics:
         gauge.set_function(in_flight)
 
     def count_results(self, answer: Mapping[str, Any]) -> None:
-        """Count a PutRecords answer's records by result."""
-        records = answer["records"]
-        failed = answer["failed_record_count"]
-        if len(records) > failed:
-            self.records.labels("ok").inc(len(records) - failed)
-        if failed:
-            codes: dict[str, int] = {}
-            for result in records:
-                code = result.get("error_code")
-                if code is not None:
-                    codes[code] = codes.get(code, 0) + 1
-            for code, count in codes.items():
-                self.records.labels(code).inc(count)
+        """Count a native PutRecords answer's records by result."""
+        self.count_records("native", (result.get("error_code") for result in answer["records"]))
+
+    def count_records(self, api: str, codes: Iterable[str | None]) -> None:
+        """Count answered records of ``api``: each its error code, None when accepted."""
+        counts: dict[str, int] = {}
+        for code in codes:
+            result = "ok" if code is None else code
+            counts[result] = counts.get(result, 0) + 1
+        for result, count in counts.items():
+            self.records.labels(api, result).inc(count)
 
     @web.middleware
     async def middleware(

@@ -85,6 +85,6 @@ def test_metrics_count_requests_records_and_latency(
         delete_topics(kafka_bootstrap, list(cfg.streams))
     assert 'firelake_ingest_requests_total{api="native",status="200"} 1.0' in text
     assert 'firelake_ingest_requests_total{api="native",status="415"} 1.0' in text
-    assert 'firelake_ingest_records_total{result="ok"} 7.0' in text
+    assert 'firelake_ingest_records_total{api="native",result="ok"} 7.0' in text
     assert 'firelake_ingest_request_seconds_count{api="native"} 2.0' in text
     assert "firelake_ingest_in_flight_requests 0.0" in text
