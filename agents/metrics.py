@@ -96,7 +96,7 @@ class RouterCollector(Collector):
 
 def metrics_ports(spec: RouterConfig) -> range:
     """The ports a router's workers serve ``/metrics`` on: each takes the first free one."""
-    return range(spec.metrics_port, spec.metrics_port + max(spec.workers, 2))
+    return spec.metrics_ports
 
 
 def serve_metrics(collector: RouterCollector, port: int, tries: int = 1) -> int | None:

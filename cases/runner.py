@@ -133,11 +133,6 @@ def _groups(config: FirelakeConfig) -> list[GroupSpec]:
     return groups
 
 
-def _dlq_tables(config: FirelakeConfig) -> list[str]:
-    dlqs = {r.dlq for r in config.routers.values()}
-    return [s.table for s in config.sinks.values() if s.stream in dlqs]
-
-
 def _unrenamed(value: Any, tag: str) -> Any:
     if isinstance(value, str):
         return value.replace(tag, "")
@@ -278,7 +273,7 @@ def _check_dlq(
     update: bool,
     suffix: str,
 ) -> None:
-    tables = _dlq_tables(config)
+    tables = config.dlq_tables()
     outcome = QueryOutcome("dlq", "", False)
     result.outcomes.append(outcome)
     if not tables:

@@ -330,6 +330,12 @@ class RouterConfig:
         "(a Faust agent, at-least-once output).",
     )
 
+    @property
+    def metrics_ports(self) -> range:
+        """The ports the workers serve ``/metrics`` on (each takes the first free one), so
+        the workers, ``firelake status`` and the dashboard look in the same place."""
+        return range(self.metrics_port, self.metrics_port + max(self.workers, 2))
+
 
 @dataclass(frozen=True)
 class SinkConfig:
@@ -626,6 +632,11 @@ class FirelakeConfig:
     def kafka_data_dir(self) -> Path:
         data = Path(self.kafka.data_dir).expanduser()
         return data if data.is_absolute() else Path(self.base_dir) / data
+
+    def dlq_tables(self) -> list[str]:
+        """The lake tables the routers' DLQ streams are written to, sorted."""
+        streams = {router.dlq for router in self.routers.values() if router.dlq}
+        return sorted({sink.table for sink in self.sinks.values() if sink.stream in streams})
 
     def schema_of(self, stream: str) -> Schema | None:
         """The schema declared on a stream, with the built-in DLQ schema for DLQ streams."""

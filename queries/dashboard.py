@@ -64,12 +64,6 @@ def router_metrics(port: int, timeout: float = 1.0) -> dict[str, float] | None:
     return values
 
 
-def _dlq_tables(config: FirelakeConfig) -> list[str]:
-    """The tables the routers' DLQ streams are written to."""
-    streams = {router.dlq for router in config.routers.values() if router.dlq}
-    return sorted({sink.table for sink in config.sinks.values() if sink.stream in streams})
-
-
 def pipeline_health(
     config: FirelakeConfig, tables: dict[str, TableInfo], run: Any
 ) -> dict[str, Any]:
@@ -93,9 +87,7 @@ def pipeline_health(
             )
             continue
         found = [
-            sample
-            for port in range(router.metrics_port, router.metrics_port + router.workers)
-            if (sample := router_metrics(port)) is not None
+            sample for port in router.metrics_ports if (sample := router_metrics(port)) is not None
         ]
         total: dict[str, float] = {}
         for sample in found:
@@ -126,7 +118,7 @@ def pipeline_health(
     if not config.routers:
         notes.append("no routers configured")
     dlq = None
-    for table in _dlq_tables(config):
+    for table in config.dlq_tables():
         if table in tables:
             dlq = run(
                 f'SELECT error_type, count(*) AS events FROM "{table}" '
