@@ -47,13 +47,22 @@ class TransientError(FirelakeError):
 _TRANSIENT_OS_ERRORS = (ConnectionError, TimeoutError, InterruptedError, BlockingIOError)
 
 
+#: Kafka client errors that flag themselves not retriable, yet mean "the broker is slow or
+#: away": aiokafka's ``KafkaTimeoutError`` (a send or metadata wait that ran out), whose
+#: cure is trying later. Matched by class name, so this leaf imports no Kafka client.
+_TRANSIENT_KAFKA_ERRORS = frozenset({"KafkaTimeoutError"})
+
+
 def is_retriable(error: BaseException) -> bool:
     """True when ``error`` describes a condition that may pass by itself.
 
     Firelake errors and Kafka client errors (aiokafka, kafka-python) carry a ``retriable``
-    attribute and are trusted on it; connection resets and timeouts are transient; every
-    other error (a bug, bad data, a full disk, a refused permission) is terminal.
+    attribute and are trusted on it, except a Kafka timeout (always transient); connection
+    resets and timeouts are transient; every other error (a bug, bad data, a full disk, a
+    refused permission) is terminal.
     """
+    if any(cls.__name__ in _TRANSIENT_KAFKA_ERRORS for cls in type(error).__mro__):
+        return True
     flag = getattr(error, "retriable", None)
     if isinstance(flag, bool):
         return flag

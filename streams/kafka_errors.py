@@ -1,9 +1,9 @@
 """How Firelake classifies Kafka's errors: for ingest callers, and transient or not.
 
 :func:`is_transient` is :func:`firelake.errors.is_retriable` (aiokafka's ``retriable`` flag,
-Firelake's own, connection resets) plus the errors that mean "the broker is slow or
-overloaded": aiokafka flags its own ``KafkaTimeoutError`` as not retriable, yet it is how a
-broker that is away shows on a send, and retrying later is the cure.
+Firelake's own, connection resets, and aiokafka's ``KafkaTimeoutError``, which flags itself
+not retriable, yet is how a broker that is away shows on a send: retrying later is the
+cure). :data:`THROTTLE_ERRORS` are the transient ones answered as Kinesis throttling.
 """
 
 from __future__ import annotations
@@ -39,9 +39,8 @@ THROTTLE_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 
-def is_transient(exc: BaseException) -> bool:
-    """True when trying the same Kafka call again later may succeed (see the module doc)."""
-    return is_retriable(exc) or isinstance(exc, THROTTLE_ERRORS)
+#: True when trying the same Kafka call again later may succeed (see the module doc).
+is_transient = is_retriable
 
 
 def record_failure(exc: BaseException) -> tuple[str, str]:
