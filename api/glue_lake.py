@@ -36,6 +36,24 @@ _PARQUET = {
         "SerializationLibrary": "org.apache.hadoop.hive.ql.io.parquet.serde.ParquetHiveSerDe"
     },
 }
+#: Raw JSON lines (Firehose without format conversion), as Glue's crawler describes them.
+_JSON = {
+    "InputFormat": "org.apache.hadoop.mapred.TextInputFormat",
+    "OutputFormat": "org.apache.hadoop.hive.ql.io.HiveIgnoreKeyTextOutputFormat",
+    "SerdeInfo": {"SerializationLibrary": "org.openx.data.jsonserde.JsonSerDe"},
+}
+
+
+def _formats(info: TableInfo) -> dict[str, Any]:
+    """The storage formats of a table's files (``TableInfo.format``: parquet or json)."""
+    return _JSON if info.format == "json" else _PARQUET
+
+
+def _compressed(info: TableInfo) -> bool:
+    """Parquet pages are compressed; JSON lines only when gzipped."""
+    if info.format != "json":
+        return True
+    return any(str(f.path).endswith(".gz") for f in info.data_files)
 
 
 def _glue_columns(columns: tuple[Column, ...]) -> tuple[list[dict[str, str]], list[dict[str, str]]]:
@@ -61,13 +79,13 @@ def glue_table(
         "StorageDescriptor": {
             "Columns": data,
             "Location": str(info.path),
-            **_PARQUET,
-            "Compressed": True,
+            **_formats(info),
+            "Compressed": _compressed(info),
             "StoredAsSubDirectories": False,
         },
         "PartitionKeys": keys,
         "Parameters": {
-            "classification": "parquet",
+            "classification": "json" if info.format == "json" else "parquet",
             "recordCount": str(info.rows),
             "numFiles": str(info.files),
             "totalSize": str(info.bytes),
@@ -99,7 +117,7 @@ def _partitions(info: TableInfo) -> list[dict[str, Any]]:
                 "Location": str(
                     base.joinpath(*(f"{k}={v}" for k, v in zip(info.layout, values, strict=False)))
                 ),
-                **_PARQUET,
+                **_formats(info),
             },
         }
         for values, times in sorted(folders.items())

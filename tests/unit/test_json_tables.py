@@ -6,6 +6,9 @@ import gzip
 import json
 from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.parquet as pq
+
 from queries.catalog import list_tables
 from queries.engine import QueryEngine
 
@@ -67,3 +70,28 @@ def test_describe_command_describes_json_tables(lake: Path, capsys, monkeypatch)
     assert firelake_main(["describe", "--config", str(EXAMPLE_CONFIG), "clicks"]) == 0
     out = capsys.readouterr().out
     assert "table       clicks" in out and "rows        3   files 1" in out
+
+
+def test_glue_describes_json_tables_as_json(lake: Path) -> None:
+    from api.glue_lake import _partitions, glue_table
+
+    lines(lake / "clicks" / "dt=2026-11-29" / "hour=08" / "a.gz", [{"id": 1}] * 2)
+    plays = lake / "plays" / "dt=2026-11-29" / "hour=08" / "p.parquet"
+    plays.parent.mkdir(parents=True)
+    pq.write_table(pa.table({"id": [1]}), plays)
+
+    clicks, parquet = sorted(list_tables(lake), key=lambda t: t.name)
+    table = glue_table(clicks, [])
+    storage = table["StorageDescriptor"]
+    assert table["Parameters"]["classification"] == "json"
+    assert storage["SerdeInfo"]["SerializationLibrary"] == "org.openx.data.jsonserde.JsonSerDe"
+    assert storage["InputFormat"] == "org.apache.hadoop.mapred.TextInputFormat"
+    assert storage["Compressed"] is True  # gzipped lines
+    (partition,) = _partitions(clicks)
+    assert partition["StorageDescriptor"]["InputFormat"] == storage["InputFormat"]
+
+    table = glue_table(parquet, [])
+    assert table["Parameters"]["classification"] == "parquet"
+    assert table["StorageDescriptor"]["SerdeInfo"]["SerializationLibrary"].endswith(
+        "ParquetHiveSerDe"
+    )
