@@ -34,12 +34,37 @@ from agents.windows.processor import Emission, WindowProcessor
 from agents.windows.snapshot import SNAPSHOT_SECONDS, SnapshotWriter
 from firelake.config import FirelakeConfig
 
-__all__ = ["build_window_app", "run_faust_window"]
+__all__ = ["ActiveProcessor", "build_window_app", "run_faust_window"]
 
 log = logging.getLogger("firelake.window")
 
 #: How often the agent asks the clock whether windows closed (idle partitions).
 TICK_SECONDS = 1.0
+
+
+class ActiveProcessor:
+    """The window processor of the current assignment.
+
+    Each assignment restores a fresh processor from the changelog; it replaces the last
+    one, which is closed (its DuckDB reader would otherwise leak, one per rebalance).
+    Processing is synchronous, so no batch is midway in the old one when it closes.
+    """
+
+    def __init__(self) -> None:
+        self.current: WindowProcessor | None = None
+        self._ready = asyncio.Event()
+
+    def replace(self, fresh: WindowProcessor) -> None:
+        old, self.current = self.current, fresh
+        self._ready.set()
+        if old is not None:
+            old.close()
+
+    async def wait(self) -> WindowProcessor:
+        """The current processor, once the first assignment restored one."""
+        await self._ready.wait()
+        assert self.current is not None
+        return self.current
 
 
 def build_window_app(
@@ -71,13 +96,9 @@ def build_window_app(
         agent_supervisor=CrashingSupervisor,
     )
     partitions = range(config.streams[spec.source].partitions)
-    holder: dict[str, WindowProcessor] = {}
-    ready = asyncio.Event()
+    active = ActiveProcessor()
     changelog = changelog_topic(name)
-
-    async def processor() -> WindowProcessor:
-        await ready.wait()
-        return holder["p"]
+    changelog_made: list[bool] = []  # the changelog topic is ensured once, not per rebalance
 
     async def send(emission: Emission) -> None:
         producer = await app.maybe_start_producer()
@@ -94,11 +115,13 @@ def build_window_app(
     async def on_assigned(sender: Any, assigned: set[Any], **_: Any) -> None:
         if not assigned:
             return
-        await ensure_changelog(config, bootstrap, name)
+        if not changelog_made:
+            await ensure_changelog(config, bootstrap, name)
+            changelog_made.append(True)
+        records = await read_changelog(bootstrap, name)
         fresh = WindowProcessor(config, name, partitions)
-        fresh.restore(await read_changelog(bootstrap, name))
-        holder["p"] = fresh
-        ready.set()
+        fresh.restore(records)
+        active.replace(fresh)
         log.info("window %s (faust): active on %s", name, sorted(map(tuple, assigned)))
 
     source = app.topic(spec.source, key_serializer="raw", value_serializer="raw", allow_empty=True)
@@ -106,7 +129,7 @@ def build_window_app(
     async def aggregate(stream: faust.StreamT) -> None:
         async for event in stream.noack().events():
             record = record_of(event.message)
-            window = await processor()
+            window = await active.wait()
             emission = window.process(
                 [
                     SourceMessage(
@@ -126,8 +149,8 @@ def build_window_app(
 
     @app.timer(TICK_SECONDS)
     async def tick() -> None:
-        if "p" in holder:
-            emission = holder["p"].tick()
+        if active.current is not None:
+            emission = active.current.tick()
             if emission.results:
                 await send(emission)
 
@@ -136,7 +159,7 @@ def build_window_app(
     @app.timer(SNAPSHOT_SECONDS)
     async def snapshot() -> None:
         # The open windows for the query service (``<name>_open``), as the default engine.
-        await snapshots.write(holder.get("p"), force=True)
+        await snapshots.write(active.current, force=True)
 
     return app
 

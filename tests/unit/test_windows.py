@@ -669,3 +669,20 @@ def test_open_windows_snapshot_is_read_by_the_query_engine_as_a_view(tmp_path: A
     lake.put(open_windows_key("plays-per-minute"), snapshot_bytes(p, time.time()))
     rows = engine.query("SELECT user, strftime(window_start, '%H:%M') FROM plays_per_minute_open")
     assert rows.rows == [("c", "08:03")]
+
+
+def test_the_faust_agent_closes_the_processor_a_new_assignment_replaces() -> None:
+    import asyncio
+
+    from agents.faust_window import ActiveProcessor
+
+    active = ActiveProcessor()
+    first, second = processor(), processor()
+    closed: list[WindowProcessor] = []
+    for p in (first, second):
+        p.close = lambda p=p: (closed.append(p), WindowProcessor.close(p))  # type: ignore[method-assign]
+    active.replace(first)
+    assert asyncio.run(active.wait()) is first and closed == []
+    active.replace(second)  # a rebalance: the old processor's reader used to leak
+    assert active.current is second and closed == [first]
+    second.close()
