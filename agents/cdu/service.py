@@ -39,6 +39,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from agents.cdu.challenges import Challenge, load_challenges
 from agents.cdu.profiles import LEADERBOARD_SIZE, Profiles
 from agents.cdu.submissions import MAX_SOURCE_BYTES, SubmissionError, build_command
+from firelake.aio import run as run_loop
 from firelake.config import AppConfig, ConfigError, FirelakeConfig
 from streams.envelope import decode, encode
 from streams.partitioning import partition_for_key
@@ -64,6 +65,23 @@ def _json(status: int, payload: Any) -> web.Response:
 
 def _error(status: int, message: str) -> web.Response:
     return _json(status, {"error": message})
+
+
+@web.middleware
+async def _json_errors(request: web.Request, handler: Any) -> web.StreamResponse:
+    """Every error answer is JSON in the API's own shape, never aiohttp's text page: an
+    unknown route, a wrong method, a bug (logged whole, answered without internals)."""
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        if exc.status == 404:
+            return _error(404, f"no route for {request.method} {request.path}")
+        return _error(exc.status, f"{exc.reason} for {request.method} {request.path}")
+    except Exception as exc:
+        log.exception("cdu: unexpected error on %s %s", request.method, request.path)
+        return _error(500, f"unexpected {type(exc).__name__}; see the service log")
 
 
 class CduService:
@@ -202,7 +220,7 @@ class CduService:
 
 def create_app(service: CduService) -> web.Application:
     """The aiohttp application of the API (bodies over the source limit get 413)."""
-    app = web.Application(client_max_size=2 * MAX_SOURCE_BYTES)
+    app = web.Application(client_max_size=2 * MAX_SOURCE_BYTES, middlewares=[_json_errors])
 
     async def challenges(_request: web.Request) -> web.Response:
         return _json(200, {"challenges": [c.public() for c in service.challenges.values()]})
@@ -307,4 +325,4 @@ def run_app(config: FirelakeConfig, app_config: AppConfig, port: int | None = No
         async with running_service(config, app_config, port):
             await stop.wait()
 
-    asyncio.run(main())
+    run_loop(main())
