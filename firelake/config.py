@@ -61,6 +61,7 @@ __all__ = [
     "load_config",
     "parse_config",
     "read_config_data",
+    "starting_timestamp_ms",
 ]
 
 MiB = 1024 * 1024
@@ -407,6 +408,15 @@ class SinkConfig:
     )
     compact_grace_seconds: float = setting(
         300.0, "Files a compaction replaced are deleted this long after (running queries)."
+    )
+    starting_position: StartingPosition = setting(
+        "TRIM_HORIZON",
+        "Where the sink starts a partition its destination holds no progress for: "
+        "TRIM_HORIZON (the earliest retained record), LATEST (what arrives after it first "
+        "starts) or AT_TIMESTAMP (the first record at or after starting_timestamp).",
+    )
+    starting_timestamp: str = setting(
+        "", "ISO-8601 time for starting_position = AT_TIMESTAMP (without a zone: UTC)."
     )
 
 
@@ -848,13 +858,7 @@ def _check_router(source: str, key: str, spec: RouterConfig) -> None:
     )
     _check_positive(source, f"{key}.workers", spec.workers, 1, 64)
     _check_positive(source, f"{key}.metrics_port", spec.metrics_port, 0, 65535)
-    if spec.starting_position == "AT_TIMESTAMP":
-        try:
-            from datetime import datetime
-
-            datetime.fromisoformat(spec.starting_timestamp)
-        except ValueError:
-            _fail(source, f"{key}.starting_timestamp", "AT_TIMESTAMP needs an ISO-8601 time")
+    _check_starting_position(source, key, spec.starting_position, spec.starting_timestamp)
     if spec.engine == "faust" and spec.starting_position == "AT_TIMESTAMP":
         # Faust only knows earliest/latest for a new group; seeking by time is the worker's.
         _fail(source, f"{key}.starting_position", "AT_TIMESTAMP needs engine = 'transactional'")
@@ -862,8 +866,28 @@ def _check_router(source: str, key: str, spec: RouterConfig) -> None:
         _fail(source, f"{key}.transform", "must be 'module:function'")
 
 
+def starting_timestamp_ms(text: str) -> int:
+    """Epoch milliseconds of a ``starting_timestamp`` (ISO-8601; without a zone: UTC)."""
+    from datetime import UTC, datetime
+
+    moment = datetime.fromisoformat(text)
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return int(moment.timestamp() * 1000)
+
+
+def _check_starting_position(source: str, key: str, position: str, timestamp: str) -> None:
+    """A router's or a sink's ``starting_position``: AT_TIMESTAMP needs its time."""
+    if position == "AT_TIMESTAMP":
+        try:
+            starting_timestamp_ms(timestamp)
+        except ValueError:
+            _fail(source, f"{key}.starting_timestamp", "AT_TIMESTAMP needs an ISO-8601 time")
+
+
 def _check_sink(source: str, key: str, spec: SinkConfig) -> None:
     """A sink's settings that the type check alone does not cover."""
+    _check_starting_position(source, key, spec.starting_position, spec.starting_timestamp)
     if not _TABLE_RE.match(spec.unknown_column):
         _fail(source, f"{key}.unknown_column", "column names are letters, digits and _")
     if spec.destination and not (

@@ -10,11 +10,12 @@ bound picks (``sinks.memory``) — is written under the destination's progress p
 writing run in a worker thread, so the consumer keeps heart-beating while pyarrow works.
 
 The lake is the source of truth. On every assignment the sink recovers each partition's
-progress and seeks to ``state + 1`` (or, before the first flush, the group's committed
-offset, else the earliest). On revocation it waits for a flush in flight and drops the
-rest of the partition's buffer: the next owner re-reads it from the lake's state, and no
-process writes a partition it may no longer own. Kafka offsets are committed after each
-flush only so that lag shows in the usual tools.
+progress and seeks to ``state + 1`` (or, before the first flush, its
+``starting_position``: the earliest retained offset by default). On revocation it waits
+for a flush in flight and drops the rest of the partition's buffer: the next owner
+re-reads it from the lake's state, and no process writes a partition it may no longer
+own. Kafka offsets are committed after each flush only so that lag shows in the usual
+tools.
 
 Stopping (the ``stop`` event, task cancellation, SIGTERM/SIGINT in ``main``) flushes
 every buffer and commits before exiting; SIGKILL loses nothing but the buffers.
@@ -55,6 +56,7 @@ from sinks.jsonlines import plan_json_flush
 from sinks.memory import BufferUsage, evictions
 from sinks.parquet import Layout, convert, folder_chunks, plan_flush
 from sinks.progress import CRASH_POINTS, Checkpoint, ProgressStore
+from streams.positions import starting_offsets
 from streams.rejoin import run_rejoining
 
 __all__ = [
@@ -273,24 +275,43 @@ class ParquetSink:
                     continue
                 resume = await asyncio.to_thread(self.store.recover, self.topic, tp.partition)
                 assert self._consumer is not None
-                if resume is not None:
-                    self._consumer.seek(tp, resume)
-                else:
-                    # The lake is the source of progress: a destination without state for
-                    # this partition gets the whole retained stream, whatever offset the
-                    # group committed (a new or emptied lake, a new destination).
-                    # (seek_to_beginning would wait for the fetcher, which waits for this
-                    # callback: ask for the offset and seek to it instead.)
-                    begin = await self._consumer.beginning_offsets([tp])
-                    self._consumer.seek(tp, begin[tp])
-                self.buffers.reset(tp.partition, resume or 0)
+                start = resume if resume is not None else await self._start_offset(tp)
+                self._consumer.seek(tp, start)
+                self.buffers.reset(tp.partition, start)
                 log.info(
-                    "sink %s: partition %s/%d resumes at %s",
+                    "sink %s: partition %s/%d resumes at %d (%s)",
                     self.name,
                     self.topic,
                     tp.partition,
-                    resume if resume is not None else "the earliest retained offset",
+                    start,
+                    "the lake's progress" if resume is not None else self.spec.starting_position,
                 )
+
+    async def _start_offset(self, tp: TopicPartition) -> int:
+        """Where a partition the destination holds no progress for starts.
+
+        The lake is the source of progress: with ``TRIM_HORIZON`` (the default) the sink
+        reads the whole retained stream, whatever offset the group committed (a new or
+        emptied lake, a new destination). ``LATEST`` and ``AT_TIMESTAMP`` resume at the
+        group's committed offset when there is one, and commit the position they start
+        from, so a sink restarted before its first flush skips nothing that arrived since
+        it first started (``streams.positions`` turns the position into an offset).
+        """
+        consumer = self._consumer
+        assert consumer is not None
+        position = self.spec.starting_position
+        if position == "TRIM_HORIZON":
+            return (await starting_offsets(consumer, [tp], position))[tp]
+        committed = await consumer.committed(tp)
+        if committed is not None:
+            return int(committed)
+        start = (await starting_offsets(consumer, [tp], position, self.spec.starting_timestamp))[tp]
+        try:
+            await consumer.commit({tp: start})
+        except KafkaError as exc:
+            # Only a restart before the first flush would start over at the position.
+            log.warning("sink %s: could not commit start %s@%d: %r", self.name, tp, start, exc)
+        return start
 
     async def _on_revoked(self, revoked: list[TopicPartition]) -> None:
         # The lock waits out a flush in flight; what is still buffered is dropped.
