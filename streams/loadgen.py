@@ -391,6 +391,12 @@ class SendReport:
         """Events sent per second over the run."""
         return self.sent / self.elapsed if self.elapsed > 0 else 0.0
 
+    def reject(self, code: str, message: str, events: int) -> None:
+        """Count a request refused whole (none of its ``events`` was taken)."""
+        self.rejected_requests += 1
+        self.rejected_events += events
+        self.note_error(code, message, events)
+
     def note_error(self, code: str, message: str, events: int = 1) -> None:
         """Count an error code (bounded distinct codes) and keep the first few messages."""
         key = code if code in self.errors or len(self.errors) < _MAX_ERROR_CODES else "other"
@@ -434,6 +440,21 @@ def _check_args(
         raise ValueError(f"concurrency must be 1 to {MAX_CONCURRENCY}, got {concurrency}")
 
 
+def _json_or_none(payload: bytes) -> Any:
+    """An answer's JSON, or None when it is not JSON."""
+    try:
+        return orjson.loads(payload)
+    except orjson.JSONDecodeError:
+        return None
+
+
+def _results(answer: Any, n: int) -> list[Any] | None:
+    """The per-record results of a 200 answer to ``n`` records, or None when the answer
+    does not hold exactly that many (not the ingest, or a bug: counted, never trusted)."""
+    results = answer.get("records") if isinstance(answer, dict) else None
+    return results if isinstance(results, list) and len(results) == n else None
+
+
 async def _post(
     session: aiohttp.ClientSession,
     endpoint: str,
@@ -454,28 +475,19 @@ async def _post(
             payload = await response.read()
             status = response.status
     except (aiohttp.ClientError, TimeoutError) as exc:
-        report.rejected_requests += 1
-        report.rejected_events += n
-        report.note_error(type(exc).__name__, str(exc) or repr(exc), n)
+        report.reject(type(exc).__name__, str(exc) or repr(exc), n)
         return
-    try:
-        answer = orjson.loads(payload)
-    except orjson.JSONDecodeError:
-        answer = None
+    answer = _json_or_none(payload)
     if status != 200:
-        report.rejected_requests += 1
-        report.rejected_events += n
         error = answer.get("error") if isinstance(answer, dict) else None
         if isinstance(error, dict):
-            report.note_error(str(error.get("code")), str(error.get("message")), n)
+            report.reject(str(error.get("code")), str(error.get("message")), n)
         else:
-            report.note_error(f"HTTP {status}", payload[:200].decode("utf-8", "replace"), n)
+            report.reject(f"HTTP {status}", payload[:200].decode("utf-8", "replace"), n)
         return
-    results = answer.get("records") if isinstance(answer, dict) else None
-    if not isinstance(results, list) or len(results) != n:
-        report.rejected_requests += 1
-        report.rejected_events += n
-        report.note_error("BadResponse", f"expected {n} results: {payload[:200]!r}", n)
+    results = _results(answer, n)
+    if results is None:
+        report.reject("BadResponse", f"expected {n} results: {payload[:200]!r}", n)
         return
     for result in results:
         if isinstance(result, dict) and "error_code" in result:
@@ -673,25 +685,24 @@ async def send_shaped(
                     status = response.status
                     pause = _retry_after(response)
             except (aiohttp.ClientError, TimeoutError) as exc:
-                report.rejected_requests += 1
-                report.rejected_events += n
-                report.note_error(type(exc).__name__, str(exc) or repr(exc), n)
+                report.reject(type(exc).__name__, str(exc) or repr(exc), n)
                 return
             if status == 503:
                 report.throttled_requests += 1
                 await asyncio.sleep(pause)
                 continue
             if status != 200:
-                report.rejected_requests += 1
-                report.rejected_events += n
-                report.note_error(f"HTTP {status}", payload[:200].decode("utf-8", "replace"), n)
+                report.reject(f"HTTP {status}", payload[:200].decode("utf-8", "replace"), n)
                 return
             head = _FAILED_HEAD.search(payload, 0, 64)
             if head is not None and head[1] == b"0":
                 report.accepted += n
                 progress.update(n)
                 return
-            results = orjson.loads(payload).get("records", [])
+            results = _results(_json_or_none(payload), n)
+            if results is None:  # before, a short or non-JSON answer ended the whole run
+                report.reject("BadResponse", f"expected {n} results: {payload[:200]!r}", n)
+                return
             retry = []
             for part, result in zip(parts, results, strict=True):
                 code = result.get("error_code") if isinstance(result, dict) else None
