@@ -12,6 +12,9 @@ stdout/stderr log) lives under one data directory::
     ...
     broker.stop()
 
+:class:`LocalCluster` runs several such nodes from the same jars as one KRaft cluster
+(``firelake kafka start --brokers 3``), to try replication and failover on one machine.
+
 The cache directory is ``~/.cache/firelake/kafka-<version>/libs``; the
 environment variable ``FIRELAKE_CACHE`` replaces ``~/.cache/firelake``.
 """
@@ -21,6 +24,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import datetime as _dt
+import json
 import os
 import shutil
 import signal
@@ -30,6 +34,7 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -41,10 +46,13 @@ __all__ = [
     "KAFKA_VERSION",
     "BrokerError",
     "LocalBroker",
+    "LocalCluster",
+    "cluster_properties",
     "default_cache_dir",
     "fetch_kafka",
     "free_port",
     "generate_cluster_id",
+    "local_kafka",
     "port_in_use",
     "probe_broker",
     "render_server_properties",
@@ -414,6 +422,9 @@ class LocalBroker:
     cache_dir: Path | None = None
     node_id: int = 1
     extra_properties: dict[str, str] = field(default_factory=dict)
+    cluster_id: str | None = None
+    """The id the storage is formatted with; None: a fresh random one (a lone broker).
+    The nodes of one cluster share theirs."""
     _proc: subprocess.Popen[bytes] | None = field(
         default=None, init=False, repr=False, compare=False
     )
@@ -558,13 +569,13 @@ class LocalBroker:
                 )
 
     def _format_storage(self, libs: Path) -> None:
-        """Run ``kafka.tools.StorageTool format`` with a fresh cluster id."""
+        """Run ``kafka.tools.StorageTool format`` with :attr:`cluster_id` (or a fresh one)."""
         cmd = [
             *self._java_base(libs),
             "kafka.tools.StorageTool",
             "format",
             "-t",
-            generate_cluster_id(),
+            self.cluster_id or generate_cluster_id(),
             "-c",
             str(self.properties_file),
         ]
@@ -600,9 +611,23 @@ class LocalBroker:
         stopped and :class:`BrokerError` is raised with the last 40 lines of
         ``broker.log``.
         """
+        self.spawn()
+        try:
+            self.wait_ready(timeout)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                self.stop(timeout=10.0)
+            raise
+
+    def spawn(self) -> None:
+        """Fetch the jars, format storage if needed and spawn the broker; do not wait.
+
+        A no-op if the broker is already running. The nodes of a cluster are spawned
+        together (their controller quorum needs a majority before any answers), then
+        waited for with :meth:`wait_ready`.
+        """
         self.data_dir.mkdir(parents=True, exist_ok=True)
         if self.is_running():
-            self._wait_ready(timeout)
             return
         self.pid_file.unlink(missing_ok=True)  # stale
         self._check_ports_free()
@@ -632,14 +657,13 @@ class LocalBroker:
         tmp_pid = self.pid_file.with_suffix(".pid.tmp")
         tmp_pid.write_text(f"{self._proc.pid}\n", encoding="ascii")
         os.replace(tmp_pid, self.pid_file)
-        try:
-            self._wait_ready(timeout)
-        except BaseException:
-            with contextlib.suppress(Exception):
-                self.stop(timeout=10.0)
-            raise
 
-    def _wait_ready(self, timeout: float) -> None:
+    def wait_ready(self, timeout: float) -> None:
+        """Wait until the broker answers a Metadata request listing itself.
+
+        Raises :class:`BrokerError` with the tail of ``broker.log`` when the process exits
+        or ``timeout`` seconds pass (the process is left running: the caller stops it).
+        """
         deadline = time.monotonic() + timeout
         while True:
             pid = self.pid()
@@ -680,12 +704,23 @@ class LocalBroker:
         A no-op if it is not running.  The pid file is removed in every case.
         Raises :class:`BrokerError` if the process survives SIGKILL.
         """
+        self._end(signal.SIGTERM, timeout)
+
+    def kill(self) -> None:
+        """SIGKILL the broker at once: a crash (no controlled shutdown), for failover tests.
+
+        A no-op if it is not running; :meth:`start` brings it back on its data.
+        """
+        self._end(signal.SIGKILL, 10.0)
+
+    def _end(self, first: signal.Signals, timeout: float) -> None:
+        """Send ``first``, wait up to ``timeout`` s, then SIGKILL; remove the pid file."""
         pid = self.pid()
         try:
             if pid is None or not self._is_our_process(pid):
                 return
             with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGTERM)
+                os.kill(pid, first)
             if self._wait_gone(pid, timeout):
                 return
             with contextlib.suppress(ProcessLookupError):
@@ -711,3 +746,266 @@ class LocalBroker:
     ) -> None:
         """Stop the broker."""
         self.stop()
+
+
+# --------------------------------------------------------------------------- cluster
+
+CLUSTER_LAYOUT = "cluster.json"
+"""The file in a cluster's data directory that records its size, ports and cluster id."""
+
+REPLICATED_BROKERS = 3
+"""From this many brokers on, the cluster's internal topics get three replicas."""
+
+
+def cluster_properties(voters: Mapping[int, int], host: str = HOST) -> dict[str, str]:
+    """The ``server.properties`` a node of a local cluster adds to a lone broker's.
+
+    ``voters`` maps each node id to its controller port: every node is a combined
+    broker+controller and a voter of one static quorum (three JVMs on a small box rather
+    than four with a dedicated controller; a majority survives the loss of any one node).
+    The internal topics (consumer offsets, transactions) are replicated like the streams:
+    three replicas, two in sync, from three nodes on. A SIGKILLed node is fenced, and its
+    partitions led elsewhere, after ``broker.session.timeout.ms`` (6 s instead of 9 s, so
+    a failover test waits less; heartbeats every second keep a busy node well inside it).
+    """
+    count = len(voters)
+    replicas = REPLICATED_BROKERS if count >= REPLICATED_BROKERS else 1
+    in_sync = 2 if replicas >= REPLICATED_BROKERS else 1
+    return {
+        "controller.quorum.voters": ",".join(
+            f"{node_id}@{host}:{port}" for node_id, port in sorted(voters.items())
+        ),
+        "offsets.topic.replication.factor": str(replicas),
+        "transaction.state.log.replication.factor": str(replicas),
+        "transaction.state.log.min.isr": str(in_sync),
+        "share.coordinator.state.topic.replication.factor": str(replicas),
+        "share.coordinator.state.topic.min.isr": str(in_sync),
+        "default.replication.factor": str(replicas),
+        "min.insync.replicas": str(in_sync),
+        "broker.session.timeout.ms": "6000",
+        "broker.heartbeat.interval.ms": "1000",
+    }
+
+
+@dataclass
+class LocalCluster:
+    """A local KRaft cluster of ``brokers`` nodes on 127.0.0.1, each a :class:`LocalBroker`.
+
+    Node ``i`` (1-based) lives in ``data_dir/node-<i>`` with client port
+    ``port + 2 * (i - 1)`` and controller port one above it (9092/9093, 9094/9095,
+    9096/9097 by default); ``port=0`` picks free ports. The first :meth:`start` writes
+    ``data_dir/cluster.json`` (size, ports, cluster id); afterwards that file is the
+    cluster's identity -- its storage is formatted with that id and its quorum names those
+    ports -- so a later ``LocalCluster`` on the same folder (another process, the CLI)
+    uses it, whatever ``port`` it was given::
+
+        cluster = LocalCluster(Path("/tmp/fl-cluster"), brokers=3, port=0)
+        cluster.start()
+        print(cluster.bootstrap)   # "127.0.0.1:p1,127.0.0.1:p2,127.0.0.1:p3"
+        cluster.node(2).kill()     # a crash; cluster.node(2).start() brings it back
+        cluster.stop()
+    """
+
+    data_dir: Path
+    brokers: int = REPLICATED_BROKERS
+    port: int = DEFAULT_PORT
+    cache_dir: Path | None = None
+    extra_properties: dict[str, str] = field(default_factory=dict)
+    cluster_id: str = field(default="", init=False)
+    nodes: list[LocalBroker] = field(default_factory=list, init=False)
+
+    def __post_init__(self) -> None:
+        """Read the recorded layout, or choose one; build the nodes."""
+        self.data_dir = Path(self.data_dir).expanduser().resolve()
+        layout = self._read_layout()
+        if layout is not None:
+            if int(layout["brokers"]) != self.brokers:
+                raise BrokerError(
+                    f"{self.data_dir} holds a {layout['brokers']}-broker cluster, not "
+                    f"{self.brokers}: stop it and remove the folder to change its size"
+                )
+            self.cluster_id = str(layout["cluster_id"])
+            ports = [(int(a), int(b)) for a, b in layout["ports"]]
+        else:
+            if self.brokers < 1:
+                raise ValueError(f"a cluster has at least one broker, got {self.brokers}")
+            self.cluster_id = generate_cluster_id()
+            ports = self._choose_ports()
+        self.port = ports[0][0]
+        voters = {i: controller for i, (_, controller) in enumerate(ports, start=1)}
+        extra = {**cluster_properties(voters), **self.extra_properties}
+        self.nodes = [
+            LocalBroker(
+                self.data_dir / f"node-{i}",
+                port=client,
+                controller_port=controller,
+                cache_dir=self.cache_dir,
+                node_id=i,
+                extra_properties=extra,
+                cluster_id=self.cluster_id,
+            )
+            for i, (client, controller) in enumerate(ports, start=1)
+        ]
+
+    @classmethod
+    def find(cls, data_dir: Path, cache_dir: Path | None = None) -> LocalCluster | None:
+        """The cluster recorded in ``data_dir`` (its ``cluster.json``), or None."""
+        path = Path(data_dir).expanduser().resolve() / CLUSTER_LAYOUT
+        try:
+            brokers = int(json.loads(path.read_text(encoding="utf-8"))["brokers"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+        return cls(data_dir, brokers=brokers, cache_dir=cache_dir)
+
+    def _read_layout(self) -> dict[str, Any] | None:
+        try:
+            data = json.loads(self.layout_file.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError) as exc:
+            raise BrokerError(f"cannot read the cluster layout {self.layout_file}: {exc}") from exc
+        if not isinstance(data, dict) or not {"brokers", "cluster_id", "ports"} <= data.keys():
+            raise BrokerError(f"{self.layout_file} is not a Firelake cluster layout")
+        return data
+
+    def _choose_ports(self) -> list[tuple[int, int]]:
+        if self.port:
+            ports = [(self.port + 2 * i, self.port + 2 * i + 1) for i in range(self.brokers)]
+            if ports[-1][1] > 65535:
+                raise ValueError(f"ports from {self.port} run past 65535 for {self.brokers} nodes")
+            return ports
+        taken: set[int] = set()
+        while len(taken) < 2 * self.brokers:
+            taken.add(free_port())
+        flat = sorted(taken)
+        return [(flat[2 * i], flat[2 * i + 1]) for i in range(self.brokers)]
+
+    @property
+    def layout_file(self) -> Path:
+        """``data_dir/cluster.json``."""
+        return self.data_dir / CLUSTER_LAYOUT
+
+    @property
+    def bootstrap(self) -> str:
+        """Every node's client address, comma-separated (any one of them suffices)."""
+        return ",".join(node.bootstrap for node in self.nodes)
+
+    def node(self, node_id: int) -> LocalBroker:
+        """The node with id ``node_id`` (1-based)."""
+        if not 1 <= node_id <= len(self.nodes):
+            raise ValueError(f"no node {node_id} in a {len(self.nodes)}-node cluster")
+        return self.nodes[node_id - 1]
+
+    def is_running(self) -> bool:
+        """True if every node's process is alive."""
+        return all(node.is_running() for node in self.nodes)
+
+    def status(self) -> dict[str, Any]:
+        """``running`` (all nodes), ``bootstrap``, ``data_dir`` and a line per node."""
+        status: dict[str, Any] = {
+            "running": self.is_running(),
+            "brokers": len(self.nodes),
+            "bootstrap": self.bootstrap,
+            "data_dir": str(self.data_dir),
+            "kafka_version": KAFKA_VERSION,
+        }
+        for node in self.nodes:
+            pid = node.pid() if node.is_running() else None
+            state = f"running (pid {pid})" if pid else "stopped"
+            status[f"node-{node.node_id}"] = f"{state} on {node.bootstrap}, log {node.log_file}"
+        return status
+
+    def start(self, timeout: float = 120.0) -> None:
+        """Spawn every node that is not running and wait until all answer.
+
+        The nodes are formatted and spawned in parallel (the quorum elects a leader only
+        once a majority runs). On failure the nodes this call spawned are stopped and
+        :class:`BrokerError` names the node, with its log's tail.
+        """
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        if not self.layout_file.exists():
+            layout = {
+                "brokers": len(self.nodes),
+                "cluster_id": self.cluster_id,
+                "ports": [[node.port, node.controller_port] for node in self.nodes],
+            }
+            tmp = self.layout_file.with_suffix(".json.tmp")
+            tmp.write_text(json.dumps(layout, indent=2) + "\n", encoding="utf-8")
+            os.replace(tmp, self.layout_file)
+        spawned = [node for node in self.nodes if not node.is_running()]
+        try:
+            with ThreadPoolExecutor(max_workers=max(len(spawned), 1)) as pool:
+                for future in [pool.submit(node.spawn) for node in spawned]:
+                    future.result()
+            deadline = time.monotonic() + timeout
+            for node in self.nodes:
+                node.wait_ready(max(deadline - time.monotonic(), 0.5))
+        except BaseException:
+            for node in spawned:
+                with contextlib.suppress(Exception):
+                    node.stop(timeout=10.0)
+            raise
+
+    def stop(self, timeout: float = 20.0) -> None:
+        """Stop every node (SIGTERM, then SIGKILL after ``timeout`` s), all at once."""
+        for node in self.nodes:
+            pid = node.pid()
+            if pid is not None and node.is_running():
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGTERM)
+        errors = []
+        for node in self.nodes:
+            try:
+                node.stop(timeout)
+            except BrokerError as exc:
+                errors.append(str(exc))
+        if errors:
+            raise BrokerError("; ".join(errors))
+
+    def pid(self) -> int | None:
+        """The first node's pid (what a supervisor records; it watches :meth:`is_running`)."""
+        return self.nodes[0].pid()
+
+    def __enter__(self) -> Self:
+        """Start the cluster (``with LocalCluster(...) as cluster:``)."""
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        """Stop the cluster."""
+        self.stop()
+
+
+def local_kafka(
+    data_dir: Path, port: int = DEFAULT_PORT, brokers: int | None = None
+) -> LocalBroker | LocalCluster:
+    """The local Kafka of a data folder: the cluster it records, else a new one, else a broker.
+
+    A folder with a ``cluster.json`` is that cluster (``brokers``, when given, must match
+    its size); otherwise ``brokers`` above 1 makes a new :class:`LocalCluster` (refused
+    while a lone broker of the same folder runs: they would share ports), and anything
+    else the lone :class:`LocalBroker`. So ``firelake kafka stop``, ``status`` and the
+    services find a cluster that ``firelake kafka start --brokers 3`` started.
+    """
+    cluster = LocalCluster.find(data_dir)
+    if cluster is not None:
+        if brokers is not None and brokers != len(cluster.nodes):
+            raise BrokerError(
+                f"{cluster.data_dir} holds a {len(cluster.nodes)}-broker cluster, not {brokers}: "
+                "stop it and remove the folder to change its size"
+            )
+        return cluster
+    single = LocalBroker(data_dir, port=port)
+    if brokers is None or brokers <= 1:
+        return single
+    if single.is_running():
+        raise BrokerError(
+            f"a single local broker runs on {single.bootstrap} from {single.data_dir}: "
+            "stop it (firelake kafka stop) before starting a cluster there"
+        )
+    return LocalCluster(data_dir, brokers=brokers, port=port)

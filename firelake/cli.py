@@ -44,7 +44,7 @@ def _find_local_broker(args: argparse.Namespace) -> None:
     """Without a configured bootstrap, use the local broker ``firelake up`` (or ``firelake
     kafka start``) runs for this configuration: its pid file in ``kafka.data_dir`` is the
     discovery, so a service started by hand finds the broker ``up`` started."""
-    from firelake.broker import LocalBroker
+    from firelake.broker import local_kafka
 
     if os.environ.get("FIRELAKE_KAFKA_BOOTSTRAP"):
         return
@@ -52,7 +52,7 @@ def _find_local_broker(args: argparse.Namespace) -> None:
     kafka = parse_config({"kafka": data.get("kafka", {})}, source=source, base_dir=base_dir)
     if kafka.kafka.bootstrap:
         return
-    broker = LocalBroker(data_dir=kafka.kafka_data_dir, port=kafka.kafka.port)
+    broker = local_kafka(kafka.kafka_data_dir, kafka.kafka.port)
     if broker.is_running():
         os.environ["FIRELAKE_KAFKA_BOOTSTRAP"] = broker.bootstrap
 
@@ -85,11 +85,12 @@ def _pipeline_config(args: argparse.Namespace) -> FirelakeConfig:
     return load_config(args.config, extra_streams=extra)
 
 
-def local_broker(config: FirelakeConfig):  # -> firelake.broker.LocalBroker
-    """The broker Firelake starts itself when no bootstrap address is configured."""
-    from firelake.broker import LocalBroker
+def local_broker(config: FirelakeConfig, brokers: int | None = None):  # -> LocalBroker/Cluster
+    """The broker (or the local cluster ``firelake kafka start --brokers N`` made in
+    ``kafka.data_dir``) Firelake starts itself when no bootstrap address is configured."""
+    from firelake.broker import local_kafka
 
-    return LocalBroker(data_dir=config.kafka_data_dir, port=config.kafka.port)
+    return local_kafka(config.kafka_data_dir, config.kafka.port, brokers)
 
 
 # --------------------------------------------------------------------------- commands
@@ -189,7 +190,7 @@ def cmd_kafka(args: argparse.Namespace) -> int:
     from firelake.broker import fetch_kafka
 
     config = _config(args)
-    broker = local_broker(config)
+    broker = local_broker(config, args.brokers if args.action == "start" else None)
     if args.action == "fetch":
         print(fetch_kafka())
     elif args.action == "start":
@@ -197,7 +198,7 @@ def cmd_kafka(args: argparse.Namespace) -> int:
             print(f"already running at {broker.bootstrap}")
         else:
             broker.start(timeout=180)
-            print(f"Kafka running at {broker.bootstrap} (log: {broker.log_file})")
+            print(f"Kafka running at {broker.bootstrap} (data: {broker.data_dir})")
     elif args.action == "stop":
         broker.stop()
         print("stopped")
@@ -850,6 +851,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p = command("kafka", cmd_kafka, "fetch, start, stop or inspect the local Kafka broker")
     p.add_argument("action", choices=["fetch", "start", "stop", "status"])
+    p.add_argument(
+        "--brokers",
+        type=int,
+        default=None,
+        help="start: nodes of a local KRaft cluster (3: replicated topics); default 1",
+    )
     p = command("streams", cmd_streams, "create (or check) the configured streams, or list them")
     p.add_argument("action", choices=["create", "list"])
     p = command("ingest", cmd_ingest, "run the HTTP ingest service")
