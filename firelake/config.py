@@ -253,6 +253,16 @@ class StreamConfig:
         "batch", "'batch': one message holds many NDJSON events; 'single': one."
     )
     schema: str = setting("", "Schema of the events on this stream (key under [schemas]), if any.")
+    replication_factor: int = setting(
+        0,
+        "Replicas of this stream's topic; 0: kafka.replication_factor (automatic: 1 below "
+        "3 brokers, else 3). Read when the topic is created; an existing topic keeps its own.",
+    )
+    min_insync_replicas: int = setting(
+        0,
+        "Replicas that must have a write before it is acknowledged (every producer writes "
+        "with acks=all); 0: 2 from 3 replicas on, else 1, so one broker may fail unseen.",
+    )
 
 
 @dataclass(frozen=True)
@@ -738,6 +748,19 @@ def _section(source: str, prefix: str, cls: type, raw: Any, **fixed: Any) -> Any
     return cls(**values)
 
 
+def _check_replicas(source: str, key: str, stream: StreamConfig) -> None:
+    """A stream's replication settings: 0 (automatic) or more, min.insync.replicas <= RF."""
+    _check_positive(source, f"{key}.replication_factor", stream.replication_factor, 0)
+    _check_positive(source, f"{key}.min_insync_replicas", stream.min_insync_replicas, 0)
+    if stream.replication_factor and stream.min_insync_replicas > stream.replication_factor:
+        _fail(
+            source,
+            f"{key}.min_insync_replicas",
+            f"{stream.min_insync_replicas} exceeds replication_factor "
+            f"{stream.replication_factor}: no write could ever be acknowledged",
+        )
+
+
 def _check_positive(source: str, key: str, value: float, low: float = 1, high: float | None = None):
     if value < low or (high is not None and value > high):
         bound = f"between {low} and {high}" if high is not None else f">= {low}"
@@ -980,6 +1003,7 @@ def parse_config(
         spec = _section(source, f"streams.{name}", StreamConfig, raw, name=name)
         _check_positive(source, f"streams.{name}.partitions", spec.partitions, 1, 10_000)
         _check_positive(source, f"streams.{name}.retention_hours", spec.retention_hours, 1, 87_600)
+        _check_replicas(source, f"streams.{name}", spec)
         if spec.schema and spec.schema not in schemas and spec.schema != DLQ_SCHEMA.name:
             _fail(source, f"streams.{name}.schema", f"unknown schema {spec.schema!r}")
         streams[name] = spec

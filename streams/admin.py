@@ -6,7 +6,10 @@ and every topic is created by :func:`create_topics` / :func:`ensure_topic`, whic
 replication factor in one place: ``kafka.replication_factor`` when set, else automatic —
 1 on a cluster of fewer than 3 brokers (a local or CI broker cannot hold more replicas),
 3 on a cluster of 3 or more (a broker can fail without losing data), the broker count
-read from the cluster's metadata.
+read from the cluster's metadata. A stream's own ``replication_factor`` wins over both.
+Every topic also gets ``min.insync.replicas`` (a stream's own, else 2 from 3 replicas on,
+else 1): with producers on ``acks=all`` a write is acknowledged only once that many
+replicas hold it, so losing one broker of three loses no acknowledged event.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ __all__ = [
     "TopicSpec",
     "admin_client",
     "broker_count",
+    "choose_min_insync_replicas",
     "choose_replication_factor",
     "create_topics",
     "ensure_topic",
@@ -39,10 +43,16 @@ _TOPIC_EXISTS = kafka_errors.TopicAlreadyExistsError.errno
 
 @dataclass(frozen=True)
 class TopicSpec:
-    """A topic to create: its partition count and topic-level settings."""
+    """A topic to create: its partition count and topic-level settings.
+
+    ``replication`` and ``min_insync`` are the stream's own settings; 0 leaves them to
+    the configured or automatic choice (:func:`create_topics`).
+    """
 
     partitions: int = 1
     configs: Mapping[str, str] = field(default_factory=dict)
+    replication: int = AUTO_REPLICATION
+    min_insync: int = AUTO_REPLICATION
 
 
 def choose_replication_factor(brokers: int, configured: int = AUTO_REPLICATION) -> int:
@@ -58,6 +68,25 @@ def choose_replication_factor(brokers: int, configured: int = AUTO_REPLICATION) 
     if brokers < 1:
         raise ValueError(f"a cluster has at least one broker, got {brokers}")
     return REPLICATED_BROKERS if brokers >= REPLICATED_BROKERS else 1
+
+
+def choose_min_insync_replicas(factor: int, configured: int = AUTO_REPLICATION) -> int:
+    """The ``min.insync.replicas`` of a topic with ``factor`` replicas.
+
+    ``configured`` wins when it is 1 or more (it cannot exceed ``factor``: no write could
+    be acknowledged); 0 means 2 from 3 replicas on (one replica may be lost, or lag,
+    without refusing writes) and 1 below.
+    """
+    if factor < 1:
+        raise ValueError(f"replication factor must be >= 1, got {factor}")
+    if configured < 0 or configured > factor:
+        raise ValueError(
+            f"min.insync.replicas must be 0 (automatic) or 1..{factor} (the replicas), "
+            f"got {configured}"
+        )
+    if configured:
+        return configured
+    return 2 if factor >= REPLICATED_BROKERS else 1
 
 
 @contextmanager
@@ -100,19 +129,29 @@ def create_topics(
 ) -> dict[str, tuple[int, str | None]]:
     """Ask the broker to create ``topics``; never raises for a topic's own error.
 
+    Each topic gets its spec's replication factor, else ``configured_replication``, else
+    the automatic one, and ``min.insync.replicas`` to match (its spec's, or
+    :func:`choose_min_insync_replicas`, capped at the factor: a stream asking for 2 gets 1
+    on a one-broker box; a ``configs`` entry of that name wins).
     Returns each topic's (error code, error message): 0 created, else the broker's
     refusal (``TopicAlreadyExistsError.errno`` for one that exists). The caller decides.
     """
-    factor = replication_factor(admin, configured_replication)
+    default_factor: int | None = None
+    requests: dict[str, dict[str, object]] = {}
+    for name, spec in topics.items():
+        factor = spec.replication
+        if not factor:
+            if default_factor is None:
+                default_factor = replication_factor(admin, configured_replication)
+            factor = default_factor
+        in_sync = choose_min_insync_replicas(factor, min(spec.min_insync, factor))
+        requests[name] = {
+            "num_partitions": spec.partitions,
+            "replication_factor": factor,
+            "configs": {"min.insync.replicas": str(in_sync), **spec.configs},
+        }
     result = admin.create_topics(
-        {
-            name: {
-                "num_partitions": spec.partitions,
-                "replication_factor": factor,
-                "configs": dict(spec.configs),
-            }
-            for name, spec in topics.items()
-        },
+        requests,
         timeout_ms=int(timeout_s * 1000),
         raise_errors=False,
     )

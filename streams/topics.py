@@ -2,8 +2,9 @@
 
 Administration only (``streams.admin``), never the hot path. Every stream of the
 configuration is a topic with its declared partition count, its retention, a message size
-limit big enough for a full PutRecords envelope and the replication factor
-``streams.admin`` picks (``kafka.replication_factor``, or by cluster size). An existing
+limit big enough for a full PutRecords envelope, and the replication factor and
+``min.insync.replicas`` ``streams.admin`` picks (the stream's own, else
+``kafka.replication_factor``, else by cluster size; in-sync replicas to match). An existing
 topic is never altered: a partition count that differs from the configuration would send
 keys to other partitions than producers and readers expect, so it is refused with
 :class:`TopicMismatchError`.
@@ -119,7 +120,12 @@ def ensure_topics(config: FirelakeConfig, bootstrap: str, timeout_s: float = 30.
         results = create_topics(
             admin,
             {
-                name: TopicSpec(streams[name].partitions, topic_configs(streams[name]))
+                name: TopicSpec(
+                    streams[name].partitions,
+                    topic_configs(streams[name]),
+                    streams[name].replication_factor,
+                    streams[name].min_insync_replicas,
+                )
                 for name in missing
             },
             config.kafka.replication_factor,
