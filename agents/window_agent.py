@@ -56,13 +56,14 @@ from aiokafka.coordinator.protocol import (
 from aiokafka.errors import KafkaError
 from aiokafka.structs import TopicPartition
 
+from agents.edge import event_count
 from agents.windows.batch import SourceMessage
 from agents.windows.processor import Emission, WindowProcessor
 from agents.windows.snapshot import SnapshotWriter
+from firelake.aio import run as run_loop
 from firelake.config import ConfigError, FirelakeConfig, load_config
 from firelake.log import setup_logging
 from streams.admin import TopicSpec, admin_client, ensure_topic
-from streams.envelope import HEADER_COUNT, header
 
 __all__ = [
     "INSTANCE_ENV",
@@ -204,14 +205,6 @@ async def read_changelog(bootstrap: str, window: str) -> list[tuple[bytes, bytes
     finally:
         await consumer.stop()
     return records
-
-
-def _events(headers: Sequence[tuple[str, bytes]] | None) -> int:
-    raw = header(headers, HEADER_COUNT)
-    try:
-        return max(1, int(raw)) if raw is not None else 1
-    except ValueError:
-        return 1
 
 
 class _Listener(ConsumerRebalanceListener):
@@ -360,7 +353,7 @@ class WindowWorker:
         chunk: list[Any] = []
         events = 0
         for record in records:
-            count = _events(record.headers)
+            count = event_count(record.headers)
             if chunk and events + count > self.spec.batch_size:
                 await self._commit(chunk)
                 chunk, events = [], 0
@@ -429,6 +422,7 @@ class WindowWorker:
                 wait = 10 if self.pending else int(spec.batch_window_seconds * 1000) or 10
                 batches = await self.consumer.getmany(timeout_ms=min(wait, 1000))
                 now = time.monotonic()
+                snapshot = None
                 async with self.lock:
                     if self.processor is None:
                         continue
@@ -438,7 +432,7 @@ class WindowWorker:
                         if not self.pending:
                             self.pending_since = now
                         self.pending.extend(records)
-                        self.pending_events += sum(_events(r.headers) for r in records)
+                        self.pending_events += sum(event_count(r.headers) for r in records)
                     if self.pending and (
                         self.pending_events >= spec.batch_size
                         or now - self.pending_since >= spec.batch_window_seconds
@@ -448,7 +442,8 @@ class WindowWorker:
                     elif now >= next_tick:
                         await self._tick()
                         next_tick = now + TICK_SECONDS
-                    await self.snapshots.write(self.processor)
+                    snapshot = self.snapshots.take(self.processor)
+                await self.snapshots.put(snapshot)  # the lake's PUT outside the lock
                 if now >= next_stats and self.processor is not None:
                     next_stats = now + STATS_INTERVAL_SECONDS
                     log.info(
@@ -460,7 +455,8 @@ class WindowWorker:
             async with self.lock:
                 if self.pending and self.processor is not None:
                     await self._commit_batch()
-                await self.snapshots.write(self.processor, force=True)
+                snapshot = self.snapshots.take(self.processor, force=True)
+            await self.snapshots.put(snapshot)
         finally:
             if self.processor is not None:
                 log.info("window %s stopping: %s", self.name, self.processor.stats)
@@ -534,7 +530,7 @@ def run_window(config: FirelakeConfig, name: str, bootstrap: str | None = None) 
 
         return run_faust_window(config, name, bootstrap)
     try:
-        asyncio.run(serve_window(config, name, bootstrap))
+        run_loop(serve_window(config, name, bootstrap))
     except KafkaError as exc:
         # State and offsets are restored together by the next start: exit and be restarted.
         log.error("window %s: a transaction failed (%r); exiting to restore", name, exc)

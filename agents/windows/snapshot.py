@@ -160,14 +160,30 @@ class SnapshotWriter:
     async def write(self, processor: WindowProcessor | None, force: bool = False) -> bool:
         """Write ``processor``'s open windows if the interval passed (or ``force``);
         whether a snapshot was written."""
+        return await self.put(self.take(processor, force))
+
+    def take(self, processor: WindowProcessor | None, force: bool = False) -> bytes | None:
+        """The snapshot file of ``processor``'s open windows if one is due (or ``force``),
+        else None. Synchronous: a worker takes it under its lock and puts it after, so a
+        rebalance never waits for the lake's PUT."""
         now = time.monotonic()
         if processor is None or (not force and now < self.next):
-            return False
+            return None
         self.next = now + self.interval
+        try:
+            return snapshot_bytes(processor, time.time())
+        except Exception as exc:  # a reader's view must not stop the window
+            log.warning("window %s: open-windows snapshot not built: %r", self.name, exc)
+            return None
+
+    async def put(self, data: bytes | None) -> bool:
+        """Replace the lake's snapshot with ``data`` (from :meth:`take`; None: nothing to
+        write); whether it was written."""
+        if data is None:
+            return False
         try:
             if self.lake is None:
                 self.lake = lake_destination(self.config)
-            data = snapshot_bytes(processor, time.time())
             await asyncio.to_thread(self.lake.put, self.key, data)
         except Exception as exc:  # a reader's view must not stop the window
             log.warning("window %s: open-windows snapshot not written: %r", self.name, exc)

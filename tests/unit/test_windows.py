@@ -686,3 +686,26 @@ def test_the_faust_agent_closes_the_processor_a_new_assignment_replaces() -> Non
     active.replace(second)  # a rebalance: the old processor's reader used to leak
     assert active.current is second and closed == [first]
     second.close()
+
+
+def test_a_snapshot_is_taken_when_due_and_put_apart(tmp_path: Any) -> None:
+    # The worker takes the snapshot under its lock and puts it to the lake after: a
+    # rebalance callback waiting for the lock no longer waits for an S3 PUT.
+    import asyncio
+
+    from agents.windows.snapshot import SnapshotWriter
+    from sinks.destinations import LocalDestination
+    from sinks.paths import open_windows_key
+
+    p = processor()
+    p.process([msg(0, ev(1, "a"))])
+    writer = SnapshotWriter(config_of(), "w", interval=3600)
+    writer.lake = LocalDestination(tmp_path)
+    assert writer.take(None, force=True) is None
+    data = writer.take(p)
+    assert data is not None and writer.take(p) is None  # the next one is not due yet
+    assert not (tmp_path / open_windows_key("w")).exists()  # taking writes nothing
+    assert asyncio.run(writer.put(data)) and asyncio.run(writer.put(None)) is False
+    assert (tmp_path / open_windows_key("w")).read_bytes() == data
+    assert writer.take(p, force=True) is not None
+    p.close()
