@@ -47,6 +47,7 @@ def cdu_config_dict(
         for stream in ("cdu-hourly", "cdu-late"):
             data["streams"].pop(stream)
         data["sinks"].pop("cdu-hourly")
+        data["sinks"].pop("cdu-late")
     for sink in data["sinks"].values():
         sink["max_seconds"] = 1
     app = data["apps"]["cdu"]

@@ -16,6 +16,7 @@ import random
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from agents.cdu.challenges import load_challenges
 from agents.cdu.loadgen import plan_submissions
@@ -25,6 +26,10 @@ from agents.cdu.testing import CHALLENGES_DIR, expected_profiles, top
 CASES = Path(__file__).resolve().parents[2] / "firelake" / "examples" / "cdu" / "cases"
 START = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
 TIMING_FREE = {"good": 0.5, "buggy": 0.35, "slow": 0.05, "hostile": 0.10}
+#: Seconds between two submissions: 152 of them span 9:00 to 11:57.
+SPACING_S = 70
+#: The cdu-hourly windows that close in the case end at or before this hour.
+CLOSED_UNTIL = "2026-12-01T11:00"
 
 
 def main() -> None:
@@ -53,7 +58,8 @@ def main() -> None:
     commands = []
     with (case / "input" / "cdu-submissions.jsonl").open("w", encoding="utf-8") as out:
         for n, item in enumerate(planned):
-            at = START + timedelta(seconds=n * 7 + rng.random())
+            # Three hours of submissions: the cdu-hourly window closes the first two.
+            at = START + timedelta(seconds=n * SPACING_S + rng.random())
             body = {
                 "student_id": item.student_id,
                 "challenge_id": item.challenge_id,
@@ -122,8 +128,35 @@ def main() -> None:
         ["student_id", "xp"],
         [[r["student_id"], r["xp"]] for r in board],
     )
+    _hourly(expected, [c for c, _ in commands], passes)
     (expected / "dlq.json").write_text("{}\n", encoding="utf-8")
     print(f"{case}: {len(commands)} submissions, {sum(passes.values())} pass")
+
+
+def _hourly(expected: Path, commands: list[dict[str, Any]], passes: dict[str, bool]) -> None:
+    """The cdu-hourly window's final rows, counted from the commands: submissions and passes
+    per challenge and language per hour of ``submitted_at``. Every command is normal
+    priority, so each results partition gets its events in time order (none is late) and
+    the slowest one ends past 11:01: the hours 9 and 10 close, 11 stays open."""
+    counts: dict[tuple[str, str, str], list[int]] = {}
+    for command in commands:
+        hour = command["submitted_at"][:13] + ":00"
+        if hour >= CLOSED_UNTIL:
+            continue
+        row = counts.setdefault((hour, command["challenge_id"], command["language"]), [0, 0])
+        row[0] += 1
+        row[1] += passes[command["submission_id"]]
+    (expected / "hourly.sql").write_text(
+        "SELECT strftime(window_start, '%Y-%m-%dT%H:%M') AS hour, challenge_id, language,\n"
+        "       submissions, passed\nFROM hourly_results\n"
+        f"WHERE is_final AND window_end <= TIMESTAMPTZ '{CLOSED_UNTIL}:00+00:00'\n",
+        encoding="utf-8",
+    )
+    _csv(
+        expected / "hourly.csv",
+        ["hour", "challenge_id", "language", "submissions", "passed"],
+        [[*key, *counts[key]] for key in sorted(counts)],
+    )
 
 
 def _csv(path: Path, header: list[str], rows: list[list[object]]) -> None:
