@@ -17,7 +17,13 @@ from dataclasses import dataclass
 from agents.validation import canonical_to_epoch_ms
 from streams.envelope import encode
 
-__all__ = ["EnvelopePacker", "Outgoing"]
+__all__ = ["MAX_ENVELOPE_BYTES", "MAX_ENVELOPE_EVENTS", "EnvelopePacker", "Outgoing"]
+
+#: Most events in one outgoing envelope (routers' default; window results always).
+MAX_ENVELOPE_EVENTS = 5_000
+#: Most bytes (event lines plus their keys) in one outgoing envelope: under Kafka's default
+#: 1 MiB message limit (message.max.bytes), with room for headers and batch overhead.
+MAX_ENVELOPE_BYTES = 900_000
 
 
 @dataclass(frozen=True, slots=True)

@@ -34,7 +34,7 @@ from agents.dlq import (
     redrive_state,
 )
 from agents.enrich import date_hour, stable_event_id
-from agents.packing import EnvelopePacker, Outgoing
+from agents.packing import MAX_ENVELOPE_BYTES, MAX_ENVELOPE_EVENTS, EnvelopePacker, Outgoing
 from agents.retry import RetryPolicy
 from agents.transform import Ok, ProcessingFailed, TransformRunner, load_transform
 from agents.validation import (
@@ -64,11 +64,9 @@ __all__ = [
     "policy_of",
 ]
 
-#: Most events in one outgoing envelope.
-DEFAULT_MAX_ENVELOPE_EVENTS = 5_000
-#: Most bytes (event lines plus their keys) in one outgoing envelope: under Kafka's default
-#: 1 MiB message limit (message.max.bytes), with room for headers and batch overhead.
-DEFAULT_MAX_ENVELOPE_BYTES = 900_000
+#: A router's envelope bounds unless told otherwise (the packer's, :mod:`agents.packing`).
+DEFAULT_MAX_ENVELOPE_EVENTS = MAX_ENVELOPE_EVENTS
+DEFAULT_MAX_ENVELOPE_BYTES = MAX_ENVELOPE_BYTES
 
 Headers = Sequence[tuple[str, bytes]]
 

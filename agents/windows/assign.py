@@ -49,10 +49,6 @@ class Geometry:
         last = t - t % self.step
         return [last - j * self.step for j in range(self.hops - 1, -1, -1)]
 
-    def end_of(self, start: int) -> int:
-        """End of the tumbling or hopping window starting at ``start``."""
-        return start + self.size
-
     def closes_at(self, t: int) -> int:
         """For sliding results and sessions: the end of the event's own (proto-)window
         that decides whether it is late (``t + 1``: late once the watermark passed t)."""

@@ -31,7 +31,7 @@ from typing import Any
 
 import orjson
 
-from agents.packing import EnvelopePacker, Outgoing
+from agents.packing import MAX_ENVELOPE_BYTES, MAX_ENVELOPE_EVENTS, EnvelopePacker, Outgoing
 from agents.validation import format_timestamp
 from agents.windows import codec
 from agents.windows.aggregates import parse_aggregate
@@ -40,7 +40,7 @@ from agents.windows.batch import BatchPartials, BatchReader, SourceMessage
 from agents.windows.state import EntryId, Result, state_for
 from agents.windows.watermarks import NO_TIME, Watermarks
 from firelake.config import FirelakeConfig, WindowConfig
-from streams.partitioning import partition_for_key
+from streams.partitioning import cached_partition_for_key
 
 __all__ = [
     "MAX_ENVELOPE_BYTES",
@@ -53,9 +53,6 @@ __all__ = [
     "json_value",
 ]
 
-#: Most lines and bytes in one outgoing envelope (under Kafka's default 1 MiB message).
-MAX_ENVELOPE_EVENTS = 5_000
-MAX_ENVELOPE_BYTES = 900_000
 #: The changelog key of the watermarks.
 META_KEY = codec.dumps(["m"])
 
@@ -278,7 +275,7 @@ class WindowProcessor:
         single = self._single[stream]
         for row in rows:
             key = self._key_text(row)
-            partition = partition_for_key(key, self.output_partitions)
+            partition = cached_partition_for_key(key, self.output_partitions)
             if single:
                 packer.single(stream, partition, orjson.dumps(row), key, ())
             else:
