@@ -50,7 +50,7 @@ import pyarrow.parquet as pq
 
 from api.backend import Operation, RequestContext
 from api.lake_services import DATABASE, LakeServices
-from api.protocol import AwsError, opt_int, opt_string, req_string
+from api.protocol import AwsError, opt_int, opt_string, page, page_token, req_string
 from queries.engine import QueryEngine, QueryError, json_value
 from sinks.paths import STATE_DIR
 
@@ -286,12 +286,12 @@ class Execution:
 
 
 def _token(payload: dict[str, Any]) -> int:
-    token = opt_string(payload, "NextToken")
-    if token is None:
-        return 0
-    if not token.isdigit():
-        raise AwsError(400, "InvalidRequestException", f"NextToken {token!r} is not valid")
-    return int(token)
+    return page_token(payload, "InvalidRequestException")
+
+
+def _page(payload: dict[str, Any], items: list[Any], key: str) -> dict[str, Any]:
+    """A listing's page: at most 50 entries (``MaxResults`` 0: 50), as Athena's."""
+    return page(payload, items, key, limit=50, low=0, code="InvalidRequestException")
 
 
 class AthenaApi:
@@ -577,13 +577,8 @@ class AthenaApi:
     async def list_query_executions(
         self, payload: dict[str, Any], ctx: RequestContext
     ) -> dict[str, Any]:
-        size = opt_int(payload, "MaxResults", low=0, high=50) or 50
-        offset = _token(payload)
         ids = await asyncio.to_thread(self._history_ids)
-        answer: dict[str, Any] = {"QueryExecutionIds": ids[offset : offset + size]}
-        if offset + size < len(ids):
-            answer["NextToken"] = str(offset + size)
-        return answer
+        return _page(payload, ids, "QueryExecutionIds")
 
     async def _saved(self) -> dict[str, Any]:
         service = await self.lake.service_async()
@@ -602,13 +597,7 @@ class AthenaApi:
     async def list_named_queries(
         self, payload: dict[str, Any], ctx: RequestContext
     ) -> dict[str, Any]:
-        size = opt_int(payload, "MaxResults", low=0, high=50) or 50
-        offset = _token(payload)
-        names = sorted(await self._saved())
-        answer: dict[str, Any] = {"NamedQueryIds": names[offset : offset + size]}
-        if offset + size < len(names):
-            answer["NextToken"] = str(offset + size)
-        return answer
+        return _page(payload, sorted(await self._saved()), "NamedQueryIds")
 
     async def get_named_query(self, payload: dict[str, Any], ctx: RequestContext) -> dict[str, Any]:
         name = req_string(payload, "NamedQueryId", min_len=1, max_len=128)

@@ -23,7 +23,7 @@ from typing import Any
 
 from api.backend import Operation, RequestContext
 from api.lake_services import DATABASE, LakeServices
-from api.protocol import AwsError, opt_int, opt_string, req_string
+from api.protocol import AwsError, opt_string, page, req_string
 from queries.catalog import TableInfo
 from queries.versions import Column, TableVersion, last_update, record_versions, table_columns
 
@@ -125,15 +125,7 @@ def _partitions(info: TableInfo) -> list[dict[str, Any]]:
 
 
 def _page(payload: Mapping[str, Any], items: list[Any], key: str, limit: int) -> dict[str, Any]:
-    token = opt_string(payload, "NextToken")
-    if token is not None and not token.isdigit():
-        raise AwsError(400, "InvalidInputException", f"NextToken {token!r} is not valid")
-    offset = int(token or 0)
-    size = opt_int(payload, "MaxResults", low=1, high=limit) or limit
-    answer: dict[str, Any] = {key: items[offset : offset + size]}
-    if offset + size < len(items):
-        answer["NextToken"] = str(offset + size)
-    return answer
+    return page(payload, items, key, limit=limit, code="InvalidInputException")
 
 
 class LakeGlueApi:

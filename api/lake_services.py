@@ -29,6 +29,7 @@ class LakeServices:
         self.engines = engines
         self._service: QueryService | None = None
         self._lock = threading.Lock()
+        self._destination: Destination | None = None
 
     def service(self) -> QueryService:
         """The query service (blocking on first use: call from a worker thread)."""
@@ -41,8 +42,11 @@ class LakeServices:
         return await asyncio.to_thread(self.service)
 
     def destination(self) -> Destination:
-        """Where query history and results are kept (the lake root)."""
-        return lake_destination(self.config)
+        """Where query history and results are kept (the lake root): made once, so an S3
+        lake's boto3 client is set up once, not on every Athena call."""
+        if self._destination is None:
+            self._destination = lake_destination(self.config)
+        return self._destination
 
     def close(self) -> None:
         with self._lock:

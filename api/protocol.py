@@ -17,7 +17,7 @@ import base64
 import binascii
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -36,6 +36,8 @@ __all__ = [
     "opt_object",
     "opt_string",
     "opt_timestamp",
+    "page",
+    "page_token",
     "parse_body",
     "parse_target",
     "req_list",
@@ -231,6 +233,36 @@ def opt_int(
     if high is not None and value > high:
         raise validation_error(where, value, f"Member must have value less than or equal to {high}")
     return value
+
+
+def page_token(payload: Mapping[str, Any], code: str) -> int:
+    """The offset a ``NextToken`` of :func:`page` holds (0 without one); ``code`` is the
+    service's error code for a token it never gave (Glue and Athena name it differently)."""
+    token = opt_string(payload, "NextToken")
+    if token is None:
+        return 0
+    if not token.isdigit():
+        raise AwsError(400, code, f"NextToken {token!r} is not valid")
+    return int(token)
+
+
+def page(
+    payload: Mapping[str, Any],
+    items: Sequence[Any],
+    key: str,
+    *,
+    limit: int,
+    low: int = 1,
+    code: str,
+) -> dict[str, Any]:
+    """One page of ``items`` under ``key``: ``MaxResults`` in [low, limit] (absent or 0:
+    ``limit``) from the offset ``NextToken`` holds, and the next page's token if any."""
+    offset = page_token(payload, code)
+    size = opt_int(payload, "MaxResults", low=low, high=limit) or limit
+    answer: dict[str, Any] = {key: list(items[offset : offset + size])}
+    if offset + size < len(items):
+        answer["NextToken"] = str(offset + size)
+    return answer
 
 
 def opt_bool(obj: Mapping[str, Any], name: str) -> bool | None:
