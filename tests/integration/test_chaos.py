@@ -25,20 +25,15 @@ import subprocess
 import sys
 import threading
 import time
-from collections import Counter
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-import aiohttp
-import duckdb
-import orjson
 import pytest
 
 from firelake.broker import LocalBroker, free_port
 from firelake.config import load_config
 from firelake.supervisor import read_state
-from firelake.testing import example_data, example_dict, sample_event, wait_healthy, write_config
+from firelake.testing import example_data, example_dict, wait_healthy, write_config
+from tests.integration.loadkit import Load, lake_ids, send_load, wait_progress
 
 pytestmark = [pytest.mark.kafka, pytest.mark.timeout(480)]
 
@@ -46,123 +41,7 @@ pytestmark = [pytest.mark.kafka, pytest.mark.timeout(480)]
 #: a loaded 2-core box, the HTTP round trip).
 DEADLINE_S = 5.0
 SLACK_S = 3.0
-RECORDS_PER_REQUEST = 20
-REQUESTS_PER_SECOND = 8
 STALL_S = 20.0
-
-
-@dataclass
-class Load:
-    """The client's books: what was accepted, what waits for a retry, how answers went."""
-
-    prefix: str
-    accepted: set[str] = field(default_factory=set)
-    retry: list[dict[str, Any]] = field(default_factory=list)
-    failed_then_retried: set[str] = field(default_factory=set)
-    answers: Counter[str] = field(default_factory=Counter)
-    late: list[float] = field(default_factory=list)
-    slowest: float = 0.0
-    sent_new: int = 0
-    new_records: bool = True
-    stop: bool = False
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def next_batch(self) -> list[dict[str, Any]]:
-        with self.lock:
-            batch = self.retry[:RECORDS_PER_REQUEST]
-            del self.retry[: len(batch)]
-            while self.new_records and len(batch) < RECORDS_PER_REQUEST:
-                n = self.sent_new
-                self.sent_new += 1
-                event = sample_event(n)
-                event["event_id"] = f"{self.prefix}-{n}"
-                batch.append({"data": event, "partition_key": event["user_id"]})
-            return batch
-
-    def failed(self, records: list[dict[str, Any]]) -> None:
-        with self.lock:
-            self.retry.extend(records)
-            self.failed_then_retried.update(r["data"]["event_id"] for r in records)
-
-    @property
-    def settled(self) -> bool:
-        with self.lock:
-            return not self.retry and not self.new_records
-
-
-async def _post(session: aiohttp.ClientSession, url: str, load: Load) -> None:
-    batch = load.next_batch()
-    if not batch:
-        return
-    started = time.monotonic()
-    try:
-        async with session.post(
-            url,
-            data=orjson.dumps({"records": batch}),
-            headers={"Content-Type": "application/json"},
-            timeout=aiohttp.ClientTimeout(total=DEADLINE_S + SLACK_S + 10),
-        ) as answer:
-            body = await answer.json()
-            status = answer.status
-    except aiohttp.ClientConnectorError:
-        load.answers["connection refused (ingest down)"] += 1
-        load.failed(batch)
-        return
-    except (aiohttp.ClientOSError, aiohttp.ServerDisconnectedError):
-        # The ingest was SIGKILLed with this request in flight: no answer can come.
-        load.answers["connection lost (ingest killed)"] += 1
-        load.failed(batch)
-        return
-    except (TimeoutError, aiohttp.ClientError) as exc:
-        load.answers[f"no answer: {type(exc).__name__}"] += 1
-        load.late.append(time.monotonic() - started)
-        load.failed(batch)
-        return
-    took = time.monotonic() - started
-    load.slowest = max(load.slowest, took)
-    if took > DEADLINE_S + SLACK_S:
-        load.late.append(took)
-    load.answers[str(status)] += 1
-    if status != 200:
-        load.failed(batch)
-        return
-    again = [r for r, result in zip(batch, body["records"], strict=True) if "error_code" in result]
-    if again:
-        load.answers["200 with failed records"] += 1
-        load.failed(again)
-    with load.lock:
-        load.accepted.update(
-            r["data"]["event_id"]
-            for r, result in zip(batch, body["records"], strict=True)
-            if "error_code" not in result
-        )
-
-
-async def _send(url: str, load: Load) -> None:
-    """Steady load: REQUESTS_PER_SECOND requests a second, each on its own task."""
-    tasks: set[asyncio.Task[None]] = set()
-    async with aiohttp.ClientSession() as session:
-        while not load.stop:
-            task = asyncio.create_task(_post(session, url, load))
-            tasks.add(task)
-            task.add_done_callback(tasks.discard)
-            await asyncio.sleep(1 / REQUESTS_PER_SECOND)
-        await asyncio.gather(*tasks, return_exceptions=True)
-
-
-def _lake_ids(lake: Path, tables: list[str]) -> Counter[str]:
-    found: Counter[str] = Counter()
-    for table in tables:
-        files = [str(f) for f in (lake / table).rglob("*.parquet") if not f.name.startswith(".")]
-        if not files:
-            continue
-        rows = duckdb.sql(
-            "SELECT event_id, count(*) FROM read_parquet($files, union_by_name=true) GROUP BY 1",
-            params={"files": files},
-        ).fetchall()
-        for event_id, count in rows:
-            found[event_id] += count
-    return found
 
 
 def _pid(state_file: Path, service: str) -> int:
@@ -174,19 +53,6 @@ def _pid(state_file: Path, service: str) -> int:
             return int(entry["pid"])
         time.sleep(0.5)
     raise AssertionError(f"{service} is not running: {read_state(state_file)}")
-
-
-def _wait_progress(load: Load, seconds: float, what: str) -> None:
-    """Wait until the ingest accepts records again after a blow."""
-    with load.lock:
-        before = len(load.accepted)
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        with load.lock:
-            if len(load.accepted) > before + 100:
-                return
-        time.sleep(0.5)
-    raise AssertionError(f"no records accepted within {seconds:.0f} s after {what}: {load}")
 
 
 def test_the_pipeline_survives_broker_and_service_deaths(tmp_path: Path, suffix: str) -> None:
@@ -220,7 +86,7 @@ def test_the_pipeline_survives_broker_and_service_deaths(tmp_path: Path, suffix:
     url = f"http://127.0.0.1:{ingest_port}/v1/streams/{raw_stream}/records"
     env = {k: v for k, v in os.environ.items() if k != "FIRELAKE_KAFKA_BOOTSTRAP"}
     log_path = tmp_path / "up.log"
-    load = Load(prefix=f"chaos-{suffix}")
+    load = Load(prefix=f"chaos-{suffix}", deadline_s=DEADLINE_S, slack_s=SLACK_S)
     sender: threading.Thread | None = None
     with log_path.open("w") as log:
         up = subprocess.Popen(
@@ -242,19 +108,19 @@ def test_the_pipeline_survives_broker_and_service_deaths(tmp_path: Path, suffix:
         )
         try:
             assert wait_healthy(f"http://127.0.0.1:{ingest_port}", up, 240), log_path.read_text()
-            sender = threading.Thread(target=lambda: asyncio.run(_send(url, load)), daemon=True)
+            sender = threading.Thread(target=lambda: asyncio.run(send_load(url, load)), daemon=True)
             sender.start()
-            _wait_progress(load, 60, "the start")
+            wait_progress(load, 60, "the start")
             # Every service up and the lake written before the first blow.
             deadline = time.monotonic() + 90
-            while not _lake_ids(config.lake_root, tables) and time.monotonic() < deadline:
+            while not lake_ids(config.lake_root, tables) and time.monotonic() < deadline:
                 time.sleep(1)
-            assert _lake_ids(config.lake_root, tables), log_path.read_text()[-3000:]
+            assert lake_ids(config.lake_root, tables), log_path.read_text()[-3000:]
 
             # 1. The broker dies; up restarts it.
             os.kill(_pid(state_file, "kafka"), signal.SIGKILL)
             time.sleep(3)
-            _wait_progress(load, 150, "the broker's SIGKILL")
+            wait_progress(load, 150, "the broker's SIGKILL")
 
             # 2. The broker stalls for 20 s.
             stalled = _pid(state_file, "kafka")
@@ -263,13 +129,13 @@ def test_the_pipeline_survives_broker_and_service_deaths(tmp_path: Path, suffix:
                 time.sleep(STALL_S)
             finally:
                 os.kill(stalled, signal.SIGCONT)
-            _wait_progress(load, 120, "the broker's stall")
+            wait_progress(load, 120, "the broker's stall")
 
             # 3. Each service dies once; up restarts each.
             for service in ("sinks", f"router:{next(iter(config.routers))}", "ingest"):
                 os.kill(_pid(state_file, service), signal.SIGKILL)
                 time.sleep(2)
-                _wait_progress(load, 120, f"the SIGKILL of {service}")
+                wait_progress(load, 120, f"the SIGKILL of {service}")
 
             # Drain: no new records; retry until every record was accepted.
             with load.lock:
@@ -283,10 +149,10 @@ def test_the_pipeline_survives_broker_and_service_deaths(tmp_path: Path, suffix:
 
             # The lake: exactly one row per accepted record, retried ones included.
             deadline = time.monotonic() + 120
-            found = _lake_ids(config.lake_root, tables)
+            found = lake_ids(config.lake_root, tables)
             while set(found) != load.accepted and time.monotonic() < deadline:
                 time.sleep(2)
-                found = _lake_ids(config.lake_root, tables)
+                found = lake_ids(config.lake_root, tables)
             missing = load.accepted - set(found)
             extra = set(found) - load.accepted
             doubled = {k: v for k, v in found.items() if v > 1}
