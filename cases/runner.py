@@ -46,6 +46,7 @@ from firelake.config import FirelakeConfig, parse_config
 from firelake.testing import unique_suffix, write_config
 from queries.catalog import Lake
 from queries.engine import QueryEngine, QueryError, format_json
+from queries.sandbox import identifier
 from streams.topics import delete_topics, ensure_topics
 
 __all__ = ["CaseResult", "QueryOutcome", "delete_groups", "run_case", "run_cases"]
@@ -281,7 +282,7 @@ def _check_dlq(
         return
     counts: dict[str, int] = {}
     for table in tables:
-        sql = f'SELECT error_type, count(*) AS n FROM "{table}" GROUP BY 1'
+        sql = f"SELECT error_type, count(*) AS n FROM {identifier(table)} GROUP BY 1"
         outcome.sql = sql
         if table not in engine.tables:  # no DLQ record at all: no files, no view
             continue

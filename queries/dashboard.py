@@ -30,6 +30,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from firelake.config import FirelakeConfig
 from queries.catalog import TableInfo
+from queries.sandbox import identifier
 from queries.versions import last_update
 
 __all__ = ["STATIC", "add_dashboard", "pipeline_health", "router_metrics"]
@@ -121,7 +122,7 @@ def pipeline_health(
     for table in config.dlq_tables():
         if table in tables:
             dlq = run(
-                f'SELECT error_type, count(*) AS events FROM "{table}" '
+                f"SELECT error_type, count(*) AS events FROM {identifier(table)} "
                 "GROUP BY error_type ORDER BY events DESC, error_type"
             )
             break

@@ -83,8 +83,10 @@ from queries.sandbox import (
     SandboxViolation,
     check_sql,
     connection_settings,
+    identifier,
     lock_settings,
     query_limits,
+    sql_string,
     violation_from_error,
 )
 from queries.scanned import SCAN_OPTIONS, ReadLog
@@ -236,19 +238,9 @@ class QueryResult:
         return max(self.bytes_scanned or 0, ATHENA_MINIMUM_BYTES) / 1e12 * PRICE_PER_TB_USD
 
 
-def _sql_string(text: str) -> str:
-    """A SQL string literal."""
-    return "'" + text.replace("'", "''") + "'"
-
-
 def _glob_escape(text: str) -> str:
     """A path part matched literally by DuckDB's glob."""
     return "".join(f"[{c}]" if c in "*?[]{}" else c for c in text)
-
-
-def _identifier(name: str) -> str:
-    """A quoted SQL identifier."""
-    return '"' + name.replace('"', '""') + '"'
 
 
 def _partition_schema(table: str, files: Iterable[ObjectInfo]) -> pa.Schema:
@@ -489,16 +481,16 @@ class QueryEngine:
         deleted after its grace cannot fail a query that still globbed it.
         """
         if files:
-            source = "[" + ", ".join(_sql_string(f) for f in files) + "]"
+            source = "[" + ", ".join(sql_string(f) for f in files) + "]"
             where = ""
         else:
             # Only folders of the table's layout: a foreign file (say, one copied into the
             # table folder by hand) would make DuckDB's Hive reader refuse the whole table.
             keys = self._layouts.get(table) or ("dt", "hour")
             folders = "".join(f"{_glob_escape(key)}=*/" for key in keys)
-            source = _sql_string(f"{self._root(table)}/{table}/{folders}[!.]*.parquet")
+            source = sql_string(f"{self._root(table)}/{table}/{folders}[!.]*.parquet")
             # No manifest yet: an output of a compaction killed before its switch is unused.
-            where = f" WHERE NOT contains(filename, {_sql_string('/' + COMPACTED_PREFIX)})"
+            where = f" WHERE NOT contains(filename, {sql_string('/' + COMPACTED_PREFIX)})"
         return (
             f"SELECT * EXCLUDE (filename) FROM read_parquet({source}, hive_partitioning = true, "
             f"union_by_name = true, hive_types = {HIVE_TYPES}, filename = true){where}"
@@ -509,7 +501,7 @@ class QueryEngine:
         compacted = self._has_manifest(table)
         files = self.live_files(table) if compacted else None
         self._conn.execute(
-            f"CREATE OR REPLACE VIEW {_identifier(table)} AS " + self.view_sql(table, files)
+            f"CREATE OR REPLACE VIEW {identifier(table)} AS " + self.view_sql(table, files)
         )
         self._listed[table] = compacted
 
@@ -535,10 +527,10 @@ class QueryEngine:
         }
         endings = sorted(e for e in longest if not any(o != e and e.endswith(o) for o in longest))
         globs = ", ".join(
-            _sql_string(f"{root}/{info.name}/{folders}[!.]*{ending}") for ending in endings
+            sql_string(f"{root}/{info.name}/{folders}[!.]*{ending}") for ending in endings
         )
         self._conn.execute(
-            f"CREATE OR REPLACE VIEW {_identifier(info.name)} AS SELECT * FROM read_json("
+            f"CREATE OR REPLACE VIEW {identifier(info.name)} AS SELECT * FROM read_json("
             f"[{globs}], format = 'newline_delimited', compression = 'auto', "
             f"hive_partitioning = true, union_by_name = true, hive_types = {HIVE_TYPES}"
             + (f", columns = {columns_option(info.columns)})" if info.columns else ")")
@@ -606,7 +598,7 @@ class QueryEngine:
             self._conn.unregister(table)
         if table in self._views:
             self._views.discard(table)
-            self._conn.execute(f"DROP VIEW IF EXISTS {_identifier(table)}")
+            self._conn.execute(f"DROP VIEW IF EXISTS {identifier(table)}")
         self._roots.pop(table, None)
         self._listed.pop(table, None)
 
@@ -713,10 +705,10 @@ class QueryEngine:
                 if statement.type != duckdb.StatementType.SELECT:
                     raise QueryError(f"a view is a SELECT, not {statement.type.name}", sql)
                 body = statement.sql.strip().rstrip(";")
-                self._conn.execute(f"CREATE OR REPLACE VIEW {_identifier(name)} AS {body}")
+                self._conn.execute(f"CREATE OR REPLACE VIEW {identifier(name)} AS {body}")
             except (SandboxViolation, QueryError, ValueError, duckdb.Error) as exc:
                 errors[name] = f"saved view {name!r}: {exc}"
-                self._conn.execute(f"DROP VIEW IF EXISTS {_identifier(name)}")
+                self._conn.execute(f"DROP VIEW IF EXISTS {identifier(name)}")
 
     # ------------------------------------------------------------------ queries
 

@@ -23,6 +23,7 @@ import pyarrow.json as pj
 
 from firelake.config import FieldSpec
 from firelake.grammars.field_types import FieldType
+from queries.sandbox import identifier
 from queries.scanned import ReadLog
 from sinks.conversion import arrow_type
 from sinks.destinations import Destination
@@ -39,10 +40,6 @@ _SCALARS = {
 }
 
 
-def _quoted(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
-
 def duckdb_type(kind: FieldType) -> str:
     """The DuckDB type of a column type (as the Parquet sinks' files read)."""
     if kind.kind in _SCALARS:
@@ -54,7 +51,7 @@ def duckdb_type(kind: FieldType) -> str:
     if kind.kind == "map":
         return f"MAP({duckdb_type(kind.items[0])}, {duckdb_type(kind.items[1])})"
     inner = ", ".join(
-        f"{_quoted(n)} {duckdb_type(t)}" for n, t in zip(kind.names, kind.items, strict=True)
+        f"{identifier(n)} {duckdb_type(t)}" for n, t in zip(kind.names, kind.items, strict=True)
     )
     return f"STRUCT({inner})"
 

@@ -25,6 +25,7 @@ import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from queries.sandbox import identifier, sql_string
 from sinks.destinations import Destination, LocalDestination
 from sinks.paths import STATE_DIR, open_windows_key
 
@@ -70,10 +71,6 @@ def find_open_windows(roots: Iterable[Destination]) -> dict[str, OpenWindow]:
     return found
 
 
-def _quote(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
-
 def sync_open_window_views(
     conn: duckdb.DuckDBPyConnection,
     roots: Iterable[Destination],
@@ -89,7 +86,7 @@ def sync_open_window_views(
     for name, old in previous.items():
         if name not in current or name in taken:
             if isinstance(old.destination, LocalDestination):
-                conn.execute(f"DROP VIEW IF EXISTS {_quote(name)}")
+                conn.execute(f"DROP VIEW IF EXISTS {identifier(name)}")
             else:
                 conn.unregister(name)
     made: dict[str, OpenWindow] = {}
@@ -99,10 +96,9 @@ def sync_open_window_views(
             continue
         try:
             if isinstance(snapshot.destination, LocalDestination):
-                path = str(snapshot.destination.path(snapshot.key)).replace("'", "''")
-                conn.execute(
-                    f"CREATE OR REPLACE VIEW {_quote(name)} AS SELECT * FROM read_parquet('{path}')"
-                )
+                path = sql_string(str(snapshot.destination.path(snapshot.key)))
+                view = identifier(name)
+                conn.execute(f"CREATE OR REPLACE VIEW {view} AS SELECT * FROM read_parquet({path})")
             else:
                 fs, base = snapshot.destination.arrow_fs()
                 conn.register(name, pq.read_table(f"{base}/{snapshot.key}", filesystem=fs))

@@ -50,9 +50,11 @@ __all__ = [
     "SandboxViolation",
     "check_sql",
     "connection_settings",
+    "identifier",
     "lock_settings",
     "query_limits",
     "split_sql",
+    "sql_string",
     "violation_from_error",
 ]
 
@@ -188,8 +190,14 @@ def query_limits(config: QueryConfig) -> SandboxLimits:
     )
 
 
-def _sql_string(text: str) -> str:
+def sql_string(text: str) -> str:
+    """A SQL string literal of ``text`` (quotes doubled)."""
     return "'" + text.replace("'", "''") + "'"
+
+
+def identifier(name: str) -> str:
+    """A quoted SQL identifier (quotes doubled): any table or column name, safely."""
+    return '"' + name.replace('"', '""') + '"'
 
 
 def connection_settings(local_roots: Sequence[Path], limits: SandboxLimits) -> list[str]:
@@ -198,7 +206,7 @@ def connection_settings(local_roots: Sequence[Path], limits: SandboxLimits) -> l
     Order matters: ``temp_directory`` and the allowed directories must be set while
     external access is still on.
     """
-    allowed = ", ".join(_sql_string(str(r).rstrip("/") + "/") for r in local_roots)
+    allowed = ", ".join(sql_string(str(r).rstrip("/") + "/") for r in local_roots)
     return [
         # No spilling: DuckDB would allow reading and writing its spill folder.
         "SET temp_directory = ''",

@@ -59,6 +59,7 @@ from queries.engine import (
     json_rows,
 )
 from queries.export import ExportError, export_table
+from queries.sandbox import identifier
 from queries.saved import SavedQuery, SavedQueryError, bind_parameters, load_saved, saved_dir
 from queries.versions import TableVersion, last_update, record_versions, table_columns
 from sinks.destinations import lake_destination
@@ -362,7 +363,7 @@ class QueryService:
                     "TableNotFound",
                     f"no table {name!r} (tables: {', '.join(engine.tables) or 'none'})",
                 )
-            described = engine.query(f'DESCRIBE "{name}"', max_rows=100_000)
+            described = engine.query(f"DESCRIBE {identifier(name)}", max_rows=100_000)
         return info, [(row[0], row[1]) for row in described.rows], self.versions(info)
 
     def saved_query(self, name: str) -> SavedQuery:

@@ -251,3 +251,15 @@ def test_cli_refuses_with_the_reason_then_answers(filled: Path) -> None:
     assert done.returncode == 1 and "(time_limit)" in done.stderr
     done = firelake("SELECT count(*) FROM playback", "--format", "csv")
     assert done.returncode == 0 and done.stdout.split() == ["count_star()", "500"]
+
+
+def test_sql_quoting_helpers_double_their_quotes() -> None:
+    import duckdb
+
+    from queries.sandbox import identifier, sql_string
+
+    assert sql_string("it's") == "'it''s'" and identifier('a"b') == '"a""b"'
+    table, text = identifier('we"ird'), sql_string("o'k")
+    conn = duckdb.connect()
+    conn.execute(f"CREATE TABLE {table} AS SELECT {text} AS v")
+    assert conn.execute(f"SELECT v FROM {table}").fetchall() == [("o'k",)]
