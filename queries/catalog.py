@@ -45,6 +45,7 @@ from sinks.manifest import live_table_files
 from sinks.paths import ERRORS_DIR, STATE_DIR
 
 __all__ = [
+    "ARROW_HIVE_TYPES",
     "JSON_SUFFIXES",
     "RESERVED_FOLDERS",
     "DataFile",
@@ -68,6 +69,9 @@ __all__ = [
 
 #: Folders of the lake root that are never tables.
 RESERVED_FOLDERS = frozenset({STATE_DIR, ERRORS_DIR})
+#: Arrow types of the Hive partition columns (any other partition key is a string): the
+#: one declaration DuckDB's ``hive_types`` and Glue's partition key types derive from.
+ARROW_HIVE_TYPES: dict[str, pa.DataType] = {"dt": pa.date32(), "hour": pa.int32()}
 #: Footers read at once from S3 (each is a round trip; local reads are cheap either way).
 FOOTER_READERS = 8
 

@@ -63,6 +63,7 @@ import pyarrow.parquet as pq
 
 from firelake.config import FirelakeConfig
 from queries.catalog import (
+    ARROW_HIVE_TYPES,
     JSON_SUFFIXES,
     FooterCache,
     Lake,
@@ -95,7 +96,6 @@ from sinks.paths import COMPACTED_PREFIX, manifest_key
 
 __all__ = [
     "ATHENA_MINIMUM_BYTES",
-    "DEFAULT_MAX_ROWS",
     "HIVE_TYPES",
     "PRICE_PER_TB_USD",
     "QueryEngine",
@@ -110,16 +110,16 @@ __all__ = [
     "json_value",
 ]
 
-#: Types of the Hive partition columns every lake table has.
-HIVE_TYPES = "{'dt': DATE, 'hour': INTEGER}"
+#: DuckDB's names of the Arrow types partition columns have.
+_DUCKDB_TYPES = {pa.date32(): "DATE", pa.int32(): "INTEGER"}
+#: Types of the Hive partition columns every lake table has, as DuckDB's ``hive_types``.
+HIVE_TYPES = (
+    "{" + ", ".join(f"'{k}': {_DUCKDB_TYPES[t]}" for k, t in ARROW_HIVE_TYPES.items()) + "}"
+)
 #: Athena's price per terabyte scanned.
 PRICE_PER_TB_USD = 5.0
 #: Athena bills at least this many bytes per query.
 ATHENA_MINIMUM_BYTES = 10_000_000
-#: Most rows a query returns unless the caller asks for more (results are held in memory).
-DEFAULT_MAX_ROWS = 10_000
-#: Arrow types of the Hive partition columns (any other partition key is a string).
-ARROW_HIVE_TYPES: dict[str, pa.DataType] = {"dt": pa.date32(), "hour": pa.int32()}
 
 
 _LINE_RE = re.compile(r"^LINE (\d+): (.*)$")

@@ -28,7 +28,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from queries.catalog import TableInfo
+from queries.catalog import ARROW_HIVE_TYPES, TableInfo
 from sinks.destinations import Destination
 from sinks.paths import STATE_DIR
 
@@ -42,8 +42,6 @@ __all__ = [
     "table_columns",
     "versions_key",
 ]
-
-_PARTITION_TYPES = {"dt": "date", "hour": "int"}
 
 
 @dataclass(frozen=True)
@@ -130,7 +128,9 @@ def glue_type(kind: pa.DataType) -> str:
 
 
 def _partition_columns(info: TableInfo) -> tuple[Column, ...]:
-    return tuple(Column(key, _PARTITION_TYPES.get(key, "string"), True) for key in info.layout)
+    return tuple(
+        Column(key, glue_type(ARROW_HIVE_TYPES.get(key, pa.string())), True) for key in info.layout
+    )
 
 
 def _columns(schema: pa.Schema, info: TableInfo) -> tuple[Column, ...]:
