@@ -365,21 +365,30 @@ def cmd_replay(args: argparse.Namespace) -> int:
     config = _config(args)
     if args.from_archive:
         # Rebuild a stream from a sink's raw archive (Firehose S3 backup) instead.
-        if args.stream or args.from_ or args.to or not args.into:
-            raise UsageError("replay --from-archive TABLE takes --into STREAM and nothing else")
-        from sinks.archive import table_archive
-        from streams.replay import replay_archive
+        if args.stream or not args.into:
+            raise UsageError("replay --from-archive TABLE takes --into STREAM [--from] [--to]")
+        from streams.replay import parse_position, replay_archive
 
-        try:
-            files = table_archive(config, args.from_archive)
-        except ValueError as exc:
-            raise UsageError(str(exc)) from exc
+        archive = _archive(config, args.from_archive)
         if args.into not in config.streams:
             raise UsageError(
                 f"unknown stream {args.into!r} (declared: {', '.join(sorted(config.streams))})"
             )
-        partitions = config.streams[args.into].partitions
-        print(asyncio.run(replay_archive(config.bootstrap, files, args.into, partitions)))
+        target = config.streams[args.into]
+        source = config.streams.get(archive.stream)
+        report = replay_archive(
+            config.bootstrap,
+            archive.files,
+            args.into,
+            target.partitions,
+            archive.stream,
+            source.partitions if source is not None else None,
+            parse_position(args.from_) if args.from_ else None,
+            parse_position(args.to) if args.to else None,
+            batched=target.envelope == "batch",
+            progress=not args.quiet,
+        )
+        print(asyncio.run(report))
         return 0
     if not args.stream or not args.from_:
         raise UsageError("replay needs a stream and --from (a time, @epoch-ms or an offset)")
@@ -426,11 +435,29 @@ def cmd_test(args: argparse.Namespace) -> int:
             broker.stop()
 
 
+def _archive(config: FirelakeConfig, table: str):  # -> sinks.archive.TableArchive
+    from sinks.archive import table_archive
+
+    try:
+        return table_archive(config, table)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from exc
+
+
 def cmd_record(args: argparse.Namespace) -> int:
     from cases.record import run_record
 
     config = _config(args)
     schema = config.schema_of(args.stream) if args.stream in config.streams else None
+    files = None
+    if args.from_archive:
+        archive = _archive(config, args.from_archive)
+        if archive.stream != args.stream:
+            raise UsageError(
+                f"table {args.from_archive!r} archives stream {archive.stream!r}, "
+                f"not {args.stream!r}"
+            )
+        files = archive.files
     report = run_record(
         config.bootstrap,
         args.stream,
@@ -441,6 +468,7 @@ def cmd_record(args: argparse.Namespace) -> int:
         max_events=args.max_events,
         max_bytes=args.max_bytes,
         progress=not args.quiet,
+        archive=files,
     )
     print(report)
     return 0
@@ -926,7 +954,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--from-archive",
         default=None,
         metavar="TABLE",
-        help="instead: send a sink's raw archive of TABLE into --into",
+        help="instead: send a sink's raw archive of TABLE into --into (keys, partitions and "
+        "order kept, --from/--to by ingest time, a rerun adds nothing)",
     )
     p = command("test", cmd_test, "run stream replay test cases (folders with case.toml)")
     p.add_argument(
@@ -952,6 +981,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-events", type=int, default=1_000_000, help="most events recorded")
     p.add_argument("--max-bytes", type=int, default=256 * 1024 * 1024, help="most bytes written")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--from-archive",
+        default=None,
+        metavar="TABLE",
+        help="record from the raw archive of TABLE's sink (which reads STREAM) instead",
+    )
     p = command("compact", cmd_compact, "merge a lake table's small files, atomically")
     p.add_argument("table", help="the table (its sink's destination and settings apply)")
     p.add_argument(

@@ -12,7 +12,8 @@ its messages (``add_rows``): Arrow tables, each with its rows' output folders (c
 files only at flush time: thousands of tiny slices per poll would cost more memory in
 metadata than the rows themselves), the lines that failed, and their exact memory size,
 which ``sinks.memory`` bounds across all buffers. It keeps the raw message values only
-when asked (the raw archive needs them).
+when asked (the raw archive needs them), and then each one's key, headers and Kafka
+timestamp too (an archive entry keeps where and when its event was).
 
 Time comes from an injectable clock (``time.monotonic`` by default); tests pass a
 :class:`FixedClock` and move it by hand, so the time bound is tested without sleeping.
@@ -33,6 +34,7 @@ __all__ = [
     "BufferLimits",
     "Clock",
     "FixedClock",
+    "MessageMeta",
     "PartitionBuffer",
     "PartitionBuffers",
     "message_event_count",
@@ -101,13 +103,18 @@ def message_event_count(value: bytes | None, headers: Iterable[tuple[str, bytes]
     return value.count(b"\n") + 1
 
 
+#: A kept message's Kafka timestamp, key and headers.
+MessageMeta = tuple[int, bytes | None, tuple[tuple[str, bytes], ...]]
+
+
 @dataclass(frozen=True, slots=True)
 class Batch:
     """The contents of one partition buffer handed to a flush.
 
-    ``values`` and ``offsets`` are parallel (messages with an empty value are not in
-    them); ``first_offset``..``last_offset`` covers every message consumed, empty or not,
-    and is the range the flush commits. ``max_timestamp_ms`` is the latest Kafka timestamp
+    ``values``, ``offsets`` and ``meta`` (each message's timestamp, key and headers, for
+    the raw archive) are parallel (messages with an empty value are not in them);
+    ``first_offset``..``last_offset`` covers every message consumed, empty or not, and is
+    the range the flush commits. ``max_timestamp_ms`` is the latest Kafka timestamp
     seen, used to place events that carry no event time. ``chunks`` are the converted rows
     as (table, folders) pairs — folders one string or one per row — ``bad`` the lines that
     failed, ``memory`` their size in bytes.
@@ -123,6 +130,7 @@ class Batch:
     nbytes: int
     max_timestamp_ms: int
     chunks: tuple[tuple[Any, Any], ...] = ()
+    meta: tuple[MessageMeta, ...] = ()
     bad: tuple[Any, ...] = ()
     memory: int = 0
 
@@ -135,6 +143,7 @@ class PartitionBuffer:
         "_chunks",
         "_clock",
         "_folders",
+        "_meta",
         "_offsets",
         "_values",
         "events",
@@ -171,6 +180,7 @@ class PartitionBuffer:
     def _reset(self) -> None:
         self._values: list[bytes] = []
         self._offsets: list[int] = []
+        self._meta: list[MessageMeta] = []
         self.first_offset = -1
         self.last_offset = -1
         self.messages = 0
@@ -193,11 +203,19 @@ class PartitionBuffer:
         return self.first_offset < 0
 
     def append(
-        self, offset: int, value: bytes | None, events: int, timestamp_ms: int, keep: bool = True
+        self,
+        offset: int,
+        value: bytes | None,
+        events: int,
+        timestamp_ms: int,
+        keep: bool = True,
+        key: bytes | None = None,
+        headers: Sequence[tuple[str, bytes]] | None = None,
     ) -> bool:
         """Add one message; False (and nothing changes) if its offset was seen already.
 
-        ``keep=False`` counts the value without holding it (its rows come via ``add_rows``).
+        ``keep=False`` counts the value without holding it (its rows come via ``add_rows``);
+        a kept value is held with its timestamp, ``key`` and ``headers``.
         """
         if offset < self.next_offset:
             return False
@@ -209,9 +227,11 @@ class PartitionBuffer:
         self.messages += 1
         if value:
             if keep:
+                kept = tuple(headers or ())
                 self._values.append(value)
                 self._offsets.append(offset)
-                self.memory += len(value)
+                self._meta.append((timestamp_ms, key, kept))
+                self.memory += len(value) + len(key or b"") + sum(len(v) for _, v in kept)
             self.events += events
             self.nbytes += len(value)
         if timestamp_ms > self.max_timestamp_ms:
@@ -281,6 +301,7 @@ class PartitionBuffer:
             chunks=tuple(self._chunks),
             bad=tuple(self._bad),
             memory=self.memory,
+            meta=tuple(self._meta),
         )
         self._reset()
         return batch

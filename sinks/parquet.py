@@ -557,7 +557,7 @@ def plan_flush(batch: Batch, layout: Layout, now: datetime | None = None) -> Flu
         files.append(
             PlannedFile(
                 folder + archive_file_name(batch.topic, batch.partition, first, last),
-                functools.partial(archive_bytes, batch.values),
+                functools.partial(archive_bytes, batch),
             )
         )
     return FlushPlan(tuple(files), rows, bad)

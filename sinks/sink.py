@@ -438,7 +438,13 @@ class ParquetSink:
             for message in messages:
                 events = message_event_count(message.value, message.headers)
                 if not buffer.append(
-                    message.offset, message.value, events, message.timestamp, keep=keep_raw
+                    message.offset,
+                    message.value,
+                    events,
+                    message.timestamp,
+                    keep=keep_raw,
+                    key=message.key,
+                    headers=message.headers,
                 ):
                     # A re-delivery (a seek at assignment re-fetches what a poll already
                     # returned): already buffered, so neither buffered nor counted again.

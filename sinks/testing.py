@@ -37,6 +37,7 @@ __all__ = [
     "produce_playback",
     "s3",
     "s3_server",
+    "sink_until_flushed",
     "start_sink",
     "stop_sink",
 ]
@@ -185,3 +186,26 @@ async def produce_playback(
     finally:
         await producer.stop()
     return last
+
+
+async def sink_until_flushed(
+    config: FirelakeConfig, name: str, expected: int, wait_s: float = 30.0
+) -> None:
+    """Run sink ``name`` in this process until it flushed ``expected`` rows and bad lines,
+    then stop it (fails after ``wait_s``)."""
+    import asyncio
+    import time
+
+    from sinks.sink import ParquetSink
+
+    sink = ParquetSink(config, name)
+    stop = asyncio.Event()
+    task = asyncio.create_task(sink.run(stop))
+    try:
+        deadline = time.monotonic() + wait_s
+        while sink.stats.rows + sink.stats.bad_lines < expected:
+            assert time.monotonic() < deadline and not task.done(), sink.stats
+            await asyncio.sleep(0.1)
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, wait_s)

@@ -13,21 +13,43 @@ the target has as many partitions; otherwise an envelope is split by its records
 partition keys so each record lands where its key belongs. The end of the range is fixed
 when the replay starts, so replaying a stream into itself terminates.
 
-``firelake replay --from-archive <table> --into <stream>`` calls :func:`replay_archive`
-with a sink's raw archive (``sinks.archive.table_archive`` reads it; this module never
-imports ``sinks``): the archived events, in order, are sent as envelopes of up to
-``per_message`` events, round robin over the target's partitions.
+``firelake replay --from-archive <table> --into <stream> [--from …] [--to …]`` calls
+:func:`replay_archive` with a sink's raw archive (``sinks.archive.table_archive`` reads it;
+this module never imports ``sinks``). Archive entries are recorded events
+(``streams.recorded``) that keep their source key, partition, offset, place in their
+envelope and ingest timestamp, so the archive gives back what the stream had:
+
+- **Range**: ``--from`` / ``--to`` select entries by their own ingest timestamp (or
+  offset), inclusive / exclusive, as a live replay's offsets-for-times does.
+- **Keys, partitions, order**: each source message's events go out again as one envelope
+  with their keys; into a target with the source's partition count each keeps its source
+  partition, otherwise it goes to its key's partition (``streams.partitioning``, as the
+  ingest places it). Entries are sent per source partition in offset order, partitions
+  merged by timestamp, so every key's events keep their order.
+- **Idempotent per target**: every message carries ``fl-replayed-from:
+  <stream>/<partition>/<offset>`` of its source message, and holds all of that message's
+  events bound for its partition (the placement is a function of the entry, so every run
+  makes the same messages). A run first reads the target's headers and notes which
+  (target partition, source partition, source offset) it holds; entries whose message is
+  there are skipped. So a rerun — after success, after a crash half-way (the idempotent
+  producer leaves no gaps or duplicates within a run), or with another range — sends
+  exactly what is missing. The target itself is the record: no marker can disagree with
+  it. The cost is one pass over the target's headers and a set of one entry per replayed
+  source message (envelopes, not events); targets are usually fresh streams.
+
+Entries of an archive written before entries kept all this are bare event lines: they are
+sent as before — envelopes of up to ``per_message`` events, round robin, without keys, not
+idempotent — are left out when ``--from`` / ``--to`` bound the range, and the report says
+how many there were.
 """
 
 from __future__ import annotations
 
 import asyncio
 import itertools
-import re
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -35,6 +57,15 @@ from tqdm import tqdm
 
 from streams import envelope
 from streams.partitioning import partition_for_key
+from streams.ranges import Position, ReplayError, parse_position
+from streams.recorded import (
+    RecordedEvent,
+    interleave,
+    pack,
+    select_range,
+    target_partition,
+    time_ordered,
+)
 from streams.topics import MAX_MESSAGE_BYTES
 
 __all__ = [
@@ -45,8 +76,13 @@ __all__ = [
     "ReplayReport",
     "offset_range",
     "parse_position",
+    "placed_order",
+    "range_consumer",
+    "read_batches",
+    "read_topic",
     "replay",
     "replay_archive",
+    "replayed_positions",
     "run_replay",
 ]
 
@@ -54,39 +90,6 @@ __all__ = [
 HEADER_REPLAYED_FROM = "fl-replayed-from"
 #: Sends queued before their acks are awaited (bounds memory, keeps batches full).
 WINDOW = 2000
-
-
-class ReplayError(ValueError):
-    """A replay that cannot run: names the stream or position at fault."""
-
-
-@dataclass(frozen=True)
-class Position:
-    """One end of a range: ``kind`` is offset, time (epoch ms), earliest or latest."""
-
-    kind: str
-    value: int = 0
-
-
-def parse_position(text: str) -> Position:
-    """Parse ``--from`` / ``--to``; ReplayError names what was expected."""
-    text = text.strip()
-    if text in ("earliest", "latest"):
-        return Position(text)
-    if re.fullmatch(r"\d+", text):
-        return Position("offset", int(text))
-    if re.fullmatch(r"@\d+", text):
-        return Position("time", int(text[1:]))
-    try:
-        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        raise ReplayError(
-            f"{text!r} is not a position: give an ISO time (2026-11-29T08:00:00Z), "
-            "@<epoch ms>, an offset, earliest or latest"
-        ) from None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return Position("time", int(moment.timestamp() * 1000))
 
 
 @dataclass
@@ -302,57 +305,189 @@ def run_replay(
     )
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass
 class ArchiveReplayReport:
-    """What a replay from a sink's raw archive sent."""
+    """What a replay from a sink's raw archive sent, skipped and could not place."""
 
     files: int
-    events: int
-    messages: int
+    events: int = 0
+    messages: int = 0
+    #: Entries an earlier run replayed into the target already.
+    skipped: int = 0
+    #: Entries without key or place (an older archive), sent round robin.
+    round_robin: int = 0
+    #: Such entries left out because --from / --to need a time or offset they lack.
+    unplaced: int = 0
+    seconds: float = 0.0
 
     def __str__(self) -> str:
-        return (
+        text = (
             f"replayed {self.events} events from {self.files} archive files "
             f"in {self.messages} messages"
         )
+        if self.skipped:
+            text += f"; {self.skipped} events were replayed into the target before: skipped"
+        if self.round_robin:
+            text += (
+                f"; {self.round_robin} events of an archive written before entries kept "
+                "their key, partition and offset were sent round robin, without keys "
+                "(a rerun sends them again)"
+            )
+        if self.unplaced:
+            text += (
+                f"; {self.unplaced} such events have no time or offset for --from/--to: left out"
+            )
+        return text
+
+
+def placed_order(
+    events: Iterable[RecordedEvent],
+) -> tuple[list[RecordedEvent], list[RecordedEvent]]:
+    """Placed events (with a source partition and offset) in replay order — each source
+    partition's by offset and place, partitions merged by timestamp — and the events
+    without a place (an older archive's bare lines) in their order."""
+    per_partition: dict[int, list[RecordedEvent]] = {}
+    bare: list[RecordedEvent] = []
+    for event in events:
+        if event.partition is None or event.offset is None:
+            bare.append(event)
+        else:
+            per_partition.setdefault(event.partition, []).append(event)
+    for events_of in per_partition.values():
+        events_of.sort(key=lambda e: (e.offset or 0, e.index))
+    return list(time_ordered(per_partition[p] for p in sorted(per_partition))), bare
+
+
+async def read_batches(
+    consumer: AIOKafkaConsumer, tp: TopicPartition, first: int, stop: int
+) -> AsyncIterator[list[Any]]:
+    """The messages of one assigned partition in [first, stop), batch by batch."""
+    if first >= stop:
+        return
+    consumer.seek(tp, first)
+    while await consumer.position(tp) < stop:
+        batch = (await consumer.getmany(tp, timeout_ms=1000)).get(tp, [])
+        yield [m for m in batch if m.offset < stop]
+
+
+def range_consumer(bootstrap: str, client_id: str) -> AIOKafkaConsumer:
+    """A consumer that reads assigned ranges: no group commits, committed messages only."""
+    return AIOKafkaConsumer(
+        bootstrap_servers=bootstrap,
+        client_id=client_id,
+        enable_auto_commit=False,
+        isolation_level="read_committed",
+    )
+
+
+async def read_topic(
+    bootstrap: str, topic: str, partitions: Iterable[int]
+) -> AsyncIterator[tuple[int, Any]]:
+    """Every committed message of a topic's partitions up to their end now, partition by
+    partition, each's in order: (partition, message)."""
+    consumer = range_consumer(bootstrap, "firelake-replay")
+    await consumer.start()
+    try:
+        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+        consumer.assign(tps)
+        ranges = await offset_range(consumer, tps, Position("earliest"))
+        for tp in tps:
+            async for batch in read_batches(consumer, tp, *ranges[tp]):
+                for message in batch:
+                    yield tp.partition, message
+    finally:
+        await consumer.stop()
+
+
+def _origin(value: bytes) -> tuple[str, int, int] | None:
+    stream, _, rest = value.decode("utf-8", "replace").rpartition("/")
+    stream, _, partition = stream.rpartition("/")
+    if not (stream and partition.isdigit() and rest.isdigit()):
+        return None
+    return stream, int(partition), int(rest)
+
+
+async def replayed_positions(
+    bootstrap: str, target: str, source: str, partitions: Iterable[int]
+) -> set[tuple[int, int, int]]:
+    """The (target partition, source partition, source offset) of every message replayed
+    from ``source`` into ``target``, from the target's ``fl-replayed-from`` headers."""
+    done: set[tuple[int, int, int]] = set()
+    async for partition, message in read_topic(bootstrap, target, partitions):
+        raw = envelope.header(message.headers, HEADER_REPLAYED_FROM)
+        origin = _origin(raw) if raw is not None else None
+        if origin is not None and origin[0] == source:
+            done.add((partition, origin[1], origin[2]))
+    return done
 
 
 async def replay_archive(
     bootstrap: str,
-    files: Sequence[Iterable[bytes]],
+    files: Sequence[Iterable[RecordedEvent]],
     into: str,
     partitions: int,
+    source: str,
+    source_partitions: int | None = None,
+    start: Position | None = None,
+    end: Position | None = None,
+    batched: bool = True,
     per_message: int = 500,
+    progress: bool = False,
 ) -> ArchiveReplayReport:
-    """Send archived events into ``into`` as envelopes (round robin over ``partitions``).
-
-    ``files`` holds one iterable of event lines per archive file, in order; envelopes
-    span file boundaries, exactly as if the lines were one sequence.
-    """
+    """Send archived events of stream ``source`` in [start, end) into ``into`` (of
+    ``partitions``); see the module docstring. ``files`` holds one iterable of events per
+    archive file, in key order; ``batched``: the target takes envelopes."""
+    began = time.monotonic()
+    report = ArchiveReplayReport(len(files))
+    selected, report.unplaced = select_range(
+        itertools.chain.from_iterable(files), start or Position("earliest"), end
+    )
+    ordered, bare = placed_order(selected)
+    same = source_partitions == partitions
+    done = await replayed_positions(bootstrap, into, source, range(partitions))
+    kept = []
+    for number, event in enumerate(ordered):
+        place = target_partition(event, number, partitions, same)
+        if (place, event.partition, event.offset) in done:
+            report.skipped += 1
+        else:
+            kept.append(event)
     producer = replay_producer(bootstrap)
-    events = messages = 0
     pending: list[asyncio.Future[Any]] = []
+    bar = tqdm(total=len(kept) + len(bare), unit="ev", desc=f"replay {into}", disable=not progress)
 
-    async def send(chunk: list[bytes]) -> None:
-        nonlocal events, messages
-        value, headers = envelope.encode(chunk)
-        pending.append(
-            await producer.send(into, value, partition=messages % partitions, headers=headers)
-        )
-        events, messages = events + len(chunk), messages + 1
+    async def send(value: bytes, headers: list[tuple[str, bytes]], **where: Any) -> None:
+        pending.append(await producer.send(into, value, headers=headers, **where))
+        report.messages += 1
+        if len(pending) >= WINDOW:
+            await asyncio.gather(*pending)
+            pending.clear()
 
     await producer.start()
     try:
-        chunk: list[bytes] = []
-        for line in itertools.chain.from_iterable(files):
-            chunk.append(line)
-            if len(chunk) == per_message:
-                await send(chunk)
-                chunk = []
-        if chunk:
-            await send(chunk)
+        for message in interleave(pack(kept, partitions, batched, same_partitions=same)):
+            first = kept[message.order]
+            origin = f"{source}/{first.partition}/{first.offset}".encode()
+            headers = [*message.headers, (HEADER_REPLAYED_FROM, origin)]
+            await send(message.value, headers, key=message.key, partition=message.partition)
+            report.events += message.events
+            bar.update(message.events)
+        for at in range(0, len(bare), per_message):
+            chunk = bare[at : at + per_message]
+            value, headers = envelope.encode([_one_line(e.value) for e in chunk])
+            await send(value, headers, partition=report.messages % partitions)
+            report.events += len(chunk)
+            report.round_robin += len(chunk)
+            bar.update(len(chunk))
         # A failed send raises here instead of being counted as replayed.
         await asyncio.gather(*pending)
     finally:
+        bar.close()
         await producer.stop()
-    return ArchiveReplayReport(len(files), events, messages)
+    report.seconds = time.monotonic() - began
+    return report
+
+
+def _one_line(value: bytes) -> bytes:
+    # An older archive's lines are single lines already; a line holds no newline.
+    return value.replace(b"\n", b" ")

@@ -1,9 +1,9 @@
 """Integration: the raw archive (Firehose S3 backup) and `firelake replay --from-archive`.
 
 A sink with ``archive = true`` keeps every raw event — good and bad — as gzip JSON lines
-next to its Parquet files; ``firelake replay --from-archive <table> --into <stream>`` sends
-them into another stream, where they arrive once each, in envelopes.
-"""
+(entries: the event with its key, place and time) next to its Parquet files; ``firelake
+replay --from-archive <table> --into <stream>`` sends them into another stream, where they
+arrive once each, in envelopes."""
 
 from __future__ import annotations
 
@@ -18,8 +18,8 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from firelake.cli import main as cli
 from firelake.testing import sample_event
-from sinks.sink import ParquetSink
-from sinks.testing import playback_sink
+from sinks.archive import decode_entry
+from sinks.testing import playback_sink, sink_until_flushed
 from streams.envelope import decode, encode
 from streams.topics import delete_topics, ensure_topics
 
@@ -43,20 +43,6 @@ async def _produce(bootstrap: str, topic: str) -> None:
         await producer.flush()
     finally:
         await producer.stop()
-
-
-async def _sink_until_flushed(config, name: str, expected: int) -> None:
-    sink = ParquetSink(config, name)
-    stop = asyncio.Event()
-    task = asyncio.create_task(sink.run(stop))
-    try:
-        deadline = time.monotonic() + WAIT_SECONDS
-        while sink.stats.rows + sink.stats.bad_lines < expected:
-            assert time.monotonic() < deadline and not task.done(), sink.stats
-            await asyncio.sleep(0.1)
-    finally:
-        stop.set()
-        await asyncio.wait_for(task, WAIT_SECONDS)
 
 
 async def _consume(bootstrap: str, topic: str, expected: int) -> list[bytes]:
@@ -85,9 +71,9 @@ def test_the_archive_keeps_every_raw_event_and_replays_into_a_stream(
     ensure_topics(config, kafka_bootstrap)
     try:
         asyncio.run(_produce(kafka_bootstrap, topic))
-        asyncio.run(_sink_until_flushed(config, name, EVENTS + 1))
+        asyncio.run(sink_until_flushed(config, name, EVENTS + 1))
         archived = [
-            line
+            decode_entry(line).value
             for f in sorted((lake / "_archive" / "playback").rglob("*.jsonl.gz"))
             for line in gzip.decompress(f.read_bytes()).splitlines()
         ]

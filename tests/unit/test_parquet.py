@@ -20,6 +20,7 @@ from firelake.config import DLQ_SCHEMA, FieldSpec, Schema, SinkConfig
 from firelake.grammars.prefix import parse_prefix
 from firelake.testing import sample_event
 from sinks import parquet
+from sinks.archive import decode_entry
 from sinks.buffer import Batch
 from sinks.parquet import (
     Layout,
@@ -363,12 +364,12 @@ def test_the_archive_holds_every_raw_line_good_or_bad(lake: Path) -> None:
     ProgressStore(lake, "s").commit_flush("events", 1, 0, 2, plan.files)
     (archive,) = (lake / "_archive" / "t").rglob("*.jsonl.gz")
     assert archive.parent.relative_to(lake).as_posix() == "_archive/t/dt=2026-11-30/hour=12"
-    lines = gzip.decompress(archive.read_bytes()).splitlines()
-    assert lines == [
-        orjson.dumps(event(0)),
-        orjson.dumps(event(1)),
-        b"[1,2]",
-        orjson.dumps(event(2)),
+    entries = [decode_entry(e) for e in gzip.decompress(archive.read_bytes()).splitlines()]
+    assert [(e.value, e.partition, e.offset, e.index) for e in entries] == [
+        (orjson.dumps(event(0)), 1, 0, 0),
+        (orjson.dumps(event(1)), 1, 0, 1),
+        (b"[1,2]", 1, 1, 0),
+        (orjson.dumps(event(2)), 1, 2, 0),
     ]
 
 
