@@ -4,28 +4,13 @@ from __future__ import annotations
 
 import dataclasses
 import socket
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+
+from prometheus_client import CollectorRegistry, Counter, start_http_server
 
 from agents.metrics import metrics_ports
 from firelake.testing import example_config
 from queries.dashboard import pipeline_health
-
-PAGE = b"""# TYPE firelake_router_events_in_total counter
-firelake_router_events_in_total{router="r"} 42.0
-"""
-
-
-class _Metrics(BaseHTTPRequestHandler):
-    def do_GET(self) -> None:
-        self.send_response(200)
-        self.send_header("Content-Type", "text/plain; version=0.0.4")
-        self.end_headers()
-        self.wfile.write(PAGE)
-
-    def log_message(self, *args: object) -> None:
-        pass
 
 
 def _free_pair() -> int:
@@ -53,14 +38,15 @@ def test_the_dashboard_finds_a_worker_on_the_next_port(tmp_path: Path) -> None:
     config = dataclasses.replace(base, routers={name: router})
     assert metrics_ports(router) == router.metrics_ports == range(port, port + 2)
 
-    server = ThreadingHTTPServer(("127.0.0.1", port + 1), _Metrics)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
+    registry = CollectorRegistry()
+    Counter("firelake_router_events_in", "Events read.", registry=registry).inc(42)
+    server, thread = start_http_server(port + 1, addr="127.0.0.1", registry=registry)
     try:
         health = pipeline_health(config, {}, lambda sql: None)
     finally:
         server.shutdown()
         server.server_close()
+        thread.join(5)
     (stage,) = [s for s in health["stages"] if s["name"] == f"router {name}"]
     assert (stage["state"], stage["events"]) == ("1/1 up", 42)
 
