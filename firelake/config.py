@@ -45,6 +45,7 @@ __all__ = [
     "IngestConfig",
     "KafkaConfig",
     "LakeConfig",
+    "MetricsConfig",
     "QueryConfig",
     "RouterConfig",
     "Schema",
@@ -184,6 +185,24 @@ class LakeConfig:
     s3_region: str = setting("us-east-1", "S3 region of an s3:// root.")
     s3_access_key_id: str = setting("", "S3 access key ('' = boto3's default credential chain).")
     s3_secret_access_key: str = setting("", "S3 secret key ('' = boto3's default chain).")
+
+
+@dataclass(frozen=True)
+class MetricsConfig:
+    """Where the services' Prometheus ``/metrics`` endpoints are, on 127.0.0.1.
+
+    The ingest serves its own on the ingest port. The sinks process (``firelake sink
+    --all``, which ``firelake up`` runs) takes ``base_port``; each router without a
+    ``metrics_port`` of its own takes the next ``max(workers, 2)`` free ports after it, in
+    file order, skipping ports other services and routers use. Being derived from the
+    configuration, ``firelake status`` and the dashboard find them without being told.
+    """
+
+    base_port: int = setting(
+        9560,
+        "/metrics of the sinks process; routers without metrics_port take the next free "
+        "ports, in file order (0: none assigned, routers without metrics_port serve none).",
+    )
 
 
 @dataclass(frozen=True)
@@ -333,7 +352,9 @@ class RouterConfig:
     transform_timeout_seconds: float = setting(5.0, "A transform call slower than this fails.")
     workers: int = setting(1, "Worker processes `firelake up` runs for this router (one group).")
     metrics_port: int = setting(
-        0, "Prometheus /metrics port on 127.0.0.1 (0: off; busy: the next free of port+workers)."
+        0,
+        "Prometheus /metrics port on 127.0.0.1 (0: the next free after [metrics] base_port; "
+        "busy: the next free of port+workers).",
     )
     engine: AgentEngine = setting(
         "transactional",
@@ -629,6 +650,7 @@ class FirelakeConfig:
     sinks: Mapping[str, SinkConfig] = setting({}, "Parquet sinks by name.")
     windows: Mapping[str, WindowConfig] = setting({}, "Window agents by name.")
     apps: Mapping[str, AppConfig] = setting({}, "Application services by name.")
+    metrics: MetricsConfig = setting(MetricsConfig(), "Prometheus /metrics ports.")
 
     @property
     def bootstrap(self) -> str:
@@ -939,6 +961,30 @@ def _check_sink(source: str, key: str, spec: SinkConfig) -> None:
             _fail(source, f"{key}.archive", "format = 'json' writes the raw records already")
 
 
+def _assign_metrics_ports(
+    routers: dict[str, RouterConfig], base_port: int, reserved: set[int]
+) -> dict[str, RouterConfig]:
+    """Routers without a ``metrics_port`` get the next free ports after ``base_port`` (the
+    sinks'), in file order, clear of ``reserved`` and of every router's ports."""
+    if not base_port:
+        return routers
+    taken = {*reserved, base_port}
+    for spec in routers.values():
+        if spec.metrics_port:
+            taken.update(spec.metrics_ports)
+    port = base_port + 1
+    assigned: dict[str, RouterConfig] = {}
+    for name, spec in routers.items():
+        if not spec.metrics_port:
+            while taken.intersection(dataclasses.replace(spec, metrics_port=port).metrics_ports):
+                port += 1
+            spec = dataclasses.replace(spec, metrics_port=port)
+            taken.update(spec.metrics_ports)
+            port = spec.metrics_ports.stop
+        assigned[name] = spec
+    return assigned
+
+
 def parse_config(
     data: Mapping[str, Any],
     source: str = "<dict>",
@@ -955,6 +1001,7 @@ def parse_config(
     known = {"kafka", "ingest", "lake", "query", "schemas", "streams", "routers", "sinks"}
     known.add("windows")
     known.add("apps")
+    known.add("metrics")
     for key in data:
         if key not in known:
             _fail(source, key, f"unknown section (known: {', '.join(sorted(known))})")
@@ -1043,6 +1090,11 @@ def parse_config(
                 stream_ref(f"routers.{name}.rules[{index}].streams", target)
         _check_router(source, f"routers.{name}", spec)
         routers[name] = spec
+    metrics = _section(source, "metrics", MetricsConfig, data.get("metrics", {}))
+    _check_positive(source, "metrics.base_port", metrics.base_port, 0, 65_000)
+    routers = _assign_metrics_ports(
+        routers, metrics.base_port, {kafka.port, ingest.port, query.port}
+    )
 
     sinks: dict[str, SinkConfig] = {}
     tables_seen: dict[str, str] = {}
@@ -1096,6 +1148,7 @@ def parse_config(
         streams=types.MappingProxyType(streams),
         routers=types.MappingProxyType(routers),
         sinks=types.MappingProxyType(sinks),
+        metrics=metrics,
         windows=types.MappingProxyType(
             {n: _parse_window(source, n, raw, streams) for n, raw in table("windows").items()}
         ),

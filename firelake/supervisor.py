@@ -40,6 +40,7 @@ __all__ = [
     "HealthServer",
     "ServiceSpec",
     "Supervisor",
+    "metrics_address",
     "pipeline_services",
     "read_state",
     "render_state",
@@ -103,7 +104,8 @@ class ServiceSpec:
     """One service to run as a child process.
 
     ``spawn`` replaces ``argv`` for a child that is not a plain subprocess (the broker);
-    ``stop_last`` children stop after all others (the broker they all need).
+    ``stop_last`` children stop after all others (the broker they all need); ``metrics``
+    says where the child serves Prometheus ``/metrics`` ('' for none), for ``status``.
     """
 
     name: str
@@ -111,6 +113,7 @@ class ServiceSpec:
     env: Mapping[str, str] = field(default_factory=dict)
     spawn: Callable[[], Process] | None = None
     stop_last: bool = False
+    metrics: str = ""
 
 
 @dataclass
@@ -133,12 +136,23 @@ class ChildProcess:
         return "restarting" if self.next_start else "stopped"
 
 
+def metrics_address(ports: range) -> str:
+    """Where a service's ``/metrics`` is: one port, or the range its workers bind in."""
+    where = str(ports.start) if len(ports) == 1 else f"{ports.start}-{ports.stop - 1}"
+    return f"127.0.0.1:{where}/metrics"
+
+
 def pipeline_services(
     config: FirelakeConfig, config_path: str | None, bootstrap: str, serving: bool = True
 ) -> list[ServiceSpec]:
     """The child processes that make up the pipeline of a configuration (without
     ``serving``: no ingest API and no query service — replay tests feed the streams and
-    read the lake themselves, and start faster)."""
+    read the lake themselves, and start faster).
+
+    Every ingest, router and sinks process serves Prometheus ``/metrics`` on a port the
+    configuration fixes (``config.MetricsConfig``): the ingest on its own port, the sinks
+    on ``metrics.base_port``, the routers on their (given or assigned) ``metrics_port``.
+    """
     env = {
         "FIRELAKE_KAFKA_BOOTSTRAP": bootstrap,
         "FIRELAKE_LAKE": config.lake_url,
@@ -148,9 +162,13 @@ def pipeline_services(
     # Ingest workers listen on the one port with SO_REUSEPORT; the kernel spreads
     # connections over them.
     workers = config.ingest.workers if serving else 0
+    ingest_metrics = metrics_address(range(config.ingest.port, config.ingest.port + 1))
     services = [
         ServiceSpec(
-            "ingest" if workers == 1 else f"ingest:{worker}", (*cli, "ingest", *config_args), env
+            "ingest" if workers == 1 else f"ingest:{worker}",
+            (*cli, "ingest", *config_args),
+            env,
+            metrics=ingest_metrics,
         )
         for worker in range(workers)
     ]
@@ -158,7 +176,9 @@ def pipeline_services(
         # Workers of one router join one consumer group and share its partitions.
         for worker in range(router.workers):
             label = f"router:{name}" if router.workers == 1 else f"router:{name}:{worker}"
-            services.append(ServiceSpec(label, (*cli, "router", "--name", name, *config_args), env))
+            argv = (*cli, "router", "--name", name, *config_args)
+            where = metrics_address(router.metrics_ports) if router.metrics_port else ""
+            services.append(ServiceSpec(label, argv, env, metrics=where))
     for name, window in config.windows.items():
         # One worker holds the window, the others stand by; a stable instance id per worker
         # lets a restarted one take its place at once (static group membership).
@@ -175,7 +195,10 @@ def pipeline_services(
     # One sinks process: static group membership lets a restarted one take its partitions
     # back at once instead of after a session timeout.
     sink_env = {**env, "FIRELAKE_SINK_INSTANCE_ID": f"firelake-sinks-{socket.gethostname()}"}
-    services.append(ServiceSpec("sinks", (*cli, "sink", "--all", *config_args), sink_env))
+    port = config.metrics.base_port
+    sink_argv = (*cli, "sink", "--all", "--metrics-port", str(port), *config_args)
+    sink_metrics = metrics_address(range(port, port + 1)) if port else ""
+    services.append(ServiceSpec("sinks", sink_argv, sink_env, metrics=sink_metrics))
     # SQL over the lake (HTTP query API); it reads the lake only, never Kafka.
     if serving:
         services.append(ServiceSpec("queries", (*cli, "serve-queries", *config_args), env))
@@ -244,6 +267,7 @@ class Supervisor:
                     "restarts": c.restarts,
                     "restarts_in_window": len(c.recent),
                     "last_exit": c.last_exit,
+                    "metrics": c.spec.metrics,
                 }
                 for c in self.children
             }
@@ -430,12 +454,16 @@ def render_state(state: dict[str, Any] | None) -> str:
         head = f"firelake up: healthy (pid {pid}, {state.get('health', '')})"
     else:
         head = f"firelake up: UNHEALTHY, gave up on {', '.join(state.get('failed', []))}"
-    lines = [head, f"  {'service':<24} {'state':<11} {'pid':>8} {'restarts':>9}  last exit"]
+    lines = [
+        head,
+        f"  {'service':<24} {'state':<11} {'pid':>8} {'restarts':>9}  {'last exit':<9}  metrics",
+    ]
     for name, service in state.get("services", {}).items():
         pid_text = str(service.get("pid") or "-")
         last = service.get("last_exit")
         lines.append(
             f"  {name:<24} {service.get('state', '?'):<11} {pid_text:>8} "
-            f"{service.get('restarts', 0):>9}  {'-' if last is None else last}"
+            f"{service.get('restarts', 0):>9}  {'-' if last is None else last!s:<9}  "
+            f"{service.get('metrics') or '-'}"
         )
     return "\n".join(lines)

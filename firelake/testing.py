@@ -117,6 +117,10 @@ def example_dict(
     raw.setdefault("lake", {})["root"] = str(lake_root)
     # Pipelines run side by side in tests: the query service takes any free port.
     raw.setdefault("query", {}).setdefault("port", 0)
+    # ... and no fixed Prometheus ports are handed out (a test that wants them passes
+    # ``metrics={"base_port": ...}``).
+    if "metrics" not in sections:
+        raw["metrics"] = {"base_port": 0}
     return raw
 
 

@@ -16,11 +16,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from firelake.testing import (
     example_dict,
     free_port,
     query_rows,
+    run_cli,
     running_pipeline,
     sample_event,
     write_config,
@@ -146,10 +148,17 @@ def test_two_ingest_workers_share_the_port_and_lose_nothing(
     kafka_bootstrap: str, tmp_path: Path, suffix: str
 ) -> None:
     """``[ingest] workers = 2``: two ingest processes listen on one port (SO_REUSEPORT);
-    requests on fresh connections are all accepted and every event is in the lake once."""
+    requests on fresh connections are all accepted and every event is in the lake once.
+    The sinks process serves its metrics on ``[metrics] base_port`` and the router (no
+    ``metrics_port`` of its own) on the next port, as ``firelake status`` says."""
     port = free_port()
+    metrics_port = free_port()
     data = example_dict(
-        kafka_bootstrap, tmp_path / "lake", suffix, ingest={"port": port, "workers": 2}
+        kafka_bootstrap,
+        tmp_path / "lake",
+        suffix,
+        ingest={"port": port, "workers": 2},
+        metrics={"base_port": metrics_port},
     )
     for sink in data["sinks"].values():
         sink["max_seconds"] = FLUSH_SECONDS
@@ -178,4 +187,29 @@ def test_two_ingest_workers_share_the_port_and_lose_nothing(
                 break
             time.sleep(1)
         assert rows == [{"n": 2_000, "d": 2_000}]
+        sink_rows = _scrape(metrics_port, "firelake_sink_rows_total", "sink", f"page-{suffix}")
+        assert sink_rows == 2_000
+        # The router's one worker binds the first free port of its two.
+        routed = [
+            _scrape(p, "firelake_router_events_in_total", "router", f"clickstream-{suffix}")
+            for p in (metrics_port + 1, metrics_port + 2)
+        ]
+        assert 2_000 in routed, routed
+        status = run_cli(config, "status")
+        assert f"127.0.0.1:{metrics_port}/metrics" in status, status
+        assert f"127.0.0.1:{metrics_port + 1}-{metrics_port + 2}/metrics" in status, status
     assert log.read_text().count("ingest listening on") == 2
+
+
+def _scrape(port: int, sample: str, label: str, value: str) -> float | None:
+    """One sample of a service's /metrics page on 127.0.0.1 (None: no page, no sample)."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+            text = response.read().decode()
+    except OSError:
+        return None
+    for family in text_string_to_metric_families(text):
+        for found in family.samples:
+            if found.name == sample and found.labels.get(label) == value:
+                return found.value
+    return None
