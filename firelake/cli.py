@@ -17,6 +17,7 @@ from firelake.config import (
     IngestConfig,
     KafkaConfig,
     LakeConfig,
+    MetricsConfig,
     QueryConfig,
     RouterConfig,
     SinkConfig,
@@ -304,7 +305,8 @@ def cmd_sink(args: argparse.Namespace) -> int:
     config = _pipeline_config(args)
     if args.all:
         # Declared sinks, plus one per Firehose delivery stream, as they come and go.
-        _run_async(run_sink_fleet(config, metrics_port=args.metrics_port))
+        port = config.metrics.base_port if args.metrics_port is None else args.metrics_port
+        _run_async(run_sink_fleet(config, metrics_port=port))
         return 0
     config = registry_config(config, load_registry(config.bootstrap))
     if args.name not in config.sinks:
@@ -685,6 +687,7 @@ def cmd_config(args: argparse.Namespace) -> int:
             ("ingest", IngestConfig),
             ("lake", LakeConfig),
             ("query", QueryConfig),
+            ("metrics", MetricsConfig),
             ("streams.<name>", StreamConfig),
             ("routers.<name>", RouterConfig),
             ("sinks.<name>", SinkConfig),
@@ -917,7 +920,10 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--name", help="sink name from the configuration")
     group.add_argument("--all", action="store_true", help="every configured sink")
     p.add_argument(
-        "--metrics-port", type=int, default=0, help="with --all: Prometheus /metrics port"
+        "--metrics-port",
+        type=int,
+        default=None,
+        help="with --all: Prometheus /metrics port (default [metrics] base_port; 0: none)",
     )
     p = command("send", cmd_send, "send realistic sample events to the ingest service")
     p.add_argument("--url", default=None, help="ingest base URL (default from the configuration)")
