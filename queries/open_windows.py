@@ -84,7 +84,9 @@ def sync_open_window_views(
     taken = set(taken)
     current = find_open_windows(roots)
     for name, old in previous.items():
-        if name not in current or name in taken:
+        # A name a lake table took is the table's now: its view replaced this one, and
+        # dropping the name would drop the table's view.
+        if name not in current and name not in taken:
             if isinstance(old.destination, LocalDestination):
                 conn.execute(f"DROP VIEW IF EXISTS {identifier(name)}")
             else:

@@ -709,3 +709,30 @@ def test_a_snapshot_is_taken_when_due_and_put_apart(tmp_path: Any) -> None:
     assert (tmp_path / open_windows_key("w")).read_bytes() == data
     assert writer.take(p, force=True) is not None
     p.close()
+
+
+def test_a_lake_table_taking_an_open_window_views_name_stays_queryable(tmp_path: Any) -> None:
+    import time
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from agents.windows.snapshot import snapshot_bytes
+    from queries.engine import QueryEngine
+    from sinks.destinations import LocalDestination
+    from sinks.paths import open_windows_key
+
+    p = processor()
+    p.process([msg(0, ev(1, "a"))])
+    LocalDestination(tmp_path).put(open_windows_key("w"), snapshot_bytes(p, time.time()))
+    p.close()
+    engine = QueryEngine(tmp_path)
+    assert engine.query("SELECT user FROM w_open").rows == [("a",)]
+    # A table of the same name appears: it wins, and the refresh must not drop its view.
+    table = tmp_path / "w_open" / "dt=2026-11-29" / "hour=08" / "f.parquet"
+    table.parent.mkdir(parents=True)
+    pq.write_table(pa.table({"x": [1, 2]}), table)
+    engine.refresh()
+    assert engine.query("SELECT sum(x) FROM w_open").rows == [(3,)]
+    engine.refresh()  # and stays so
+    assert engine.query("SELECT sum(x) FROM w_open").rows == [(3,)]
