@@ -9,11 +9,8 @@ from __future__ import annotations
 
 import urllib.request
 from pathlib import Path
-from typing import Any
 
-import boto3
 import pytest
-from botocore.config import Config
 from prometheus_client.parser import text_string_to_metric_families
 
 from api.backend import AwsOptions
@@ -21,6 +18,7 @@ from api.records import ShardQuota
 from api.server import IngestThread
 from firelake.testing import example_config
 from streams.topics import delete_topics
+from tests.integration.test_firehose_api import client
 
 pytestmark = pytest.mark.kafka
 
@@ -53,18 +51,7 @@ def test_kinesis_and_firehose_puts_count_accepted_and_throttled_records(
     server.start()
     topics = [registry_topic, *cfg.streams]
     try:
-
-        def client(service: str) -> Any:
-            return boto3.client(
-                service,
-                endpoint_url=server.url,
-                region_name="eu-north-1",
-                aws_access_key_id="AKIDTEST",
-                aws_secret_access_key="secret",
-                config=Config(retries={"max_attempts": 1, "mode": "standard"}),
-            )
-
-        kinesis, firehose = client("kinesis"), client("firehose")
+        kinesis, firehose = client(server, "kinesis"), client(server, "firehose")
         stream = f"raw-events-{suffix}"
         # One shard key: its quota admits about 10 of 25 records, the rest are throttled.
         answer = kinesis.put_records(
