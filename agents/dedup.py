@@ -92,10 +92,14 @@ class DedupWindow:
         """Take in an id routed earlier (at wall-clock ``seen_at``), e.g. read from the log."""
         if not self.enabled or self.clock() - seen_at > self.window_s:
             return
-        ids = self._seen.setdefault((topic, partition), OrderedDict())
+        slot = (topic, partition)
+        ids = self._seen.setdefault(slot, OrderedDict())
         ids[event_id] = max(seen_at, ids.get(event_id, seen_at))
         ids.move_to_end(event_id)
         self._expire(ids, self.clock())
+        # Read-back ids expire by time too: check() looks at them only once the oldest
+        # is due, so the oldest must not be later than theirs.
+        self._oldest[slot] = min(self._oldest.get(slot, seen_at), seen_at)
 
     def unsaved(self, topic: str, partition: int) -> list[str]:
         """Ids accepted since the last :meth:`saved`, oldest first (``track_unsaved``)."""

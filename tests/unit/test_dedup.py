@@ -40,3 +40,15 @@ def test_a_zero_window_is_off() -> None:
     window = DedupWindow(0)
     assert not window.enabled
     assert window.check("raw", 0, "a") and window.check("raw", 0, "a")
+
+
+def test_ids_read_back_from_the_log_expire_by_time() -> None:
+    # remember() did not note the oldest id: the next check() took "now" as the oldest,
+    # and read-back ids outlived their window by up to another window.
+    clock = Clock()
+    window = DedupWindow(10, clock=clock)
+    window.remember("raw", 0, "old", seen_at=clock.now - 5)
+    assert window.check("raw", 0, "old") is False
+    clock.now += 6  # "old" is 11 s old now
+    assert window.check("raw", 0, "new") is True
+    assert len(window) == 1 and window.check("raw", 0, "old") is True
