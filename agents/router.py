@@ -66,7 +66,6 @@ import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener
@@ -90,6 +89,7 @@ from agents.routing import DEFAULT_MAX_ENVELOPE_BYTES, Outgoing, Router
 from firelake.aio import run as run_loop
 from firelake.config import ConfigError, FirelakeConfig, load_config
 from firelake.log import setup_logging
+from streams.positions import starting_offsets
 from streams.rejoin import is_rejoinable, run_rejoining
 
 __all__ = [
@@ -264,13 +264,10 @@ class RouterWorker:
         fresh = [tp for tp in assigned if await consumer.committed(tp) is None]
         if not fresh:
             return
-        moment = datetime.fromisoformat(self.spec.starting_timestamp)
-        stamp = int(moment.timestamp() * 1000)
-        found = await consumer.offsets_for_times({tp: stamp for tp in fresh})
-        ends = await consumer.end_offsets(fresh)
+        timestamp = self.spec.starting_timestamp
+        start = await starting_offsets(consumer, fresh, "AT_TIMESTAMP", timestamp)
         for tp in fresh:
-            meta = found.get(tp)
-            consumer.seek(tp, meta.offset if meta is not None else ends[tp])
+            consumer.seek(tp, start[tp])
 
     async def _take_over(self, assigned: set[TopicPartition]) -> None:
         """Fence the previous owners, read the dedup log, then resume at the committed offsets.

@@ -326,7 +326,9 @@ class RouterConfig:
     starting_position: StartingPosition = setting(
         "TRIM_HORIZON", "Where a new consumer group starts: TRIM_HORIZON, LATEST or AT_TIMESTAMP."
     )
-    starting_timestamp: str = setting("", "ISO-8601 time for starting_position = AT_TIMESTAMP.")
+    starting_timestamp: str = setting(
+        "", "ISO-8601 time for starting_position = AT_TIMESTAMP (without a zone: UTC)."
+    )
     event_id_field: str = setting(
         "event_id", "Field holding the event id; set to a stable hash when missing ('' = off)."
     )
