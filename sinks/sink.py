@@ -317,7 +317,12 @@ class ParquetSink:
         # The lock waits out a flush in flight; what is still buffered is dropped.
         async with self._lock:
             self._generation += 1
-            self.buffers.drop(tp.partition for tp in revoked if tp.topic == self.topic)
+            gone = [tp.partition for tp in revoked if tp.topic == self.topic]
+            self.buffers.drop(gone)
+            # Metrics show the partitions this sink owns, not every one it ever had.
+            for partition in gone:
+                self.stats.lag.pop(partition, None)
+                self.stats.last_flush_rows.pop(partition, None)
 
     # ----------------------------------------------------------------- flushing
 
@@ -484,9 +489,10 @@ class ParquetSink:
             timeout_ms=self._poll_timeout_ms(), max_records=self.max_records
         )
         self._raise_assign_error()  # never buffer a partition that was not recovered
+        owned = consumer.assignment()
         for tp, messages in records.items():
             high = consumer.highwater(tp)
-            if high is not None and messages:
+            if high is not None and messages and tp in owned:
                 self.stats.lag[tp.partition] = max(0, high - messages[-1].offset - 1)
         generation = self._generation
         async with self._lock:
