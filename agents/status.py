@@ -7,6 +7,7 @@ Prometheus endpoints (``metrics_port``) when they serve one.
 
 from __future__ import annotations
 
+import contextlib
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
@@ -14,8 +15,8 @@ from dataclasses import dataclass, field
 from kafka import KafkaConsumer
 from kafka import TopicPartition as KafkaTopicPartition
 
+from agents.edge import app_id
 from agents.metrics import metrics_ports
-from agents.router import app_id
 from firelake.config import FirelakeConfig
 from streams.admin import admin_client
 
@@ -50,38 +51,37 @@ def scrape(url: str, timeout: float = 2.0) -> dict[str, float]:
 
 def router_status(config: FirelakeConfig, bootstrap: str) -> list[RouterStatus]:
     """Status of every configured router."""
-    with admin_client(bootstrap, f"{config.kafka.client_id}-admin") as admin:
-        consumer = KafkaConsumer(bootstrap_servers=bootstrap)
-        try:
-            found = []
-            for name, spec in config.routers.items():
-                status = RouterStatus(name)
-                group = app_id(name)
-                committed = admin.list_group_offsets(group).get(group, {})
-                tps = [
-                    KafkaTopicPartition(topic, p)
-                    for topic in spec.sources
-                    for p in range(config.streams[topic].partitions)
-                ]
-                ends = consumer.end_offsets(tps)
-                for tp in tps:
-                    meta = committed.get(tp)
-                    done = meta.offset if meta is not None and meta.offset >= 0 else 0
-                    status.lag[(tp.topic, tp.partition)] = max(0, ends[tp] - done)
-                if spec.metrics_port:
-                    for port in metrics_ports(spec):
-                        url = f"http://127.0.0.1:{port}/metrics"
-                        try:
-                            sample = scrape(url)
-                        except (urllib.error.URLError, OSError):
-                            continue
-                        status.endpoints.append(url)
-                        for metric, value in sample.items():
-                            status.counters[metric] = status.counters.get(metric, 0.0) + value
-                found.append(status)
-            return found
-        finally:
-            consumer.close()
+    with (
+        admin_client(bootstrap, f"{config.kafka.client_id}-admin") as admin,
+        contextlib.closing(KafkaConsumer(bootstrap_servers=bootstrap)) as consumer,
+    ):
+        found = []
+        for name, spec in config.routers.items():
+            status = RouterStatus(name)
+            group = app_id(name)
+            committed = admin.list_group_offsets(group).get(group, {})
+            tps = [
+                KafkaTopicPartition(topic, p)
+                for topic in spec.sources
+                for p in range(config.streams[topic].partitions)
+            ]
+            ends = consumer.end_offsets(tps)
+            for tp in tps:
+                meta = committed.get(tp)
+                done = meta.offset if meta is not None and meta.offset >= 0 else 0
+                status.lag[(tp.topic, tp.partition)] = max(0, ends[tp] - done)
+            if spec.metrics_port:
+                for port in metrics_ports(spec):
+                    url = f"http://127.0.0.1:{port}/metrics"
+                    try:
+                        sample = scrape(url)
+                    except (urllib.error.URLError, OSError):
+                        continue
+                    status.endpoints.append(url)
+                    for metric, value in sample.items():
+                        status.counters[metric] = status.counters.get(metric, 0.0) + value
+            found.append(status)
+        return found
 
 
 def render(statuses: list[RouterStatus]) -> str:
