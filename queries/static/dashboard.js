@@ -80,7 +80,16 @@ function isIsoTime(value) {
   return typeof value === "string" && /^\d{4}-\d\d-\d\dT\d\d:\d\d/.test(value);
 }
 
-// A chart of a result: x and y columns, optionally one line per value of a series column.
+// A category's label on the x axis, cut short so neighbours do not run into each other
+// (the table below the chart has the whole value).
+function shortLabel(value) {
+  const text = cell(value);
+  return text.length > 16 ? text.slice(0, 15) + "…" : text;
+}
+
+// A chart of a result: x and y columns, optionally a series column: one line per value,
+// or for bars one bar per (x, series) pair, coloured by series — never a sum over series,
+// which would draw, say, two languages' pass rates of 0.6 and 1 as one bar of 1.6.
 function chart(target, spec, result) {
   const names = result.columns.map((c) => c.name);
   const xi = names.indexOf(spec.x);
@@ -94,26 +103,30 @@ function chart(target, spec, result) {
     target.appendChild(element("p", { class: "about" }, "no rows yet"));
     return false;
   }
-  const keys = [...new Set(rows.map((r) => r[xi]))];
+  const bars = spec.kind === "bar";
+  const grouped = si >= 0;
+  const keyOf = (r) => (grouped && bars ? `${cell(r[xi])} · ${cell(r[si])}` : r[xi]);
+  const keys = [...new Set(rows.map(keyOf))];
   const numeric = keys.every((k) => typeof k === "number");
   const time = keys.every(isIsoTime);
   if (numeric) keys.sort((a, b) => a - b);
   if (time) keys.sort((a, b) => Date.parse(a) - Date.parse(b));
   const position = new Map(keys.map((k, i) => [k, i]));
   const xs = keys.map((k, i) => (time ? Date.parse(k) / 1000 : numeric ? k : i));
-  const grouped = spec.kind === "line" && si >= 0;
   const seriesNames = grouped ? [...new Set(rows.map((r) => String(r[si])))] : [spec.y];
   const data = [xs];
   for (const name of seriesNames) {
     const ys = keys.map(() => null);
     for (const r of rows) {
       if (grouped && String(r[si]) !== name) continue;
-      const at = position.get(r[xi]);
+      const at = position.get(keyOf(r));
       ys[at] = (ys[at] === null ? 0 : ys[at]) + Number(r[yi]);
     }
     data.push(ys);
   }
-  const bars = spec.kind === "bar";
+  // What is drawn, readable by a headless browser test: the x keys and each series' values.
+  target.dataset.x = JSON.stringify(keys);
+  target.dataset.series = JSON.stringify(Object.fromEntries(seriesNames.map((n, i) => [n, data[i + 1]])));
   const series = [{ label: spec.x }];
   seriesNames.forEach((name, i) => {
     const color = COLORS[i % COLORS.length];
@@ -128,9 +141,15 @@ function chart(target, spec, result) {
   });
   const categorical = !numeric && !time;
   const integers = numeric && keys.every(Number.isInteger);
+  const width = Math.max(320, (target.clientWidth || 560) - 8);
+  // Labels that would run into each other when level are slanted (about 7 px a character).
+  const crowded = categorical && keys.length * Math.max(...keys.map((k) => shortLabel(k).length)) * 7 > width;
   const axes = [
     categorical
-      ? { values: (u, splits) => splits.map((v) => (Number.isInteger(v) ? cell(keys[v] ?? "") : "")) }
+      ? {
+          values: (u, splits) => splits.map((v) => (Number.isInteger(v) ? shortLabel(keys[v] ?? "") : "")),
+          ...(crowded ? { rotate: -40, size: 90 } : {}),
+        }
       : integers
         ? { values: (u, splits) => splits.map((v) => (Number.isInteger(v) ? String(v) : "")) }
         : {},
@@ -144,7 +163,6 @@ function chart(target, spec, result) {
     const pad = xs.length > 1 ? (high - low) / (xs.length - 1) / 2 : 0.5;
     scales.x.range = () => [low - pad, high + pad];
   }
-  const width = Math.max(320, (target.clientWidth || 560) - 8);
   new uPlot({ width, height: 240, series, axes, scales, legend: { show: seriesNames.length > 1 } }, data, target);
   return true;
 }
