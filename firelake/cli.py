@@ -571,7 +571,7 @@ def cmd_query(args: argparse.Namespace) -> int:
     scanned = (
         f"{result.bytes_scanned} bytes scanned, ${result.cost_usd:.8f} at $5/TB"
         if result.bytes_scanned is not None
-        else f"bytes scanned unknown: {result.scan_note or 'no profile'}"
+        else "bytes scanned unknown"
     )
     print(
         f"({result.row_count} rows{' (truncated)' if result.truncated else ''}, "

@@ -206,9 +206,9 @@ def error_position(message: str, statement: str, offset: int, sql: str) -> tuple
 class QueryResult:
     """The rows of a query as Python values, how long it took and what it scanned.
 
-    ``truncated`` says rows stopped at the row limit; ``bytes_scanned`` is None when the
-    profiler had nothing to say about the statement, or could not see all of it (S3
-    tables), with ``scan_note`` saying why.
+    ``truncated`` says rows stopped at the row limit; ``bytes_scanned`` is what DuckDB's
+    profiler counted for local files plus the bytes read from S3 (None only in a result
+    built by hand).
     """
 
     sql: str
@@ -218,7 +218,6 @@ class QueryResult:
     elapsed: float
     bytes_scanned: int | None
     truncated: bool = False
-    scan_note: str = ""
     files_read: int | None = None
     arrow: pa.Table | None = field(default=None, repr=False, compare=False)
 
