@@ -38,7 +38,7 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -664,21 +664,11 @@ class QueryServer:
         await self.stop()
 
 
-@contextlib.asynccontextmanager
-async def _running(config: FirelakeConfig, port: int | None) -> AsyncIterator[QueryServer]:
-    server = QueryServer(config, port=port)
-    await server.start()
-    try:
-        yield server
-    finally:
-        await server.stop()
-
-
 async def serve_queries(
     config: FirelakeConfig, port: int | None = None, ready: asyncio.Event | None = None
 ) -> None:
     """Run the query service until cancelled (``firelake serve-queries``)."""
-    async with _running(config, port):
+    async with QueryServer(config, port=port):
         if ready is not None:
             ready.set()
         await asyncio.Event().wait()
