@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import io
 import os
-import re
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
@@ -30,14 +29,14 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
+from firelake.grammars.field_types import COLUMN_NAME_RE
+from queries.catalog import RESERVED_FOLDERS
 from sinks.destinations import Destination
-from sinks.paths import ERRORS_DIR, STATE_DIR
 
 __all__ = ["EXPORT_FORMATS", "ExportError", "ExportReport", "export_file", "export_table"]
 
 #: Formats a result can be written in.
 EXPORT_FORMATS = ("parquet", "csv", "json")
-_TABLE_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,100}$")
 
 
 class ExportError(ValueError):
@@ -120,7 +119,7 @@ def export_table(
     ``existing`` are the lake's table names: a name among them is refused unless
     ``append``.
     """
-    if not _TABLE_RE.match(name) or name in (STATE_DIR, ERRORS_DIR):
+    if not COLUMN_NAME_RE.match(name) or name in RESERVED_FOLDERS:
         raise ExportError(f"table name {name!r}: letters, digits and _, not starting with a digit")
     if name in existing and not append:
         raise ExportError(f"table {name!r} already exists in the lake (--append adds rows)")

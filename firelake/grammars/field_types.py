@@ -12,6 +12,7 @@ import re
 from dataclasses import dataclass
 
 __all__ = [
+    "COLUMN_NAME_RE",
     "FIELD_TYPES",
     "SCALAR_TYPES",
     "FieldType",
@@ -36,7 +37,8 @@ FIELD_TYPES = (
 #: Parameterless column types (map keys must be one of these).
 SCALAR_TYPES = FIELD_TYPES[:6]
 
-_COLUMN_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,100}$")
+#: A column, struct field or lake table name: what SQL engines take unquoted.
+COLUMN_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,100}$")
 
 
 @dataclass(frozen=True, eq=False)
@@ -138,7 +140,7 @@ def parse_field_type(text: str) -> FieldType:
             items: list[FieldType] = []
             while True:
                 name = take()
-                if not _COLUMN_NAME_RE.match(name) or name in names:
+                if not COLUMN_NAME_RE.match(name) or name in names:
                     raise ValueError(f"bad or repeated struct field name {name!r}")
                 take(":")
                 names.append(name)

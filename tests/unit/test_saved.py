@@ -192,5 +192,8 @@ def test_export_formats_and_refusals(tmp_path: Path) -> None:
         export_table(table, destination, "results", existing={"results"})
     with pytest.raises(ExportError, match="table name"):
         export_table(table, destination, "../x")
+    for reserved in ("_state", "_errors"):  # the lake's own folders are never tables
+        with pytest.raises(ExportError, match="table name"):
+            export_table(table, destination, reserved)
     with pytest.raises(ExportError, match="no rows"):
         export_table(table.slice(0, 0), destination, "empty")
