@@ -99,12 +99,14 @@ def metrics_ports(spec: RouterConfig) -> range:
     return spec.metrics_ports
 
 
-def serve_metrics(collector: RouterCollector, port: int, tries: int = 1) -> int | None:
+def serve_metrics(collector: Collector, port: int, tries: int = 1, label: str = "") -> int | None:
     """Serve ``/metrics`` on 127.0.0.1 at ``port`` or the next free of ``tries`` ports.
 
-    Workers of one router share a configuration, so each takes the first free port of
-    ``port .. port+tries-1``. Returns the port, or None when all are busy (logged).
+    Workers of one router (or window) share a configuration, so each takes the first free
+    port of ``port .. port+tries-1``. Returns the port, or None when all are busy (logged
+    as ``label``, by default the router's name).
     """
+    label = label or f"router {getattr(collector, 'router', '?')}"
     registry = CollectorRegistry()
     registry.register(collector)
     for candidate in range(port, port + max(1, tries)):
@@ -112,9 +114,7 @@ def serve_metrics(collector: RouterCollector, port: int, tries: int = 1) -> int 
             start_http_server(candidate, addr="127.0.0.1", registry=registry)
         except OSError:
             continue
-        log.info("router %s: metrics on http://127.0.0.1:%d/metrics", collector.router, candidate)
+        log.info("%s: metrics on http://127.0.0.1:%d/metrics", label, candidate)
         return candidate
-    log.warning(
-        "router %s: ports %d-%d busy; no metrics endpoint", collector.router, port, port + tries - 1
-    )
+    log.warning("%s: ports %d-%d busy; no metrics endpoint", label, port, port + tries - 1)
     return None

@@ -57,6 +57,8 @@ from aiokafka.errors import KafkaError
 from aiokafka.structs import TopicPartition
 
 from agents.edge import event_count
+from agents.metrics import serve_metrics
+from agents.window_metrics import WindowCollector
 from agents.windows.batch import SourceMessage
 from agents.windows.processor import Emission, WindowProcessor
 from agents.windows.snapshot import SnapshotWriter
@@ -515,6 +517,11 @@ async def publish_results(
 async def serve_window(config: FirelakeConfig, name: str, bootstrap: str | None = None) -> None:
     """Run one worker until SIGTERM/SIGINT."""
     worker = WindowWorker(config, name, bootstrap)
+    spec = config.windows[name]
+    if spec.metrics_port:
+        ports = spec.metrics_ports
+        collector = WindowCollector(name, lambda: worker.processor)
+        serve_metrics(collector, ports.start, tries=len(ports), label=f"window {name}")
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -63,6 +63,7 @@ __all__ = [
     "parse_config",
     "read_config_data",
     "starting_timestamp_ms",
+    "worker_ports",
 ]
 
 MiB = 1024 * 1024
@@ -284,6 +285,12 @@ class StreamConfig:
     )
 
 
+def worker_ports(port: int, workers: int) -> range:
+    """The ``/metrics`` ports of a service's workers from ``port`` on: ``max(workers, 2)``
+    wide, so a worker whose port is busy (a restart before the old one let go) has another."""
+    return range(port, port + max(workers, 2))
+
+
 @dataclass(frozen=True)
 class RouterConfig:
     """A router agent: validates, enriches and routes events of its source stream.
@@ -368,7 +375,7 @@ class RouterConfig:
     def metrics_ports(self) -> range:
         """The ports the workers serve ``/metrics`` on (each takes the first free one), so
         the workers, ``firelake status`` and the dashboard look in the same place."""
-        return range(self.metrics_port, self.metrics_port + max(self.workers, 2))
+        return worker_ports(self.metrics_port, self.workers)
 
 
 @dataclass(frozen=True)
@@ -511,6 +518,11 @@ class WindowConfig:
     workers: int = setting(
         1, "Worker processes: one is active, the others stand by and take over on a crash."
     )
+    metrics_port: int = setting(
+        0,
+        "Prometheus /metrics port on 127.0.0.1 (0: the next free after [metrics] base_port "
+        "and the routers'; busy: the next free of port+workers). Transactional engine.",
+    )
     batch_size: int = setting(50_000, "Most events per batch (one Kafka transaction).")
     batch_window_seconds: float = setting(0.5, "Longest a batch waits to fill.")
     max_open_windows: int = setting(
@@ -519,6 +531,11 @@ class WindowConfig:
     id_field: str = setting(
         "event_id", "Field identifying an event: `windows verify` matches late events by it."
     )
+
+    @property
+    def metrics_ports(self) -> range:
+        """The ports the workers serve ``/metrics`` on (each takes the first free one)."""
+        return worker_ports(self.metrics_port, self.workers)
 
     @property
     def end_lag_seconds(self) -> float:
@@ -964,27 +981,33 @@ def _check_sink(source: str, key: str, spec: SinkConfig) -> None:
 
 
 def _assign_metrics_ports(
-    routers: dict[str, RouterConfig], base_port: int, reserved: set[int]
-) -> dict[str, RouterConfig]:
-    """Routers without a ``metrics_port`` get the next free ports after ``base_port`` (the
-    sinks'), in file order, clear of ``reserved`` and of every router's ports."""
+    groups: list[dict[str, Any]], base_port: int, reserved: set[int]
+) -> list[dict[str, Any]]:
+    """Routers and windows without a ``metrics_port`` get the first free ports after
+    ``base_port`` (the sinks'), in file order, routers first, clear of ``reserved`` and of
+    the ports every router and window chose or was given."""
     if not base_port:
-        return routers
+        return groups
     taken = {*reserved, base_port}
-    for spec in routers.values():
-        if spec.metrics_port:
-            taken.update(spec.metrics_ports)
-    port = base_port + 1
-    assigned: dict[str, RouterConfig] = {}
-    for name, spec in routers.items():
-        if not spec.metrics_port:
-            while taken.intersection(dataclasses.replace(spec, metrics_port=port).metrics_ports):
-                port += 1
-            spec = dataclasses.replace(spec, metrics_port=port)
-            taken.update(spec.metrics_ports)
-            port = spec.metrics_ports.stop
-        assigned[name] = spec
-    return assigned
+    for specs in groups:
+        for spec in specs.values():
+            if spec.metrics_port:
+                taken.update(spec.metrics_ports)
+    assigned_groups = []
+    for specs in groups:
+        assigned: dict[str, Any] = {}
+        port = base_port + 1
+        for name, spec in specs.items():
+            if not spec.metrics_port:
+                while taken.intersection(
+                    dataclasses.replace(spec, metrics_port=port).metrics_ports
+                ):
+                    port += 1
+                spec = dataclasses.replace(spec, metrics_port=port)
+                taken.update(spec.metrics_ports)
+            assigned[name] = spec
+        assigned_groups.append(assigned)
+    return assigned_groups
 
 
 def parse_config(
@@ -1094,9 +1117,6 @@ def parse_config(
         routers[name] = spec
     metrics = _section(source, "metrics", MetricsConfig, data.get("metrics", {}))
     _check_positive(source, "metrics.base_port", metrics.base_port, 0, 65_000)
-    routers = _assign_metrics_ports(
-        routers, metrics.base_port, {kafka.port, ingest.port, query.port}
-    )
 
     sinks: dict[str, SinkConfig] = {}
     tables_seen: dict[str, str] = {}
@@ -1139,6 +1159,10 @@ def parse_config(
             _fail(source, f"sinks.{name}.compression", "must be zstd, snappy, gzip or none")
         sinks[name] = spec
 
+    windows = {n: _parse_window(source, n, raw, streams) for n, raw in table("windows").items()}
+    routers, windows = _assign_metrics_ports(
+        [routers, windows], metrics.base_port, {kafka.port, ingest.port, query.port}
+    )
     return FirelakeConfig(
         source=source,
         base_dir=base_dir,
@@ -1151,9 +1175,7 @@ def parse_config(
         routers=types.MappingProxyType(routers),
         sinks=types.MappingProxyType(sinks),
         metrics=metrics,
-        windows=types.MappingProxyType(
-            {n: _parse_window(source, n, raw, streams) for n, raw in table("windows").items()}
-        ),
+        windows=types.MappingProxyType(windows),
         apps=types.MappingProxyType(
             {n: _parse_app(source, n, raw) for n, raw in table("apps").items()}
         ),

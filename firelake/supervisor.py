@@ -151,7 +151,8 @@ def pipeline_services(
 
     Every ingest, router and sinks process serves Prometheus ``/metrics`` on a port the
     configuration fixes (``config.MetricsConfig``): the ingest on its own port, the sinks
-    on ``metrics.base_port``, the routers on their (given or assigned) ``metrics_port``.
+    on ``metrics.base_port``, the routers and (transactional) windows on their (given or
+    assigned) ``metrics_port``.
     """
     env = {
         "FIRELAKE_KAFKA_BOOTSTRAP": bootstrap,
@@ -190,7 +191,12 @@ def pipeline_services(
                 f"{socket.gethostname()}",
             }
             argv = (*cli, "window", "--name", name, *config_args)
-            services.append(ServiceSpec(label, argv, window_env))
+            where = (
+                metrics_address(window.metrics_ports)
+                if window.metrics_port and window.engine == "transactional"
+                else ""
+            )
+            services.append(ServiceSpec(label, argv, window_env, metrics=where))
     # Always: Firehose delivery streams created through the API get their sinks here too.
     # One sinks process: static group membership lets a restarted one take its partitions
     # back at once instead of after a session timeout.

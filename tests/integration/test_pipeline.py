@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from firelake.config import load_config
 from firelake.testing import (
     example_dict,
     free_port,
@@ -149,8 +150,9 @@ def test_two_ingest_workers_share_the_port_and_lose_nothing(
 ) -> None:
     """``[ingest] workers = 2``: two ingest processes listen on one port (SO_REUSEPORT);
     requests on fresh connections are all accepted and every event is in the lake once.
-    The sinks process serves its metrics on ``[metrics] base_port`` and the router (no
-    ``metrics_port`` of its own) on the next port, as ``firelake status`` says."""
+    The sinks process serves its metrics on ``[metrics] base_port``, the router and the
+    windows (no ``metrics_port`` of their own) on the next ports, as ``firelake status``
+    says."""
     port = free_port()
     metrics_port = free_port()
     data = example_dict(
@@ -195,6 +197,17 @@ def test_two_ingest_workers_share_the_port_and_lose_nothing(
             for p in (metrics_port + 1, metrics_port + 2)
         ]
         assert 2_000 in routed, routed
+        # Each window's active worker, on the ports after the router's.
+        windows = load_config(config, environ={}).windows
+        for name, window in windows.items():
+            assert window.metrics_ports.start > metrics_port + 2
+            ports = window.metrics_ports
+            wait_until = time.monotonic() + 30  # it holds the window once it restored it
+            active: list[float | None] = []
+            while 1.0 not in active and time.monotonic() < wait_until:
+                active = [_scrape(p, "firelake_window_active", "window", name) for p in ports]
+                time.sleep(0.2)
+            assert 1.0 in active, (name, active)
         status = run_cli(config, "status")
         assert f"127.0.0.1:{metrics_port}/metrics" in status, status
         assert f"127.0.0.1:{metrics_port + 1}-{metrics_port + 2}/metrics" in status, status

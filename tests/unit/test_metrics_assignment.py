@@ -11,7 +11,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from prometheus_client import CollectorRegistry
 
+from agents.window_metrics import WindowCollector
+from agents.windows.processor import WindowProcessor
 from firelake.config import (
     EXAMPLE_CONFIG,
     FirelakeConfig,
@@ -48,6 +51,13 @@ def test_the_shipped_examples_observe_every_service_on_its_own_port(path: Path) 
         label = f"router:{name}"
         (spec, *_) = [s for s in services if s.name in (label, f"{label}:0")]
         first, last = router.metrics_ports[0], router.metrics_ports[-1]
+        assert spec.metrics == f"127.0.0.1:{first}-{last}/metrics"
+    for name, window in config.windows.items():
+        assert window.metrics_port, name
+        ports.extend(window.metrics_ports)
+        label = f"window:{name}"
+        (spec, *_) = [s for s in services if s.name in (label, f"{label}:0")]
+        first, last = window.metrics_ports[0], window.metrics_ports[-1]
         assert spec.metrics == f"127.0.0.1:{first}-{last}/metrics"
     assert len(ports) == len(set(ports))
     assert not set(ports) & {config.ingest.port, config.query.port, config.kafka.port}
@@ -93,3 +103,25 @@ def test_status_shows_where_each_service_serves_metrics() -> None:
     (queries,) = [line for line in text.splitlines() if "queries" in line]
     assert sinks.endswith("127.0.0.1:9560/metrics")
     assert queries.endswith("-")
+
+
+def test_a_window_worker_says_whether_it_holds_the_window_and_counts_its_events(
+    tmp_path: Path,
+) -> None:
+    config = load_config(EXAMPLE_CONFIG, environ={})
+    name = next(iter(config.windows))
+    partitions = range(config.streams[config.windows[name].source].partitions)
+    processor = WindowProcessor(config, name, partitions)
+    try:
+        registry = CollectorRegistry()
+        held: list[WindowProcessor | None] = [None]
+        registry.register(WindowCollector(name, lambda: held[0]))
+        labels = {"window": name}
+        assert registry.get_sample_value("firelake_window_active", labels) == 0
+        assert registry.get_sample_value("firelake_window_events_total", labels) is None
+        held[0] = processor
+        processor.stats.events = 12
+        assert registry.get_sample_value("firelake_window_active", labels) == 1
+        assert registry.get_sample_value("firelake_window_events_total", labels) == 12
+    finally:
+        processor.close()
