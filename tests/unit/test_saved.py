@@ -12,7 +12,7 @@ import pytest
 
 from firelake.cli import main as firelake_main
 from firelake.config import EXAMPLE_CONFIG, load_config
-from queries.catalog import list_tables
+from queries.catalog import RESERVED_FOLDERS, list_tables
 from queries.engine import QueryEngine
 from queries.export import ExportError, export_file, export_table
 from queries.saved import SavedQueryError, bind_parameters, load_saved, parse_saved, saved_dir
@@ -192,7 +192,7 @@ def test_export_formats_and_refusals(tmp_path: Path) -> None:
         export_table(table, destination, "results", existing={"results"})
     with pytest.raises(ExportError, match="table name"):
         export_table(table, destination, "../x")
-    for reserved in ("_state", "_errors"):  # the lake's own folders are never tables
+    for reserved in RESERVED_FOLDERS:  # the lake's own folders are never tables
         with pytest.raises(ExportError, match="table name"):
             export_table(table, destination, reserved)
     with pytest.raises(ExportError, match="no rows"):
