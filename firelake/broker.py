@@ -403,8 +403,32 @@ def _pid_cmdline(pid: int) -> list[str] | None:
     return [part.decode("utf-8", errors="replace") for part in raw.split(b"\0") if part]
 
 
+class _Runs:
+    """``with X(...) as x:`` starts ``x`` and stops it however the block ends."""
+
+    def start(self, timeout: float = 60.0) -> None:
+        raise NotImplementedError
+
+    def stop(self, timeout: float = 20.0) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        """Start (``with LocalBroker(...) as broker:``)."""
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        """Stop."""
+        self.stop()
+
+
 @dataclass
-class LocalBroker:
+class LocalBroker(_Runs):
     """One single-node Kafka broker (combined broker+controller) on 127.0.0.1.
 
     ``port`` is the client (PLAINTEXT) port; ``controller_port`` defaults to
@@ -733,20 +757,6 @@ class LocalBroker:
             if self._proc is not None and self._proc.poll() is not None:
                 self._proc = None
 
-    def __enter__(self) -> Self:
-        """Start the broker (``with LocalBroker(...) as broker:``)."""
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        """Stop the broker."""
-        self.stop()
-
 
 # --------------------------------------------------------------------------- cluster
 
@@ -788,7 +798,7 @@ def cluster_properties(voters: Mapping[int, int], host: str = HOST) -> dict[str,
 
 
 @dataclass
-class LocalCluster:
+class LocalCluster(_Runs):
     """A local KRaft cluster of ``brokers`` nodes on 127.0.0.1, each a :class:`LocalBroker`.
 
     Node ``i`` (1-based) lives in ``data_dir/node-<i>`` with client port
@@ -965,20 +975,6 @@ class LocalCluster:
     def pid(self) -> int | None:
         """The first node's pid (what a supervisor records; it watches :meth:`is_running`)."""
         return self.nodes[0].pid()
-
-    def __enter__(self) -> Self:
-        """Start the cluster (``with LocalCluster(...) as cluster:``)."""
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        """Stop the cluster."""
-        self.stop()
 
 
 def local_kafka(

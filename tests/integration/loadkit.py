@@ -22,7 +22,14 @@ import orjson
 
 from firelake.testing import sample_event
 
-__all__ = ["Load", "lake_ids", "post_records", "send_load", "wait_progress"]
+__all__ = [
+    "Load",
+    "assert_lake_exactly_once",
+    "lake_ids",
+    "post_records",
+    "send_load",
+    "wait_progress",
+]
 
 
 @dataclass
@@ -158,3 +165,23 @@ def wait_progress(load: Load, seconds: float, what: str) -> None:
                 return
         time.sleep(0.5)
     raise AssertionError(f"no records accepted within {seconds:.0f} s after {what}: {load}")
+
+
+def assert_lake_exactly_once(
+    load: Load, lake: Path, tables: list[str], seconds: float = 120.0
+) -> Counter[str]:
+    """Wait (bounded) for the lake to hold what ``load`` got accepted, then assert it holds
+    exactly one row per accepted record and nothing else; return the rows per event id."""
+    deadline = time.monotonic() + seconds
+    found = lake_ids(lake, tables)
+    while set(found) != load.accepted and time.monotonic() < deadline:
+        time.sleep(2)
+        found = lake_ids(lake, tables)
+    missing = load.accepted - set(found)
+    extra = set(found) - load.accepted
+    doubled = {k: v for k, v in found.items() if v > 1}
+    assert not missing and not extra and not doubled, (
+        f"missing {len(missing)}, extra {len(extra)}, doubled {len(doubled)} "
+        f"{list(doubled.items())[:5]}; answers {dict(load.answers)}"
+    )
+    return found

@@ -33,7 +33,13 @@ from firelake.broker import LocalBroker, free_port
 from firelake.config import load_config
 from firelake.supervisor import read_state
 from firelake.testing import example_data, example_dict, wait_healthy, write_config
-from tests.integration.loadkit import Load, lake_ids, send_load, wait_progress
+from tests.integration.loadkit import (
+    Load,
+    assert_lake_exactly_once,
+    lake_ids,
+    send_load,
+    wait_progress,
+)
 
 pytestmark = [pytest.mark.kafka, pytest.mark.timeout(480)]
 
@@ -148,18 +154,7 @@ def test_the_pipeline_survives_broker_and_service_deaths(tmp_path: Path, suffix:
             sender.join(60)
 
             # The lake: exactly one row per accepted record, retried ones included.
-            deadline = time.monotonic() + 120
-            found = lake_ids(config.lake_root, tables)
-            while set(found) != load.accepted and time.monotonic() < deadline:
-                time.sleep(2)
-                found = lake_ids(config.lake_root, tables)
-            missing = load.accepted - set(found)
-            extra = set(found) - load.accepted
-            doubled = {k: v for k, v in found.items() if v > 1}
-            assert not missing and not extra and not doubled, (
-                f"missing {len(missing)}, extra {len(extra)}, doubled {len(doubled)} "
-                f"{list(doubled.items())[:5]}; answers {dict(load.answers)}"
-            )
+            assert_lake_exactly_once(load, config.lake_root, tables)
             assert load.failed_then_retried & load.accepted, dict(load.answers)
 
             # Every request that reached the ingest was answered within the deadline.

@@ -35,7 +35,13 @@ from firelake.testing import (
 )
 from streams.admin import admin_client
 from streams.topics import ensure_topics
-from tests.integration.loadkit import Load, lake_ids, send_load, wait_progress
+from tests.integration.loadkit import (
+    Load,
+    assert_lake_exactly_once,
+    lake_ids,
+    send_load,
+    wait_progress,
+)
 
 pytestmark = [pytest.mark.kafka, pytest.mark.timeout(420)]
 
@@ -194,21 +200,7 @@ def test_events_survive_the_sigkill_of_the_raw_streams_leader(
             sender.join(60)
 
         # The lake: exactly one row per accepted record, failed-then-retried ones included.
-        def complete() -> bool:
-            return set(lake_ids(config.lake_root, tables)) >= load.accepted
-
-        try:
-            wait_for("every accepted record in the lake", complete, 90)
-        except AssertionError:
-            pass  # the counts below say what is missing
-        found = lake_ids(config.lake_root, tables)
-    missing = load.accepted - set(found)
-    extra = set(found) - load.accepted
-    doubled = {k: v for k, v in found.items() if v > 1}
-    assert not missing and not extra and not doubled, (
-        f"missing {len(missing)}, extra {len(extra)}, doubled {len(doubled)} "
-        f"{list(doubled.items())[:5]}; answers {dict(load.answers)}"
-    )
+        assert_lake_exactly_once(load, config.lake_root, tables, 90)
     # Every request was answered within the ingest's deadline (plus the slack).
     assert not load.late, (sorted(load.late)[-5:], dict(load.answers))
     print(
