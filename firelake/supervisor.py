@@ -149,10 +149,10 @@ def pipeline_services(
     ``serving``: no ingest API and no query service — replay tests feed the streams and
     read the lake themselves, and start faster).
 
-    Every ingest, router and sinks process serves Prometheus ``/metrics`` on a port the
-    configuration fixes (``config.MetricsConfig``): the ingest on its own port, the sinks
-    on ``metrics.base_port``, the routers and (transactional) windows on their (given or
-    assigned) ``metrics_port``.
+    Every service but the apps serves Prometheus ``/metrics`` on a port the configuration
+    fixes (``config.MetricsConfig``): the ingest and the query service on their own ports,
+    the sinks on ``metrics.base_port``, the routers and (transactional) windows on their
+    (given or assigned) ``metrics_port``.
     """
     env = {
         "FIRELAKE_KAFKA_BOOTSTRAP": bootstrap,
@@ -207,7 +207,10 @@ def pipeline_services(
     services.append(ServiceSpec("sinks", sink_argv, sink_env, metrics=sink_metrics))
     # SQL over the lake (HTTP query API); it reads the lake only, never Kafka.
     if serving:
-        services.append(ServiceSpec("queries", (*cli, "serve-queries", *config_args), env))
+        port = config.query.port  # 0: any free port, told in its log only
+        where = metrics_address(range(port, port + 1)) if port else ""
+        argv = (*cli, "serve-queries", *config_args)
+        services.append(ServiceSpec("queries", argv, env, metrics=where))
     # A seed system's own services ([apps.N]), e.g. Code Developer University's API.
     for name in config.apps:
         argv = (*cli, "app", "--name", name, *config_args)

@@ -23,7 +23,8 @@ Errors are ``{"error": {"code", "message", "reason", "line", "column"}}``: bad S
 with DuckDB's message and position; a sandbox refusal 403 with its named reason; a limit
 (time, memory, bytes scanned) 400 with its reason; an unknown saved query or table 404.
 
-With ``[query] api_keys = "KEY:read,KEY2:admin"`` every route but ``/health`` needs
+``GET /metrics`` is its Prometheus page (:mod:`queries.metrics`). With ``[query] api_keys
+= "KEY:read,KEY2:admin"`` every route but ``/health`` and ``/metrics`` needs
 ``Authorization: Bearer KEY`` (or ``X-Api-Key: KEY``): ``read`` may query and read the
 catalog, ``admin`` also refresh and write tables. Queries run on a small pool of sandboxed
 engines in worker threads, so the event loop keeps answering while DuckDB works.
@@ -59,6 +60,7 @@ from queries.engine import (
     json_rows,
 )
 from queries.export import ExportError, export_table
+from queries.metrics import QueryMetrics
 from queries.sandbox import identifier
 from queries.saved import SavedQuery, SavedQueryError, bind_parameters, load_saved, saved_dir
 from queries.versions import TableVersion, last_update, record_versions, table_columns
@@ -383,6 +385,7 @@ class QueryService:
 
 
 SERVICE_KEY = web.AppKey("firelake_queries", QueryService)
+METRICS_KEY = web.AppKey("firelake_query_metrics", QueryMetrics)
 
 
 def _json(status: int, payload: Any, headers: Mapping[str, str] | None = None) -> web.Response:
@@ -430,6 +433,7 @@ async def _errors(request: web.Request, handler: Any) -> web.StreamResponse:
                 f"no route for {request.method} {request.path}; routes: POST /v1/query, "
                 "GET /v1/queries, GET|POST /v1/queries/{name}, GET /v1/tables, "
                 "GET /v1/tables/{name}, POST /v1/refresh, GET /v1/pipeline, GET /health, "
+                "GET /metrics, "
                 "GET / (the dashboard)"
             )
         return _json(
@@ -491,6 +495,7 @@ async def _answer(
     result = await asyncio.to_thread(
         service.run, sql, params, max_rows, wants == "arrow" or into is not None
     )
+    request.app[METRICS_KEY].count_result(result.row_count, result.elapsed, result.bytes_scanned)
     if into is not None:
         written = await asyncio.to_thread(service.into_table, result, into)
         payload = result_json(result)
@@ -595,8 +600,10 @@ async def _pipeline(request: web.Request) -> web.Response:
 
 def create_app(service: QueryService) -> web.Application:
     """The query service's aiohttp application over a service (closed with the app)."""
-    app = web.Application(middlewares=[_errors], client_max_size=1024 * 1024)
+    metrics = QueryMetrics()
+    app = web.Application(middlewares=[metrics.middleware, _errors], client_max_size=1024 * 1024)
     app[SERVICE_KEY] = service
+    app[METRICS_KEY] = metrics
 
     async def close(app: web.Application) -> None:
         await asyncio.to_thread(app[SERVICE_KEY].close)
@@ -610,6 +617,7 @@ def create_app(service: QueryService) -> web.Application:
     app.router.add_get("/v1/tables/{name}", _table)
     app.router.add_post("/v1/refresh", _refresh)
     app.router.add_get("/health", _health)
+    app.router.add_get("/metrics", metrics.handle)
     add_dashboard(app, _pipeline)
     return app
 

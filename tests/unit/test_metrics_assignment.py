@@ -61,6 +61,8 @@ def test_the_shipped_examples_observe_every_service_on_its_own_port(path: Path) 
         assert spec.metrics == f"127.0.0.1:{first}-{last}/metrics"
     assert len(ports) == len(set(ports))
     assert not set(ports) & {config.ingest.port, config.query.port, config.kafka.port}
+    (queries,) = [s for s in services if s.name == "queries"]
+    assert queries.metrics == f"127.0.0.1:{config.query.port}/metrics"
     ingest = [s for s in services if s.name.startswith("ingest")]
     assert ingest and all(s.metrics == f"127.0.0.1:{config.ingest.port}/metrics" for s in ingest)
 
