@@ -27,7 +27,6 @@ for at most ``S3_LOCK_LEASE_SECONDS``.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import io
 import os
@@ -114,14 +113,9 @@ def _table_lock(destination: Destination, table: str) -> Iterator[None]:
         with _s3_lock(destination, table):
             yield
         return
-    path = destination.path(manifest_key(table)).with_name(".compaction.lock")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a+b") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    # The lock file is the manifest folder's .compaction.lock, as before.
+    with destination.locked(destination.path(manifest_key(table)).with_name("compaction")):
+        yield
 
 
 def _committed(stores: Sequence[ProgressStore], key: str, cache: dict) -> bool:

@@ -180,7 +180,9 @@ class LocalDestination:
         return data, _version(data)
 
     @contextlib.contextmanager
-    def _locked(self, path: Path) -> Iterator[None]:
+    def locked(self, path: Path) -> Iterator[None]:
+        """Hold an exclusive lock on ``path`` among local processes (``flock`` on its
+        ``.<name>.lock`` beside it) while the block runs."""
         path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(path.with_name(f".{path.name}.lock"), os.O_RDWR | os.O_CREAT, 0o644)
         try:
@@ -191,7 +193,7 @@ class LocalDestination:
 
     def put_if(self, key: str, data: bytes, expected: str) -> str:
         path = self.path(key)
-        with self._locked(path):
+        with self.locked(path):
             try:
                 current = _version(path.read_bytes())
             except FileNotFoundError:
