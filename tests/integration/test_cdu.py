@@ -14,13 +14,14 @@ import asyncio
 import json
 import os
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from agents.cdu.challenges import load_challenges
-from agents.cdu.loadgen import plan_submissions, run_load
+from agents.cdu.loadgen import KIND_MIX, plan_submissions, run_load
 from agents.cdu.service import CduService
 from agents.cdu.testing import (
     CHALLENGES_DIR,
@@ -39,6 +40,10 @@ pytestmark = pytest.mark.kafka
 STUDENTS = int(os.environ.get("CDU_STUDENTS", "200"))
 SUBMISSIONS = int(os.environ.get("CDU_SUBMISSIONS", "2000"))
 SCORE_TIMEOUT = float(os.environ.get("CDU_SCORE_TIMEOUT", "900"))
+# Hostile at 3 %, not the load generator's 8 %: 54 attacks, every kind at least three times
+# (asserted), each proved by its reason; at 8 % the scorers spent well over half their time
+# waiting out the CPU and wall-clock limits of the same few attacks again and again.
+MIX = {**KIND_MIX, "good": KIND_MIX["good"] + KIND_MIX["hostile"] - 0.03, "hostile": 0.03}
 # What each attack's result must say. CPU-bound attacks may meet the wall-clock limit
 # first on a loaded 2-core machine (2 s of CPU takes longer than 5 s of wall clock there).
 CPU_OR_WALL = ("CPU time limit exceeded", "wall-clock limit exceeded")
@@ -149,7 +154,7 @@ def test_cdu_end_to_end(kafka_bootstrap: str, tmp_path: Path, suffix: str) -> No
     raw, config = _run(tmp_path, kafka_bootstrap, suffix)
     base = _app_url(raw)
     challenges = list(load_challenges(CHALLENGES_DIR).values())
-    planned = plan_submissions(challenges, STUDENTS, SUBMISSIONS, seed=11)
+    planned = plan_submissions(challenges, STUDENTS, SUBMISSIONS, seed=11, mix=MIX)
     with running_pipeline(config, raw["ingest"]["port"], tmp_path / "up.log", 120):
         assert wait_scored(base, 0, 60)["status"] == "ok"
         status, listed = get_json(f"{base}/v1/cdu/challenges")
@@ -174,8 +179,9 @@ def test_cdu_end_to_end(kafka_bootstrap: str, tmp_path: Path, suffix: str) -> No
             if not result["passed"]:
                 assert result["reason"] and result["tests_passed"] < result["tests_total"]
         hostile = [row["attack"] for row in report.ledger if row["kind"] == "hostile"]
-        if len(hostile) >= len(ATTACK_REASONS):
+        if len(hostile) >= 3 * len(ATTACK_REASONS):
             assert set(hostile) == set(ATTACK_REASONS), hostile
+            assert min(Counter(hostile).values()) >= 3, Counter(hostile)
         assert any(r["priority"] == "high" for r in report.ledger)
         _wait_lake(config, "submissions", SUBMISSIONS)
         _wait_lake(config, "results", SUBMISSIONS)
@@ -201,16 +207,18 @@ def test_replaying_the_submissions_stream_rebuilds_identical_profiles(
     raw, config = _run(first_dir, kafka_bootstrap, suffix)
     challenges = list(load_challenges(CHALLENGES_DIR).values())
     planned = plan_submissions(challenges, students, submissions, seed=5)
+    raw2, config2 = _run(second_dir, kafka_bootstrap, suffix + "r")
+    source = raw["apps"]["cdu"]["settings"]["submissions_stream"]
+    target = raw2["apps"]["cdu"]["settings"]["submissions_stream"]
     with running_pipeline(config, raw["ingest"]["port"], first_dir / "up.log", 120):
         report = asyncio.run(run_load(_app_url(raw), planned, 8, 300, progress=False))
-        assert report.sent == submissions
-        wait_scored(_app_url(raw), submissions, SCORE_TIMEOUT)
-        first = asyncio.run(_rebuilt(config))
-    source = raw["apps"]["cdu"]["settings"]["submissions_stream"]
-    raw2, config2 = _run(second_dir, kafka_bootstrap, suffix + "r")
-    target = raw2["apps"]["cdu"]["settings"]["submissions_stream"]
-    with running_pipeline(config2, raw2["ingest"]["port"], second_dir / "up.log", 120):
-        run_cli(config2, "replay", source, "--from", "earliest", "--into", target, "--quiet")
-        wait_scored(_app_url(raw2), submissions, SCORE_TIMEOUT)
-        second = asyncio.run(_rebuilt(config2))
+        assert report.sent == submissions  # each one on the stream before it was answered
+        # The second pipeline starts, and scores the replay, while the first still scores.
+        with running_pipeline(config2, raw2["ingest"]["port"], second_dir / "up.log", 120):
+            run_cli(config2, "replay", source, "--from", "earliest", "--into", target, "--quiet")
+            wait_scored(_app_url(raw), submissions, SCORE_TIMEOUT)
+            first = asyncio.run(_rebuilt(config))
+            wait_scored(_app_url(raw2), submissions, SCORE_TIMEOUT)
+            second = asyncio.run(_rebuilt(config2))
+    assert any(profile["xp"] for profile in first.values()), first
     assert second == first
