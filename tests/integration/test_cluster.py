@@ -4,7 +4,8 @@ A module-wide :class:`firelake.broker.LocalCluster` of three KRaft nodes (on fre
 under tmp, always stopped) proves the cluster mode of issue 16:
 
 1. topics Firelake creates on it get three replicas and ``min.insync.replicas = 2``
-   without any setting, and a stream's own settings win;
+   without any setting, and a stream's own settings win; ``firelake kafka status`` and
+   ``firelake streams create`` find the cluster through ``kafka.data_dir``;
 2. while a client sends steady load through the native ingest -> raw stream -> router ->
    sinks (``firelake up`` pointed at the cluster), the broker that leads the raw stream's
    partition 0 is SIGKILLed, and later restarted: every accepted event is in the lake
@@ -30,6 +31,7 @@ from firelake.testing import (
     example_data,
     example_dict,
     free_port,
+    run_cli,
     running_pipeline,
     write_config,
 )
@@ -120,6 +122,24 @@ def test_topics_get_three_replicas_and_two_in_sync_by_default(
     # A stream's own settings win over the automatic ones.
     assert {len(p["replica_nodes"]) for p in partitions(cluster.bootstrap, dlq).values()} == {2}
     assert min_insync(cluster.bootstrap, dlq) == "1"
+
+
+def test_the_cli_finds_the_cluster_by_its_data_folder(
+    cluster: LocalCluster, tmp_path: Path, suffix: str, own_bootstrap: None
+) -> None:
+    data = {"streams": {"raw-events": {"partitions": 1}}}
+    kafka = {"data_dir": str(cluster.data_dir), "port": cluster.port}
+    path = write_config(
+        tmp_path / "firelake.toml", example_dict("", tmp_path, suffix, data, kafka=kafka)
+    )
+    status = run_cli(path, "kafka", "status")
+    assert "running: True" in status and f"bootstrap: {cluster.bootstrap}" in status, status
+    assert f"already running at {cluster.bootstrap}" in run_cli(
+        path, "kafka", "start", "--brokers", "3"
+    )
+    run_cli(path, "streams", "create", timeout=90)  # no bootstrap configured: the cluster's
+    (partition,) = partitions(cluster.bootstrap, f"raw-events-{suffix}").values()
+    assert sorted(partition["replica_nodes"]) == [1, 2, 3]
 
 
 def test_events_survive_the_sigkill_of_the_raw_streams_leader(
