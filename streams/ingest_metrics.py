@@ -10,19 +10,13 @@ reaches one of them (the kernel picks), so scrape each worker or sum over time.
 
 from __future__ import annotations
 
-import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from aiohttp import web
-from prometheus_client import (
-    CONTENT_TYPE_LATEST,
-    CollectorRegistry,
-    Counter,
-    Gauge,
-    Histogram,
-    generate_latest,
-)
+from prometheus_client import Counter, Gauge
+
+from firelake.http_metrics import RequestMetrics
 
 __all__ = ["IngestMetrics"]
 
@@ -32,16 +26,16 @@ LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0
 _UNCOUNTED = frozenset(("/metrics", "/health"))
 
 
-class IngestMetrics:
-    """One ingest app's counters, and the middleware and handler that use them."""
+def _api(request: web.Request) -> str:
+    return "aws" if request.path == "/" else "native"
+
+
+class IngestMetrics(RequestMetrics):
+    """One ingest app's counters; :meth:`middleware` and :meth:`handle` serve them."""
 
     def __init__(self, in_flight: Callable[[], float]) -> None:
-        self.registry = CollectorRegistry()
-        self.requests = Counter(
-            "firelake_ingest_requests",
-            "Requests answered, by API (native, aws) and HTTP status.",
-            ["api", "status"],
-            registry=self.registry,
+        super().__init__(
+            "firelake_ingest", "api", "API (native, aws)", _api, LATENCY_BUCKETS, _UNCOUNTED
         )
         self.records = Counter(
             "firelake_ingest_records",
@@ -53,13 +47,6 @@ class IngestMetrics:
         self.throttled = Counter(
             "firelake_ingest_throttled_requests",
             "Requests refused (503) for want of an in-flight slot.",
-            registry=self.registry,
-        )
-        self.latency = Histogram(
-            "firelake_ingest_request_seconds",
-            "Time from a request's handler starting to its answer.",
-            ["api"],
-            buckets=LATENCY_BUCKETS,
             registry=self.registry,
         )
         gauge = Gauge(
@@ -81,33 +68,3 @@ class IngestMetrics:
             counts[result] = counts.get(result, 0) + 1
         for result, count in counts.items():
             self.records.labels(api, result).inc(count)
-
-    @web.middleware
-    async def middleware(
-        self,
-        request: web.Request,
-        handler: Callable[[web.Request], Awaitable[web.StreamResponse]],
-    ) -> web.StreamResponse:
-        """Count and time every request but ``/metrics`` and ``/health``."""
-        if request.path in _UNCOUNTED:
-            return await handler(request)
-        api = "aws" if request.path == "/" else "native"
-        started = time.perf_counter()
-        status = 500
-        try:
-            response = await handler(request)
-            status = response.status
-            return response
-        except web.HTTPException as exc:
-            status = exc.status
-            raise
-        finally:
-            self.requests.labels(api, str(status)).inc()
-            self.latency.labels(api).observe(time.perf_counter() - started)
-
-    async def handle(self, request: web.Request) -> web.Response:
-        """``GET /metrics``: the Prometheus text exposition."""
-        body = generate_latest(self.registry)
-        response = web.Response(body=body)
-        response.headers["Content-Type"] = CONTENT_TYPE_LATEST
-        return response
