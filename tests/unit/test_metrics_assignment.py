@@ -45,19 +45,15 @@ def test_the_shipped_examples_observe_every_service_on_its_own_port(path: Path) 
     assert sinks.argv[sinks.argv.index("--metrics-port") + 1] == str(base)
     assert sinks.metrics == f"127.0.0.1:{base}/metrics"
     ports = [base]
-    for name, router in config.routers.items():
-        assert router.metrics_port, name
-        ports.extend(router.metrics_ports)
-        label = f"router:{name}"
+    workers: dict[str, Any] = {
+        **{f"router:{name}": spec for name, spec in config.routers.items()},
+        **{f"window:{name}": spec for name, spec in config.windows.items()},
+    }
+    for label, worker in workers.items():
+        assert worker.metrics_port, label
+        ports.extend(worker.metrics_ports)
         (spec, *_) = [s for s in services if s.name in (label, f"{label}:0")]
-        first, last = router.metrics_ports[0], router.metrics_ports[-1]
-        assert spec.metrics == f"127.0.0.1:{first}-{last}/metrics"
-    for name, window in config.windows.items():
-        assert window.metrics_port, name
-        ports.extend(window.metrics_ports)
-        label = f"window:{name}"
-        (spec, *_) = [s for s in services if s.name in (label, f"{label}:0")]
-        first, last = window.metrics_ports[0], window.metrics_ports[-1]
+        first, last = worker.metrics_ports[0], worker.metrics_ports[-1]
         assert spec.metrics == f"127.0.0.1:{first}-{last}/metrics"
     assert len(ports) == len(set(ports))
     assert not set(ports) & {config.ingest.port, config.query.port, config.kafka.port}
