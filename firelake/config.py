@@ -34,7 +34,6 @@ __all__ = [
     "EXAMPLES_DIR",
     "EXAMPLE_CONFIG",
     "JSON_COMPRESSIONS",
-    "ROUTER_ENGINES",
     "WINDOW_RESULT_COLUMNS",
     "AgentEngine",
     "AppConfig",
@@ -76,7 +75,6 @@ EXAMPLE_CONFIG = EXAMPLES_DIR / "yle" / "firelake.toml"
 #: Router runtimes (``routers.N.engine``): the transactional aiokafka worker (the default,
 #: exactly-once output) and a Faust agent (at-least-once output).
 AgentEngine = Literal["transactional", "faust"]
-ROUTER_ENGINES: tuple[AgentEngine, ...] = get_args(AgentEngine)
 #: How a stream's messages are framed: envelopes of many events, or one event a message.
 EnvelopeMode = Literal["batch", "single"]
 #: Where a router starts reading (Lambda event source mapping's StartingPosition).
@@ -464,7 +462,8 @@ class SinkConfig:
 
 WindowType = typing.Literal["tumbling", "hopping", "sliding", "session"]
 WindowEmit = typing.Literal["final", "update"]
-WindowEngine = typing.Literal["transactional", "faust"]
+#: A window runs on the same two engines as a router.
+WindowEngine = AgentEngine
 WindowTime = typing.Literal["event", "ingest"]
 
 #: Columns every window result has besides its key columns and aggregates.
@@ -550,20 +549,7 @@ def _parse_window(
     key = f"windows.{name}"
     if not isinstance(raw, dict):
         _fail(source, key, "must be a table")
-    raw = dict(raw)
-    choices: dict[str, Any] = {}
-    for field_name, kind in (
-        ("type", WindowType),
-        ("emit", WindowEmit),
-        ("engine", WindowEngine),
-        ("time", WindowTime),
-    ):
-        if field_name in raw:
-            value = raw.pop(field_name)
-            allowed = typing.get_args(kind)
-            if value not in allowed:
-                _fail(source, f"{key}.{field_name}", f"must be one of {', '.join(allowed)}")
-            choices[field_name] = value
+    raw = dict(raw)  # type, emit, engine and time: Literal settings, checked by _section
     stream = raw.pop("source", "")
     keys = raw.pop("key", [])
     if isinstance(keys, str):
@@ -581,7 +567,6 @@ def _parse_window(
         name=name,
         key=tuple(dict.fromkeys(keys)),
         aggregates=types.MappingProxyType(dict(aggregates)),
-        **choices,
     )
     spec = dataclasses.replace(spec, source=stream)
     _check_window(source, key, spec, streams)
