@@ -190,12 +190,7 @@ def build_app(
     """
     router = router or Router(config, router_name)
     spec = router.spec
-    bootstrap = bootstrap or config.kafka.bootstrap
-    if not bootstrap:
-        raise ValueError(
-            f"{config.source}: kafka.bootstrap is empty; start the broker first or set "
-            "FIRELAKE_KAFKA_BOOTSTRAP"
-        )
+    bootstrap = config.require_bootstrap(bootstrap)
     brokers = [f"kafka://{address.strip()}" for address in bootstrap.split(",") if address.strip()]
     if datadir is None:
         datadir = tempfile.mkdtemp(prefix=f"{app_id(router_name)}-")

@@ -72,9 +72,7 @@ def build_window_app(
 ) -> faust.App:
     """A Faust app running window ``name`` against ``bootstrap``."""
     spec = config.windows[name]
-    bootstrap = bootstrap or config.kafka.bootstrap
-    if not bootstrap:
-        raise ValueError(f"{config.source}: kafka.bootstrap is empty")
+    bootstrap = config.require_bootstrap(bootstrap)
     brokers = [f"kafka://{a.strip()}" for a in bootstrap.split(",") if a.strip()]
     app = faust.App(
         group_id(name),

@@ -232,12 +232,7 @@ class WindowWorker:
         self.spec = spec
         self.name = name
         self.group = group_id(name)
-        self.bootstrap = bootstrap or config.kafka.bootstrap
-        if not self.bootstrap:
-            raise ValueError(
-                f"{config.source}: kafka.bootstrap is empty; start the broker first or set "
-                "FIRELAKE_KAFKA_BOOTSTRAP"
-            )
+        self.bootstrap = config.require_bootstrap(bootstrap)
         self.client_id = f"{config.kafka.client_id}-window-{name}"
         self.partitions = list(range(config.streams[spec.source].partitions))
         self.consumer: AIOKafkaConsumer | None = None

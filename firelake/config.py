@@ -679,6 +679,17 @@ class FirelakeConfig:
         data = Path(self.kafka.data_dir).expanduser()
         return data if data.is_absolute() else Path(self.base_dir) / data
 
+    def require_bootstrap(self, bootstrap: str | None = None) -> str:
+        """The broker an agent connects to: ``bootstrap`` if given, else
+        ``kafka.bootstrap``; unlike :attr:`bootstrap` never a guess at the local broker."""
+        found = bootstrap or self.kafka.bootstrap
+        if not found:
+            raise ValueError(
+                f"{self.source}: kafka.bootstrap is empty; start the broker first or set "
+                "FIRELAKE_KAFKA_BOOTSTRAP"
+            )
+        return found
+
     def dlq_tables(self) -> list[str]:
         """The lake tables the routers' DLQ streams are written to, sorted."""
         streams = {router.dlq for router in self.routers.values() if router.dlq}

@@ -245,3 +245,19 @@ def test_a_sink_may_read_a_stream_without_schema_and_set_every_firehose_field() 
     assert sink.destination == "s3://bucket/lake"
     assert dict(sink.column_to_json_key) == {"user_id": "userId"}
     assert sink.archive and sink.max_open_partitions == 1000
+
+
+def test_require_bootstrap_never_guesses_the_local_broker(tmp_path) -> None:
+    import dataclasses
+
+    import pytest
+
+    from firelake.testing import example_config
+
+    config = example_config("10.0.0.1:9092", tmp_path)
+    assert config.require_bootstrap() == "10.0.0.1:9092"
+    assert config.require_bootstrap("127.0.0.1:1") == "127.0.0.1:1"
+    empty = dataclasses.replace(config, kafka=dataclasses.replace(config.kafka, bootstrap=""))
+    assert empty.bootstrap.startswith("127.0.0.1:")  # the local broker's port, a guess
+    with pytest.raises(ValueError, match=r"kafka\.bootstrap is empty; start the broker first"):
+        empty.require_bootstrap()
