@@ -204,15 +204,19 @@ class LakeGlueApi:
                 ) from None
             names = [n for n in names if pattern.fullmatch(n)]
 
-        def build() -> list[dict[str, Any]]:
+        # Page the names first: only the page's tables have their versions read (lake I/O).
+        answer = _page(payload, names, "TableList", 100)
+
+        def build(page: list[str]) -> list[dict[str, Any]]:
             return [
                 glue_table(
                     tables[n], record_versions(tables[n].destination, tables[n], write=False)
                 )
-                for n in names
+                for n in page
             ]
 
-        return _page(payload, await asyncio.to_thread(build), "TableList", 100)
+        answer["TableList"] = await asyncio.to_thread(build, answer["TableList"])
+        return answer
 
     async def get_table(self, payload: dict[str, Any], ctx: RequestContext) -> dict[str, Any]:
         name = payload.get("Name")

@@ -38,3 +38,39 @@ def test_a_bad_token_or_size_is_refused_with_the_services_code() -> None:
 def test_the_lake_destination_is_made_once(tmp_path: Path) -> None:
     lake = LakeServices(example_config("127.0.0.1:1", tmp_path))
     assert lake.destination() is lake.destination()
+
+
+def test_glue_get_tables_reads_versions_of_its_page_only(tmp_path: Path, monkeypatch) -> None:
+    import asyncio
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    import api.glue_lake as glue_lake
+    from firelake.config import load_config
+    from firelake.testing import write_config
+
+    lake = tmp_path / "lake"
+    for table in ("a", "b", "c"):
+        path = lake / table / "dt=2026-11-29" / "hour=08" / "f.parquet"
+        path.parent.mkdir(parents=True)
+        pq.write_table(pa.table({"x": [1]}), path)
+    config = load_config(
+        write_config(tmp_path / "firelake.toml", {"lake": {"root": str(lake)}}), environ={}
+    )
+    read: list[str] = []
+    real = glue_lake.record_versions
+    monkeypatch.setattr(
+        glue_lake,
+        "record_versions",
+        lambda d, info, write: read.append(info.name) or real(d, info, write=write),
+    )
+    services = LakeServices(config, engines=1)
+    api = glue_lake.LakeGlueApi(services)
+    try:
+        first = asyncio.run(api.get_tables({"MaxResults": 2}, None))  # type: ignore[arg-type]
+        assert [t["Name"] for t in first["TableList"]] == ["a", "b"] and read == ["a", "b"]
+        rest = asyncio.run(api.get_tables({"NextToken": first["NextToken"]}, None))  # type: ignore[arg-type]
+        assert [t["Name"] for t in rest["TableList"]] == ["c"] and "NextToken" not in rest
+    finally:
+        services.close()
