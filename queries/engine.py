@@ -638,11 +638,11 @@ class QueryEngine:
         footers = self._footers
         tables = list_tables(self.lake, footers)
         live = {
-            (str(PurePosixPath(str(f.path)).relative_to(PurePosixPath(str(info.path)).parent)),)
+            str(PurePosixPath(str(f.path)).relative_to(PurePosixPath(str(info.path)).parent))
             for info in tables
             for f in info.data_files
         }
-        for token in [t for t in footers if (t[0],) not in live]:
+        for token in [t for t in footers if t[0] not in live]:
             del footers[token]  # gone files: the cache never grows past the lake
         with self._lock:
             errors: dict[str, str] = {}
