@@ -56,11 +56,9 @@ __all__ = [
     "DEFAULT_MAX_INFLIGHT",
     "DEFAULT_SLOT_WAIT_S",
     "INGEST_KEY",
-    "INTERNAL",
     "PRODUCER_BATCH_BYTES",
     "PRODUCE_TIMEOUT_MS",
     "RETRY_AFTER_SECONDS",
-    "THROTTLED",
     "Ingest",
     "StreamDirectory",
     "create_ingest_app",
@@ -80,8 +78,6 @@ PRODUCE_TIMEOUT_MS = 30_000
 #: ingest writes one request's envelopes per broker round trip. 1 MiB lets the envelopes
 #: of many concurrent requests travel in one produce request.
 PRODUCER_BATCH_BYTES = 1024 * 1024
-
-#: Per-record error codes, as Kinesis names them: retry later, and a fault on our side.
 
 
 def _json(status: int, payload: Any) -> web.Response:
@@ -165,11 +161,6 @@ class Ingest:
             **{n: e.stream_config() for n, e in self.directory.registry.streams.items()},
             **self.config.streams,
         }
-
-    @property
-    def writable(self) -> Mapping[str, StreamConfig]:
-        """Streams that accept records: those without a schema."""
-        return {name: s for name, s in self.streams.items() if not s.schema}
 
     @contextlib.asynccontextmanager
     async def slot(self) -> AsyncIterator[None]:
