@@ -4,16 +4,13 @@ The query service serves the page with the Yle example's saved queries over a la
 today's plays and a DLQ table. Chromium loads it headless, runs its scripts for a few
 (virtual) seconds and dumps the DOM: every report's chart is drawn with rows, the
 pipeline panel draws the DLQ chart, and no script error or ``console.error`` happened
-(the page records them on ``<body data-errors>``). A screenshot is saved under the
-test's temporary folder.
+(the page records them on ``<body data-errors>``), and the browser's network log names no
+host but 127.0.0.1. A screenshot is saved under the test's temporary folder.
 """
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
-import subprocess
 import urllib.request
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -25,8 +22,8 @@ import pytest
 from firelake.config import EXAMPLE_CONFIG, parse_config
 from firelake.testing import example_dict
 from queries.service import QueryServerThread
+from tests.integration.browserkit import CHROMIUM, headless, off_loopback
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 TS = pa.timestamp("us", tz="UTC")
 
 
@@ -84,27 +81,6 @@ def _lake(lake: Path) -> None:
     )
 
 
-def _chromium(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    assert CHROMIUM is not None
-    return subprocess.run(
-        [
-            CHROMIUM,
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-dev-shm-usage",
-            "--no-first-run",
-            "--window-size=1400,1800",
-            "--virtual-time-budget=8000",
-            *args,
-        ],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env={**os.environ, "HOME": os.environ.get("HOME", "/tmp")},
-    )
-
-
 def test_dashboard_renders_reports_and_health_without_errors(tmp_path: Path) -> None:
     if CHROMIUM is None:
         # `make test` installs it; a run without it must not pass silently.
@@ -118,7 +94,10 @@ def test_dashboard_renders_reports_and_health_without_errors(tmp_path: Path) -> 
         for path in ("/static/vendor/uplot/uPlot.iife.min.js", "/static/dashboard.css"):
             with urllib.request.urlopen(server.url + path, timeout=10) as response:
                 assert response.status == 200
-        done = _chromium("--dump-dom", f"{server.url}/dashboard")
+        netlog = tmp_path / "net.json"
+        done = headless(
+            tmp_path / "profile", f"--log-net-log={netlog}", "--dump-dom", f"{server.url}/dashboard"
+        )
         assert done.returncode == 0, done.stderr[-2000:]
         dom = done.stdout
         body = re.search(r"<body([^>]*)>", dom)
@@ -136,6 +115,7 @@ def test_dashboard_renders_reports_and_health_without_errors(tmp_path: Path) -> 
         assert "missing_field" in dom and "router " in dom
 
         shot = tmp_path / "dashboard.png"
-        done = _chromium(f"--screenshot={shot}", f"{server.url}/dashboard")
+        done = headless(tmp_path / "shot", f"--screenshot={shot}", f"{server.url}/dashboard")
         assert done.returncode == 0, done.stderr[-2000:]
     assert shot.exists() and shot.stat().st_size > 20_000
+    assert off_loopback(netlog) == []  # nothing the page (or the browser) asked for left

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -36,6 +35,7 @@ cases = pytest.importorskip("cases.case", reason="the replay-case package (firel
 
 from cases.pytest_plugin import CaseRunner  # noqa: E402
 from cases.runner import CaseResult  # noqa: E402
+from tests.integration.browserkit import CHROMIUM, headless, off_loopback, requested  # noqa: E402
 
 pytestmark = pytest.mark.kafka
 
@@ -43,7 +43,6 @@ EXAMPLE = example_config_path("cdu")
 CDU_CASES = EXAMPLE.parent / "cases"
 SHIPPED = cases.discover([CDU_CASES])
 SCORING = CDU_CASES / "scoring"
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 #: The saved queries the dashboard runs (every one whose parameters have defaults).
 REPORTS = (
     "common_failing_tests",
@@ -186,40 +185,8 @@ def _text(value: Any) -> str:
     return str(value)
 
 
-def _chromium(profile: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    assert CHROMIUM is not None
-    return subprocess.run(
-        [
-            CHROMIUM,
-            *("--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"),
-            *("--disable-background-networking", "--disable-component-update"),
-            *("--disable-sync", "--no-first-run", "--no-default-browser-check"),
-            *("--disable-extensions", "--disable-default-apps"),
-            "--disable-features=NetworkTimeServiceQuerying,AutofillServerCommunication,"
-            "MediaRouter,OptimizationHints,Translate",
-            # The browser's own calls home that no switch turns off (component updates, the
-            # account list) go to a dead loopback port instead of Google.
-            *(
-                "--component-updater=url-source=http://127.0.0.1:9/",
-                "--gaia-url=http://127.0.0.1:9/",
-            ),
-            # Names resolve nowhere but loopback: a request meant for the internet fails
-            # here, and the network log below names it.
-            "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
-            f"--user-data-dir={profile}",
-            "--window-size=1400,2400",
-            "--virtual-time-budget=10000",
-            *args,
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={**os.environ, "HOME": str(profile)},
-    )
-
-
 def test_cdu_dashboard_in_a_browser(scoring: CaseResult, tmp_path: Path) -> None:
-    if CHROMIUM is None:
+    if CHROMIUM is None:  # `make test` installs it; a run without it must not pass silently
         pytest.fail("the dashboard test needs Debian's chromium: apt-get install chromium")
     assert scoring.workdir is not None, scoring.report()
     from queries.engine import QueryEngine, format_json
@@ -241,16 +208,17 @@ def test_cdu_dashboard_in_a_browser(scoring: CaseResult, tmp_path: Path) -> None
             ]
     with QueryServerThread(config, port=0) as server:
         netlog = tmp_path / "net.json"
-        done = _chromium(
+        done = headless(
             tmp_path / "profile",
             f"--log-net-log={netlog}",
             "--dump-dom",
             f"{server.url}/dashboard",
+            budget_ms=10_000,
         )
         assert done.returncode == 0, done.stderr[-2000:]
         dom = done.stdout
         shot = tmp_path / "dashboard.png"
-        _chromium(tmp_path / "profile2", f"--screenshot={shot}", f"{server.url}/dashboard")
+        headless(tmp_path / "shot", f"--screenshot={shot}", f"{server.url}/dashboard")
     body = re.search(r"<body([^>]*)>", dom)
     assert body is not None, dom[:2000]
     errors = re.search(r'data-errors="([^"]*)"', body.group(1))
@@ -303,16 +271,10 @@ def test_cdu_dashboard_in_a_browser(scoring: CaseResult, tmp_path: Path) -> None
         assert f"<td>{table}</td>" in dom, table
     # Nothing left loopback: the page asked the query service only, and no URL the browser
     # asked for (its own calls included) named another host.
-    urls = set(re.findall(r'"url":"([^"]+)"', netlog.read_text(encoding="utf-8")))
-    page_urls = {u for u in urls if u.startswith(server.url)}
+    page_urls = {u for u in requested(netlog) if u.startswith(server.url)}
     assert {"/dashboard", "/static/dashboard.js", "/v1/queries"} <= {
         urlsplit(u).path for u in page_urls
-    }, sorted(urls)
-    outside = sorted(
-        u
-        for u in urls
-        if urlsplit(u).scheme not in ("data", "about", "blob")
-        and urlsplit(u).hostname != "127.0.0.1"
-    )
+    }, sorted(page_urls)
+    outside = off_loopback(netlog)
     assert outside == [], outside
     assert shot.exists() and shot.stat().st_size > 20_000
