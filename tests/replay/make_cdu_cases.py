@@ -3,9 +3,15 @@
 ``python tests/replay/make_cdu_cases.py`` writes ``scoring/input/cdu-submissions.jsonl``:
 command messages of simulated students (good, buggy, slow and the hostile attacks whose
 verdict does not depend on timing — fork, reading outside, native code, huge output), with
-fixed ids and submission times; and ``scoring/expected/*``: each submission's verdict as
-its kind says, and profiles and the leaderboard recomputed with plain code from those
-commands (``agents.cdu.testing.expected_profiles``), not by the pipeline under test.
+fixed ids and submission times over three hours; and ``scoring/expected/*``: each
+submission's verdict as its kind says, profiles and the leaderboard recomputed with plain
+code from those commands (``agents.cdu.testing.expected_profiles``), and the ``cdu-hourly``
+window's final rows counted from them — none by the pipeline under test.
+
+Every command is normal priority (no ``retry_of``, no paid student sends one): one path
+through the routers keeps each results partition in time order, so no result is late and
+the same hours close on every run. High-priority results would overtake normal ones and
+make some late by timing (the window's grace is 60 s).
 """
 
 from __future__ import annotations
@@ -81,6 +87,8 @@ def main() -> None:
                 "value": command,
             }
             out.write(json.dumps(line, sort_keys=True) + "\n")
+    high = [c["submission_id"] for c, _ in commands if c["priority"] != "normal"]
+    assert not high, f"high-priority commands would make the hourly counts racy: {high}"
     passes = {c["submission_id"]: ok for c, ok in commands}
     xp_of = {c.id: c.xp for c in challenges.values()}
     profiles = expected_profiles([c for c, _ in commands], passes, xp_of)
