@@ -63,8 +63,10 @@ __all__ = [
     "Send",
     "agent_name",
     "build_app",
+    "faust_settings",
     "record_of",
     "run_faust_router",
+    "run_worker",
 ]
 
 log = logging.getLogger("firelake.router")
@@ -172,6 +174,50 @@ class RouterApp(faust.App):
     router_edge: FaustRouterEdge
 
 
+def faust_settings(bootstrap: str, datadir: str | Path) -> dict[str, Any]:
+    """The Faust app settings every Firelake agent shares (router and window): each adds
+    its own offset reset and producer sizes."""
+    return {
+        "broker": [f"kafka://{a.strip()}" for a in bootstrap.split(",") if a.strip()],
+        "store": "memory://",
+        "datadir": str(datadir),
+        "web_enabled": False,
+        # Topics are created by streams/topics with their configured partitions and
+        # retention: Faust must never declare topics, nor make its leader-election topic.
+        "topic_allow_declare": False,
+        "topic_disable_leader": True,
+        "key_serializer": "raw",
+        "value_serializer": "raw",
+        "producer_acks": -1,
+        # One raw message holds hundreds of events: a small buffer bounds memory, and
+        # bounds how long a rebalance waits for buffered messages (stream_wait_empty).
+        "stream_buffer_maxsize": 256,
+        "broker_commit_interval": 1.0,
+        # aiokafka's defaults, as the transactional worker has them: Faust's own 60 s session
+        # timeout kept a crashed worker's partitions unread for a minute after a SIGKILL.
+        "broker_session_timeout": 10.0,
+        "broker_heartbeat_interval": 3.0,
+        "agent_supervisor": CrashingSupervisor,
+    }
+
+
+def run_worker(app: faust.App, loglevel: str = "info") -> int | None:
+    """Run ``app``'s Faust worker in this process until SIGTERM/SIGINT: the exit code its
+    ``SystemExit`` carried, None if it returned without one."""
+    # faust.Worker installs SIGTERM/SIGINT handlers that stop the app cleanly (acked
+    # offsets are committed on the way out).
+    worker = faust.Worker(
+        app, loglevel=loglevel, quiet=True, redirect_stdouts=False, override_logging=False
+    )
+    # The terminal spinner writes cursor escapes into log files; firelake logs instead.
+    worker.spinner = None
+    try:
+        worker.execute_from_commandline()
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    return None
+
+
 def build_app(
     config: FirelakeConfig,
     router_name: str,
@@ -191,37 +237,17 @@ def build_app(
     router = router or Router(config, router_name)
     spec = router.spec
     bootstrap = config.require_bootstrap(bootstrap)
-    brokers = [f"kafka://{address.strip()}" for address in bootstrap.split(",") if address.strip()]
     if datadir is None:
         datadir = tempfile.mkdtemp(prefix=f"{app_id(router_name)}-")
     app = RouterApp(
         app_id(router_name),
-        broker=brokers,
-        store="memory://",
-        datadir=str(datadir),
-        web_enabled=False,
-        # Topics are created by streams/topics with their configured partitions and
-        # retention: Faust must never declare topics, nor make its leader-election topic.
-        topic_allow_declare=False,
-        topic_disable_leader=True,
-        key_serializer="raw",
-        value_serializer="raw",
+        **faust_settings(bootstrap, datadir),
         consumer_auto_offset_reset="latest" if spec.starting_position == "LATEST" else "earliest",
-        producer_acks=-1,
         producer_linger=0.005,
         # Envelopes are up to DEFAULT_MAX_ENVELOPE_BYTES plus headers; Kafka's default
         # message.max.bytes (1 MiB) is the real ceiling.
         producer_max_request_size=1024 * 1024,
         producer_max_batch_size=DEFAULT_MAX_ENVELOPE_BYTES + 64 * 1024,
-        # One raw message holds hundreds of events: a small buffer bounds memory, and
-        # bounds how long a rebalance waits for buffered messages (stream_wait_empty).
-        stream_buffer_maxsize=256,
-        broker_commit_interval=1.0,
-        # aiokafka's defaults, as the transactional worker has them: Faust's own 60 s session
-        # timeout kept a crashed worker's partitions unread for a minute after a SIGKILL.
-        broker_session_timeout=10.0,
-        broker_heartbeat_interval=3.0,
-        agent_supervisor=CrashingSupervisor,
     )
     consumer_highwater: Callable[[str, int], int | None] | None = None
     if send is None:
@@ -303,27 +329,14 @@ def run_faust_router(
         if spec.metrics_port:
             ports = metrics_ports(spec)
             serve_metrics(app.router_edge.collector, ports.start, tries=len(ports))
-        # faust.Worker installs SIGTERM/SIGINT handlers that stop the app cleanly (acked
-        # offsets are committed on the way out).
-        worker = faust.Worker(
-            app,
-            loglevel=loglevel,
-            quiet=True,
-            redirect_stdouts=False,
-            override_logging=False,
-        )
-        # The terminal spinner writes cursor escapes into log files; firelake logs instead.
-        worker.spinner = None
-        try:
-            worker.execute_from_commandline()
-        except SystemExit as exc:
-            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-            crash = app.crash_reason
-            if isinstance(crash, DeliveryError):
-                log.error("%s", crash)
-                return code or 1
-            return code
-        return 0
+        code = run_worker(app, loglevel)
+        if code is None:
+            return 0
+        crash = app.crash_reason
+        if isinstance(crash, DeliveryError):
+            log.error("%s", crash)
+            return code or 1
+        return code
     finally:
         if app is not None and app.router_edge.router.transform is not None:
             app.router_edge.router.transform.close()

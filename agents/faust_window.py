@@ -27,7 +27,7 @@ from typing import Any
 import faust
 from mode import CrashingSupervisor
 
-from agents.faust_agent import record_of
+from agents.faust_agent import faust_settings, record_of, run_worker
 from agents.window_agent import changelog_topic, ensure_changelog, group_id, read_changelog
 from agents.windows.batch import SourceMessage
 from agents.windows.processor import Emission, WindowProcessor
@@ -73,25 +73,11 @@ def build_window_app(
     """A Faust app running window ``name`` against ``bootstrap``."""
     spec = config.windows[name]
     bootstrap = config.require_bootstrap(bootstrap)
-    brokers = [f"kafka://{a.strip()}" for a in bootstrap.split(",") if a.strip()]
     app = faust.App(
         group_id(name),
-        broker=brokers,
-        store="memory://",
-        datadir=str(datadir),
-        web_enabled=False,
-        topic_allow_declare=False,
-        topic_disable_leader=True,
-        key_serializer="raw",
-        value_serializer="raw",
+        **faust_settings(bootstrap, datadir),
         consumer_auto_offset_reset="earliest",
-        producer_acks=-1,
         producer_max_request_size=8 * 1024 * 1024,
-        stream_buffer_maxsize=256,
-        broker_commit_interval=1.0,
-        broker_session_timeout=10.0,
-        broker_heartbeat_interval=3.0,
-        agent_supervisor=CrashingSupervisor,
     )
     partitions = range(config.streams[spec.source].partitions)
     active = ActiveProcessor()
@@ -167,14 +153,6 @@ def run_faust_window(config: FirelakeConfig, name: str, bootstrap: str | None = 
     datadir = Path(tempfile.mkdtemp(prefix=f"{group_id(name)}-"))
     try:
         app = build_window_app(config, name, bootstrap, datadir=datadir)
-        worker = faust.Worker(
-            app, loglevel="info", quiet=True, redirect_stdouts=False, override_logging=False
-        )
-        worker.spinner = None
-        try:
-            worker.execute_from_commandline()
-        except SystemExit as exc:
-            return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-        return 0
+        return run_worker(app) or 0
     finally:
         shutil.rmtree(datadir, ignore_errors=True)

@@ -184,3 +184,21 @@ def test_config_validates_the_engine() -> None:
     )
     with pytest.raises(ConfigError, match="AT_TIMESTAMP needs engine"):
         parse_config(data, source="<t>", environ={})
+
+
+def test_the_router_and_window_faust_apps_share_their_settings(tmp_path) -> None:
+    from agents.faust_agent import build_app
+    from agents.faust_window import build_window_app
+    from firelake.testing import example_config
+
+    config = example_config("127.0.0.1:1,127.0.0.2:1", tmp_path)
+    router = build_app(config, next(iter(config.routers)), datadir=tmp_path / "r")
+    window = build_window_app(config, next(iter(config.windows)), datadir=tmp_path / "w")
+    for app in (router, window):
+        conf = app.conf
+        assert [str(b) for b in conf.broker] == ["kafka://127.0.0.1:1", "kafka://127.0.0.2:1"]
+        assert (conf.broker_session_timeout, conf.broker_heartbeat_interval) == (10.0, 3.0)
+        assert (conf.stream_buffer_maxsize, conf.producer_acks) == (256, -1)
+        assert conf.topic_allow_declare is False and conf.web_enabled is False
+    assert router.conf.producer_max_request_size == 1024 * 1024
+    assert window.conf.producer_max_request_size == 8 * 1024 * 1024
