@@ -209,10 +209,7 @@ def table_json(
         if updated is None
         else datetime.fromtimestamp(updated, UTC).isoformat().replace("+00:00", "Z"),
         "columns": None if columns is None else [{"name": n, "type": t} for n, t in columns],
-        "glue_columns": [
-            {"name": c.name, "type": c.type, "partition_key": c.partition_key}
-            for c in table_columns(info)
-        ],
+        "glue_columns": [c.to_dict() for c in table_columns(info)],
         "version": versions[-1].version if versions else None,
         "versions": None if versions is None else [v.to_dict() for v in versions],
         "problems": [{"path": str(p.path), "reason": p.reason} for p in info.problems],

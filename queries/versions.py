@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -52,6 +53,9 @@ class Column:
     type: str
     partition_key: bool = False
 
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "type": self.type, "partition_key": self.partition_key}
+
 
 @dataclass(frozen=True)
 class TableVersion:
@@ -68,10 +72,7 @@ class TableVersion:
         return {
             "version": self.version,
             "created": self.created,
-            "columns": [
-                {"name": c.name, "type": c.type, "partition_key": c.partition_key}
-                for c in self.columns
-            ],
+            "columns": [c.to_dict() for c in self.columns],
             "added": list(self.added),
             "changed": list(self.changed),
             "first_file": self.first_file,
@@ -152,6 +153,15 @@ def last_update(info: TableInfo) -> float | None:
     return max((f.mtime for f in info.data_files), default=None)
 
 
+def _diff(
+    before: Mapping[str, object], after: Sequence[tuple[str, object]]
+) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The columns ``after`` adds to ``before``, and those whose type it changes."""
+    added = tuple(name for name, _ in after if name not in before)
+    changed = tuple(name for name, kind in after if name in before and before[name] != kind)
+    return added, changed
+
+
 def derive_versions(info: TableInfo) -> list[TableVersion]:
     """The schema versions the table's live files show, oldest first."""
     versions: list[TableVersion] = []
@@ -167,8 +177,7 @@ def derive_versions(info: TableInfo) -> list[TableVersion]:
         if current is not None and merged.equals(current):
             continue
         before = {} if current is None else {f.name: f.type for f in current}
-        added = tuple(f.name for f in merged if f.name not in before)
-        changed = tuple(f.name for f in merged if f.name in before and before[f.name] != f.type)
+        added, changed = _diff(before, [(f.name, f.type) for f in merged])
         current = merged
         versions.append(
             TableVersion(
@@ -221,18 +230,17 @@ def record_versions(
         history = list(stored)
         current = derived[-1] if derived else None
         if current is not None and current.columns != history[-1].columns:
-            before = {c.name: c.type for c in history[-1].columns}
+            added, changed = _diff(
+                {c.name: c.type for c in history[-1].columns},
+                [(c.name, c.type) for c in current.columns],
+            )
             history.append(
                 TableVersion(
                     history[-1].version + 1,
                     current.columns,
                     current.created or time.time(),
-                    tuple(c.name for c in current.columns if c.name not in before),
-                    tuple(
-                        c.name
-                        for c in current.columns
-                        if c.name in before and before[c.name] != c.type
-                    ),
+                    added,
+                    changed,
                     current.first_file,
                 )
             )
