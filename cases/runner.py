@@ -191,23 +191,22 @@ def delete_groups(bootstrap: str, suffixes: Sequence[str], wait_s: float = 0.0) 
     Returns the groups left."""
     admin = _admin(bootstrap)
     deadline = time.monotonic() + wait_s
+
+    def ours() -> list[str]:
+        return [
+            g["group_id"]
+            for g in admin.list_groups()
+            if any(g["group_id"].endswith(f"-{s}") for s in suffixes)
+        ]
+
     try:
         while True:
-            left = [
-                g["group_id"]
-                for g in admin.list_groups()
-                if any(g["group_id"].endswith(f"-{s}") for s in suffixes)
-            ]
-            for group in left:
+            for group in ours():
                 try:
                     admin.delete_groups([group])
                 except Exception:  # not empty yet: a static member's session runs on
                     continue
-            left = [
-                g["group_id"]
-                for g in admin.list_groups()
-                if any(g["group_id"].endswith(f"-{s}") for s in suffixes)
-            ]
+            left = ours()
             if not left or time.monotonic() >= deadline:
                 return left
             time.sleep(1.0)
