@@ -317,8 +317,11 @@ class _RemoteTable:
     footers: dict[tuple[str, int, float], pq.FileMetaData] = field(default_factory=dict)
     #: Footer and size of each file by the path its dataset reads it at.
     measured: dict[str, tuple[pq.FileMetaData, int]] = field(default_factory=dict)
-    #: A JSON-lines table: loaded at each catalog refresh, not re-listed per query.
+    #: A JSON-lines table: loaded at a catalog refresh whose files (or declared columns)
+    #: changed, not re-listed per query.
     json: bool = False
+    #: A JSON table's declared columns when it was loaded (with ``listing``, its token).
+    columns: tuple[Any, ...] = ()
 
 
 class QueryEngine:
@@ -545,7 +548,17 @@ class QueryEngine:
         its files while holding the GIL when DuckDB scans the dataset lazily, which
         deadlocks against a Python S3 endpoint (moto) and the read log's Python
         filesystem. So its queries report no bytes scanned for it, and new files show at
-        the next refresh."""
+        the next refresh; an unchanged table (same files, same columns) is not read again."""
+        listing = tuple(sorted((str(f.path), f.bytes, f.mtime) for f in info.data_files))
+        loaded = self._remote.get(info.name)
+        if (
+            loaded is not None
+            and loaded.json
+            and loaded.destination is destination
+            and loaded.listing == listing
+            and loaded.columns == tuple(info.columns)
+        ):
+            return
         if info.name in self._views:
             self._drop(info.name)
         prefix = destination.uri(info.name)[: -len(info.name)]
@@ -559,7 +572,13 @@ class QueryEngine:
             info.columns or None,
         )
         self._conn.register(info.name, dataset.to_table())
-        self._remote[info.name] = _RemoteTable(destination, schema=dataset.schema, json=True)
+        self._remote[info.name] = _RemoteTable(
+            destination,
+            listing=listing,
+            schema=dataset.schema,
+            json=True,
+            columns=tuple(info.columns),
+        )
 
     def _register_remote(self, table: str) -> None:
         """List an S3 table (manifest first) and re-register it if the listing changed.

@@ -17,6 +17,7 @@ import uuid
 from collections.abc import Callable
 from datetime import UTC, date, datetime
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -329,3 +330,39 @@ def test_firelake_query_command_as_a_process(
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["n", "200"]
+
+
+def test_an_unchanged_s3_json_table_is_not_read_again_at_a_refresh(
+    s3: S3Endpoint,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import gzip
+    import json
+
+    import queries.engine as engine_module
+
+    name = f"lake-{uuid.uuid4().hex[:12]}"
+    s3.bucket(name)
+    lake = S3Destination(f"s3://{name}/warehouse", s3.settings)
+
+    def lines(key: str, ids: list[int]) -> None:
+        body = "".join(json.dumps({"id": i}) + "\n" for i in ids).encode()
+        lake.put(f"clicks/{P8}/{key}", gzip.compress(body))
+
+    lines("a.gz", [1, 2])
+    loads: list[str] = []
+    real = engine_module.json_dataset
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        loads.append(args[1])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(engine_module, "json_dataset", counted)
+    with QueryEngine(lake) as engine:
+        assert engine.query("SELECT sum(id) FROM clicks").rows == [(3,)]
+        engine.refresh()  # nothing changed: the table is not read again
+        assert loads == ["clicks"]
+        lines("b.gz", [10])
+        engine.refresh()  # a new file: read again, and it shows
+        assert loads == ["clicks", "clicks"]
+        assert engine.query("SELECT sum(id) FROM clicks").rows == [(13,)]
