@@ -62,6 +62,8 @@ log = logging.getLogger(__name__)
 MAX_RESULT_ROWS = 1_000_000
 #: Queries run at once; more wait (QUEUED).
 WORKERS = 2
+#: Finished executions held in memory with their results; the lake keeps them all.
+MAX_KEPT_EXECUTIONS = 100
 HISTORY_PREFIX = f"{STATE_DIR}/athena/executions/"
 RESULTS_PREFIX = f"{STATE_DIR}/athena/results/"
 WORK_GROUP = "primary"
@@ -210,6 +212,8 @@ class Execution:
     result: pa.Table | None = None
     engine: QueryEngine | None = None
     stop: threading.Event = field(default_factory=threading.Event)
+    #: Its record (and result) are in the lake: memory may let it go.
+    kept: bool = False
 
     def to_aws(self, output: str) -> dict[str, Any]:
         status: dict[str, Any] = {"State": self.state, "SubmissionDateTime": self.submitted}
@@ -394,6 +398,18 @@ class AthenaApi:
             destination.put(f"{HISTORY_PREFIX}{execution.id}.json", body)
         except OSError as exc:
             log.warning("athena: cannot keep query %s in the lake: %s", execution.id, exc)
+            return
+        execution.kept = True
+        self._bound()
+
+    def _bound(self) -> None:
+        """Hold at most MAX_KEPT_EXECUTIONS finished executions kept in the lake (results
+        up to a million rows each); older ones are read back from the lake when asked."""
+        with self._lock:
+            kept = [e for e in self._executions.values() if e.kept]
+            kept.sort(key=lambda e: e.completed or e.submitted)
+            for execution in kept[: max(0, len(kept) - MAX_KEPT_EXECUTIONS)]:
+                del self._executions[execution.id]
 
     def _execution(self, query_id: str) -> Execution:
         """An execution of this process, else one from the lake's history."""
@@ -413,12 +429,14 @@ class AthenaApi:
                 400, "InvalidRequestException", f"QueryExecution {query_id} was not found"
             )
         execution = Execution.from_record(json.loads(raw))
+        execution.kept = True
         if execution.state == "SUCCEEDED":
             data = self.lake.destination().get(f"{RESULTS_PREFIX}{query_id}.parquet")
             if data is not None:
                 execution.result = pq.read_table(io.BytesIO(data))
         with self._lock:
             self._executions.setdefault(query_id, execution)
+        self._bound()
         return execution
 
     # ------------------------------------------------------------------ operations
