@@ -27,8 +27,12 @@ intent (only if none exists) and state (only if the state is still the version i
 or last wrote itself) conditionally, carrying its epoch. A zombie's next intent or state
 put is refused with :class:`Fenced`: it can neither commit a flush nor overwrite the new
 owner's progress, and since it only deletes after its own state put succeeded, nor delete
-the new owner's files. Its data files, if it got as far as writing some, are named in its
-own intent, which the new owner's recovery removes with them.
+the new owner's files. Its data files, if it wrote them before the new owner recovered,
+are named in its own intent, which that recovery removes with them. Not covered: a zombie
+paused between its intent and its data file puts, resuming after the new owner's recovery,
+puts files no intent or state names (its state put is then refused); readers that glob the
+folders see them until they are cleaned up by hand. Closing that window needs readers that
+trust only committed files, or a zombie that re-checks its intent after its puts.
 
 This module knows nothing of Kafka or Parquet.
 """
