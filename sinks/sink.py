@@ -270,12 +270,17 @@ class ParquetSink:
     async def _recover(self, assigned: list[TopicPartition]) -> None:
         async with self._lock:
             self._generation += 1
+            behind: dict[TopicPartition, int] = {}
             for tp in assigned:
                 if tp.topic != self.topic:
                     continue
                 resume = await asyncio.to_thread(self.store.recover, self.topic, tp.partition)
                 assert self._consumer is not None
                 start = resume if resume is not None else await self._start_offset(tp)
+                if resume is not None:
+                    committed = await self._consumer.committed(tp)
+                    if committed is None or committed < resume:
+                        behind[tp] = resume
                 self._consumer.seek(tp, start)
                 self.buffers.reset(tp.partition, start)
                 log.info(
@@ -286,6 +291,11 @@ class ParquetSink:
                     start,
                     "the lake's progress" if resume is not None else self.spec.starting_position,
                 )
+            if behind:
+                # The lake got ahead of the group (a commit lost to a rebalance): bring the
+                # group's offsets up to it, or lag (status, replay quiescence) would show
+                # events the lake already holds as pending until the next flush.
+                await self._commit_offsets(behind)
 
     async def _start_offset(self, tp: TopicPartition) -> int:
         """Where a partition the destination holds no progress for starts.
@@ -530,13 +540,18 @@ class ParquetSink:
         if self._consumer is None or not outcomes:
             return
         offsets = {TopicPartition(self.topic, o.partition): o.last_offset + 1 for o in outcomes}
+        await self._commit_offsets(offsets)
+        if self.checkpoint:
+            self.checkpoint("after_commit")
+
+    async def _commit_offsets(self, offsets: dict[TopicPartition, int]) -> None:
+        """Commit the group's offsets; a failure is counted and logged (the lake is ahead)."""
+        assert self._consumer is not None
         try:
             await self._consumer.commit(offsets)
         except (KafkaError, IllegalStateError) as exc:
             self.stats.commit_failures += 1
             log.warning("sink %s: offset commit failed (lake is ahead): %s", self.name, exc)
-        if self.checkpoint:
-            self.checkpoint("after_commit")
 
     # ----------------------------------------------------------------- main loop
 

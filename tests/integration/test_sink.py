@@ -376,3 +376,62 @@ def test_a_recovery_failure_at_assignment_ends_the_sink(
 
     asyncio.run(scenario())
     assert lake_count(lake, "playback") == 0
+
+
+def test_a_group_behind_the_lake_is_brought_up_to_it_at_assignment(
+    config: FirelakeConfig, kafka_bootstrap: str, lake: Path
+) -> None:
+    # A flush whose offset commit is lost (a rebalance at that moment) leaves the group
+    # behind the lake. The lake's progress is the truth, but lag — `firelake status`, a
+    # replay case's quiescence — reads the group: with nothing new to flush, a sink that
+    # resumed from the lake must still bring the group's offsets up to it.
+    sink_name, topic = names(config)
+    group = f"firelake-sink-{sink_name}"
+    tps = [TopicPartition(topic, p) for p in range(4)]
+
+    async def offsets() -> tuple[dict[int, int | None], dict[int, int]]:
+        consumer = AIOKafkaConsumer(bootstrap_servers=kafka_bootstrap, group_id=group)
+        await consumer.start()
+        try:
+            ends = await consumer.end_offsets(tps)
+            committed = {tp.partition: await consumer.committed(tp) for tp in tps}
+            return committed, {tp.partition: ends[tp] for tp in tps}
+        finally:
+            await consumer.stop()
+
+    async def rewind() -> None:
+        # The sink left the group: an outside commit (no generation) is allowed again.
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=kafka_bootstrap, group_id=group, enable_auto_commit=False
+        )
+        await consumer.start()
+        try:
+            consumer.assign(tps)
+            await consumer.commit({tp: 0 for tp in tps})
+        finally:
+            await consumer.stop()
+
+    async def scenario() -> ParquetSink:
+        await produce(kafka_bootstrap, topic, 4, [normalized(n) for n in range(1_000)])
+
+        async def flushed() -> None:
+            await wait_until(lambda: lake_count(lake, "playback") == 1_000, "1000 rows")
+
+        await with_sink(config, sink_name, flushed)
+        await rewind()
+        assert set((await offsets())[0].values()) <= {0}
+
+        async def caught_up() -> None:
+            deadline = time.monotonic() + WAIT_SECONDS
+            while True:
+                committed, ends = await offsets()
+                if committed == ends:
+                    return
+                assert time.monotonic() < deadline, f"committed {committed}, ends {ends}"
+                await asyncio.sleep(0.3)
+
+        return await with_sink(config, sink_name, caught_up)
+
+    again = asyncio.run(scenario())
+    assert again.stats.rows == 0  # nothing re-read: the lake had it all
+    assert lake_count(lake, "playback") == 1_000
