@@ -52,13 +52,9 @@ def main() -> None:
     (case / "case.toml").write_text(
         "[case]\n"
         "description = \"Scoring, profiles and leaderboards: simulated students' submissions "
-        '(good, buggy, slow, hostile) through the priority queue and the sandbox"\n'
+        '(good, buggy, slow, hostile) through the free queue and the sandbox, over three hours"\n'
         'extends = "../../firelake.toml"\n'
-        "timeout_seconds = 300\n"
-        "\n# One scorer worker: the whole input arrives while the workers would still be\n"
-        "# joining their group, and a rebalance in the middle of a seconds-long batch fences\n"
-        "# it (see the report of issue 14); the example itself runs four.\n"
-        "[routers.cdu-scorer]\nworkers = 1\n",
+        "timeout_seconds = 300\n",
         encoding="utf-8",
     )
     commands = []
