@@ -222,3 +222,45 @@ def test_inline_case_update_wall_clock_and_the_plugin_collects_case_folders(
         check=False,
     )
     assert done.returncode == 0 and "1 passed" in done.stdout, done.stdout + done.stderr
+
+
+def test_the_firelake_test_command_reports_junit_and_exits_1_on_a_failed_case(
+    tmp_path: Path, kafka_bootstrap: str, suffix: str
+) -> None:
+    # The command itself, as CI would run it: two cases under one folder, one broken.
+    cases = tmp_path / "cases"
+    _copy("dlq", cases)
+    wrong_type = '[schemas.playback.fields]\nposition_seconds = "string"\n'
+    broken = _copy("dlq", tmp_path / "broken", wrong_type).rename(cases / "dlq-broken")
+    raw = example_dict(kafka_bootstrap, tmp_path / "lake", suffix)
+    config = write_config(tmp_path / "firelake.toml", raw)
+    junit = tmp_path / "junit.xml"
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "firelake.cli",
+            "test",
+            str(cases),
+            "--junit-xml",
+            str(junit),
+            "--config",
+            str(config),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={k: v for k, v in os.environ.items() if k != "FIRELAKE_KAFKA_BOOTSTRAP"},
+    )
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "1 of 2 cases passed" in done.stdout, done.stdout
+    assert '- {"error_type": "wrong_type", "n": ' in done.stdout, done.stdout
+
+    import xml.etree.ElementTree as ET
+
+    suite = ET.parse(junit).getroot()
+    testcases = suite.iter("testcase")
+    failures = {c.get("name"): c.find("failure") for c in testcases}
+    assert len(failures) == 2, failures
+    failed = [name for name, failure in failures.items() if failure is not None]
+    assert failed == [broken.name], failures
