@@ -73,6 +73,7 @@ from firelake.config import FieldSpec, FirelakeConfig, Schema, StreamConfig
 from firelake.grammars.field_types import FieldType, parse_field_type
 from firelake.grammars.prefix import PrefixError, parse_prefix
 from streams.resources import (
+    DEFAULT_DATABASE,
     DELIVERY_PARTITIONS,
     DELIVERY_TOPIC_PREFIX,
     DeliveryEntry,
@@ -93,8 +94,6 @@ __all__ = [
 
 MiB = 1024 * 1024
 
-#: Database of a schema lookup that names none.
-DEFAULT_DATABASE = "default"
 #: Glue table parameter naming the timestamp column that places rows in dt=/hour=.
 TIME_FIELD_PARAMETER = "firelake.time_field"
 

@@ -21,7 +21,7 @@ from streams.registry import REGISTRY_TOPIC, RegistryStore
 from streams.rejoin import is_rejoinable
 from streams.resources import registry_config
 
-__all__ = ["run_sink_fleet"]
+__all__ = ["run_sink_fleet", "sink_inputs"]
 
 log = logging.getLogger("sinks.fleet")
 
@@ -54,6 +54,25 @@ async def _registry(
         await store.stop()
 
 
+def sink_inputs(config: FirelakeConfig, name: str) -> tuple[object, ...]:
+    """What sink ``name`` is built from: its settings, its stream's and its schema."""
+    spec = config.sinks[name]
+    stream = config.streams.get(spec.stream)
+    schema = config.schemas.get(stream.schema) if stream is not None and stream.schema else None
+    return (spec, stream, schema)
+
+
+async def _stop_sink(
+    name: str,
+    running: dict[str, tuple[asyncio.Task[None], asyncio.Event]],
+    sinks: dict[str, ParquetSink],
+) -> None:
+    task, sink_stop = running.pop(name)
+    sinks.pop(name, None)
+    sink_stop.set()
+    await task
+
+
 async def run_sink_fleet(
     config: FirelakeConfig,
     stop: asyncio.Event | None = None,
@@ -68,6 +87,8 @@ async def run_sink_fleet(
     stop = stop or asyncio.Event()
     running: dict[str, tuple[asyncio.Task[None], asyncio.Event]] = {}
     sinks: dict[str, ParquetSink] = {}
+    #: What each running sink was built from (sink_inputs), to see it change.
+    inputs: dict[str, tuple[object, ...]] = {}
     if metrics_port:
         serve_sink_metrics(SinkCollector(lambda: sinks), metrics_port)
     async with _registry(config, registry_topic, stop) as store:
@@ -81,18 +102,23 @@ async def run_sink_fleet(
                     if not is_rejoinable(exc):
                         raise
                     log.warning("sinks: registry not readable (%r); retrying", exc)
+                for name in running.keys() - merged.sinks.keys():
+                    await _stop_sink(name, running, sinks)
+                    inputs.pop(name, None)
+                    log.info("sink %s stopped: its delivery stream was deleted", name)
+                for name in running.keys() & merged.sinks.keys():
+                    if sink_inputs(merged, name) != inputs.get(name):
+                        # e.g. a Glue table created after its raw JSON delivery stream: the
+                        # sink stops (flushing what it holds) and starts again with it.
+                        await _stop_sink(name, running, sinks)
+                        log.info("sink %s restarts: its configuration changed", name)
                 for name in merged.sinks.keys() - running.keys():
                     sink_stop = asyncio.Event()
                     sinks[name] = ParquetSink(merged, name)
+                    inputs[name] = sink_inputs(merged, name)
                     task = asyncio.create_task(sinks[name].run(sink_stop), name=name)
                     running[name] = (task, sink_stop)
                     log.info("sink %s started (stream %s)", name, merged.sinks[name].stream)
-                for name in running.keys() - merged.sinks.keys():
-                    task, sink_stop = running.pop(name)
-                    sinks.pop(name, None)
-                    sink_stop.set()
-                    await task
-                    log.info("sink %s stopped: its delivery stream was deleted", name)
                 for name, (task, _) in running.items():
                     if task.done():
                         # A sink that died takes the process down; the supervisor restarts it.

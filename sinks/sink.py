@@ -336,14 +336,25 @@ class ParquetSink:
 
     # ----------------------------------------------------------------- flushing
 
+    def _put_columns(self, required: bool = False) -> None:
+        """Put a JSON table's declared columns for the catalog, once per sink run (the same
+        bytes every time, outside the flush protocol). At start a failure is only logged
+        (the lake may be away): the first flush tries again, and then it counts."""
+        assert self.schema is not None
+        try:
+            write_columns(self.destination, self.spec.table, self.schema)
+        except Exception as exc:
+            if required:
+                raise
+            log.warning("sink %s: columns not written yet: %r", self.name, exc)
+            return
+        self._columns_pending = False
+
     def _flush_batches(self, batches: Sequence[Batch]) -> list[FlushOutcome]:
         """Convert and commit batches to the lake (runs in a worker thread)."""
         outcomes = []
-        if self._columns_pending and batches and self.schema is not None:
-            # A JSON table's declared columns, for the catalog: once per sink run, before
-            # its first files (the same bytes every time, outside the flush protocol).
-            write_columns(self.destination, self.spec.table, self.schema)
-            self._columns_pending = False
+        if self._columns_pending and batches:
+            self._put_columns(required=True)
         for batch in batches:
             plan = (plan_json_flush if self.spec.format == "json" else plan_flush)(
                 batch, self.layout
@@ -570,6 +581,10 @@ class ParquetSink:
         partitions may have moved meanwhile — and a new consumer joins the group.
         """
         stop = stop or asyncio.Event()
+        if self._columns_pending:
+            # At start too, not only before a first flush: a sink restarted with a new Glue
+            # table (sinks.fleet) may have nothing left to flush.
+            await asyncio.to_thread(self._put_columns)
 
         def rejoin(error: BaseException) -> None:
             self.stats.rejoins += 1

@@ -24,6 +24,7 @@ import orjson
 from firelake.config import FieldSpec, FirelakeConfig, Schema, SinkConfig, StreamConfig
 
 __all__ = [
+    "DEFAULT_DATABASE",
     "DELIVERY_PARTITIONS",
     "DELIVERY_TOPIC_PREFIX",
     "DeliveryEntry",
@@ -43,6 +44,8 @@ __all__ = [
 DELIVERY_TOPIC_PREFIX = "firehose-"
 #: Partitions of a DirectPut delivery stream's topic (its sink's parallelism).
 DELIVERY_PARTITIONS = 4
+#: Glue database of a table lookup that names none.
+DEFAULT_DATABASE = "default"
 
 
 def stream_key(name: str) -> str:
@@ -283,6 +286,12 @@ def registry_config(config: FirelakeConfig, registry: Registry) -> FirelakeConfi
         streams.setdefault(name, entry.stream_config())
     for entry in registry.deliveries.values():
         schema = dataclasses.replace(entry.schema, name=entry.sink_name)
+        glue = registry.tables.get((DEFAULT_DATABASE, entry.table))
+        if entry.format == "json" and not schema.fields and glue is not None:
+            # A raw JSON delivery reads its columns from the Glue table of its name, as
+            # Athena's JSON SerDe does at query time: one created after the delivery
+            # stream applies too. Unconverted records are placed by arrival time.
+            schema = Schema(name=entry.sink_name, fields=glue.schema.fields, time_field="")
         if schema.fields:  # a raw JSON delivery without a Glue table declares none
             schemas[schema.name] = schema
         source = streams.get(entry.topic)

@@ -399,17 +399,19 @@ def test_decimal_date_array_and_a_dynamic_prefix_reach_the_lake_exactly(
     firehose.delete_delivery_stream(DeliveryStreamName=name)
 
 
-@pytest.mark.parametrize("glue", [True, False], ids=["glue-columns", "inferred"])
+@pytest.mark.parametrize("glue", ["before", "after", ""], ids=["glue", "glue-later", "inferred"])
 def test_without_format_conversion_gzip_json_lines_reach_the_lake(
-    setup: dict[str, Any], lake: Path, suffix: str, glue: bool, capsys: Any
+    setup: dict[str, Any], lake: Path, suffix: str, glue: str, capsys: Any
 ) -> None:
     """The most common Firehose setup: no DataFormatConversionConfiguration. 5 000 records
     land byte for byte as gzip JSON lines under the Prefix, and SQL reads them with the
-    columns of a Glue table of the same name, or inferred."""
+    columns of a Glue table of the same name — created before the delivery stream, or
+    after it while records flow, as Athena's SerDe reads the table — or inferred."""
     server: IngestThread = setup["server"]
     firehose = client(server, "firehose")
     table = f"rawclicks_{suffix}"
-    if glue:
+
+    def create_table() -> None:
         columns = [("event_id", "string"), ("user_id", "string"), ("position_seconds", "bigint")]
         client(server, "glue").create_table(
             DatabaseName="default",
@@ -418,6 +420,9 @@ def test_without_format_conversion_gzip_json_lines_reach_the_lake(
                 "StorageDescriptor": {"Columns": [{"Name": n, "Type": t} for n, t in columns]},
             },
         )
+
+    if glue == "before":
+        create_table()
     name = f"raw-{suffix}"
     plain = {"RoleARN": ROLE, "BucketARN": BUCKET, "Prefix": f"{table}/"}
     hints = {"BufferingHints": {"SizeInMBs": 1, "IntervalInSeconds": 1}}
@@ -437,13 +442,20 @@ def test_without_format_conversion_gzip_json_lines_reach_the_lake(
             Records=[{"Data": d + b"\n"} for d in sent[start : start + 500]],
         )
         assert answer["FailedPutCount"] == 0
+        if glue == "after" and start == 2500:
+            create_table()
 
     def lines() -> list[bytes]:
         files = sorted((lake / table).rglob("*.jsonl.gz"))
         return [line for f in files for line in gzip.decompress(f.read_bytes()).splitlines()]
 
+    columns_file = lake / "_firelake" / "tables" / table / "columns.json"
     deadline = time.monotonic() + 60
-    while len(lines()) < 5000 and time.monotonic() < deadline and fleet.is_alive():
+    while (
+        (len(lines()) < 5000 or (glue and not columns_file.exists()))
+        and time.monotonic() < deadline
+        and fleet.is_alive()
+    ):
         time.sleep(0.5)
     fleet.stop()
     assert sorted(lines()) == sorted(sent)  # byte for byte, one a line
@@ -462,5 +474,5 @@ def test_without_format_conversion_gzip_json_lines_reach_the_lake(
     types = dict(row.split(",")[:2] for row in query(f"DESCRIBE {table}"))
     assert types["position_seconds"] == "BIGINT"
     # A Glue table decides the columns (Athena's JSON SerDe); otherwise they are inferred.
-    assert ("content_id" in types) is not glue
+    assert ("content_id" in types) is not bool(glue)
     firehose.delete_delivery_stream(DeliveryStreamName=name)
