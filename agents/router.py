@@ -245,7 +245,6 @@ class RouterWorker:
 
     async def on_assigned(self, assigned: set[TopicPartition]) -> None:
         log.info("router %s: assigned %s", self.name, sorted(map(tuple, assigned)))
-        consumer = self.consumer
         # aiokafka starts fetching before this callback returns: hold the partitions back
         # until the previous owner is fenced and the dedup window is read back.
         self.loading |= assigned
@@ -259,15 +258,6 @@ class RouterWorker:
             return
         self.loading -= assigned
         self.owned |= assigned
-        if consumer is None or self.spec.starting_position != "AT_TIMESTAMP" or not assigned:
-            return
-        fresh = [tp for tp in assigned if await consumer.committed(tp) is None]
-        if not fresh:
-            return
-        timestamp = self.spec.starting_timestamp
-        start = await starting_offsets(consumer, fresh, "AT_TIMESTAMP", timestamp)
-        for tp in fresh:
-            consumer.seek(tp, start[tp])
 
     async def _take_over(self, assigned: set[TopicPartition]) -> None:
         """Fence the previous owners, read the dedup log, then resume at the committed offsets.
@@ -293,9 +283,12 @@ class RouterWorker:
             start = await consumer.beginning_offsets(fresh)
         elif fresh and self.spec.starting_position == "LATEST":
             start = await consumer.end_offsets(fresh)
+        elif fresh and self.spec.starting_position == "AT_TIMESTAMP":
+            timestamp = self.spec.starting_timestamp
+            start = await starting_offsets(consumer, fresh, "AT_TIMESTAMP", timestamp)
         # No await from here until the partitions are released: what was fetched before
-        # these seeks is discarded, what comes after them is routed. (AT_TIMESTAMP seeks
-        # its fresh partitions in on_assigned.)
+        # these seeks is discarded, what comes after them is routed (a seek after the
+        # release raced the loop, which routed a first fetch from the earliest offset).
         for tp, offset in committed.items():
             target = offset if offset is not None else start.get(tp)
             if target is not None:
