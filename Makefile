@@ -8,7 +8,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cksum < pyproject.toml | cut -d' ' -f1)
 PYTEST_ARGS ?=
 
-.PHONY: install kafka browser run test lint bench clean
+.PHONY: install kafka java browser run test lint bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,8 +19,16 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-kafka: install
+kafka: install java
 	$(BIN)/firelake kafka fetch
+
+# The broker runs on Java (17 or newer) and its jars come from Maven Central through mvn;
+# as root (CI) a machine without them gets Debian's packages here.
+java:
+	@{ command -v java >/dev/null 2>&1 && command -v mvn >/dev/null 2>&1; } || \
+	{ [ "$$(id -u)" = 0 ] && apt-get update -q && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -q default-jdk-headless maven; } || \
+	{ echo "make needs Java 17+ and Maven for the Kafka broker: apt-get install default-jdk-headless maven" >&2; exit 1; }
 
 # The dashboard test drives Debian's chromium headless; as root (CI) it is installed here.
 browser:
