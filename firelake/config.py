@@ -995,9 +995,7 @@ def _assign_metrics_ports(
         port = base_port + 1
         for name, spec in specs.items():
             if not spec.metrics_port:
-                while taken.intersection(
-                    dataclasses.replace(spec, metrics_port=port).metrics_ports
-                ):
+                while taken.intersection(worker_ports(port, spec.workers)):
                     port += 1
                 spec = dataclasses.replace(spec, metrics_port=port)
                 taken.update(spec.metrics_ports)

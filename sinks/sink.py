@@ -316,11 +316,8 @@ class ParquetSink:
         if committed is not None:
             return int(committed)
         start = (await starting_offsets(consumer, [tp], position, self.spec.starting_timestamp))[tp]
-        try:
-            await consumer.commit({tp: start})
-        except KafkaError as exc:
-            # Only a restart before the first flush would start over at the position.
-            log.warning("sink %s: could not commit start %s@%d: %r", self.name, tp, start, exc)
+        # Only a restart before the first flush, after a failed commit, starts over there.
+        await self._commit_offsets({tp: start})
         return start
 
     async def _on_revoked(self, revoked: list[TopicPartition]) -> None:

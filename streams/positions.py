@@ -15,7 +15,18 @@ from typing import Any
 
 from firelake.config import StartingPosition, starting_timestamp_ms
 
-__all__ = ["starting_offsets"]
+__all__ = ["offsets_at", "starting_offsets"]
+
+
+async def offsets_at(
+    consumer: Any, tps: Sequence[Any], ms: int, ends: dict[Any, int] | None = None
+) -> dict[Any, int]:
+    """Each partition's first offset Kafka stamped at or after epoch ``ms``, else its end
+    (``ends`` if the caller holds them already)."""
+    found = await consumer.offsets_for_times({tp: ms for tp in tps})
+    if ends is None:
+        ends = await consumer.end_offsets(list(tps))
+    return {tp: (hit.offset if (hit := found.get(tp)) is not None else ends[tp]) for tp in tps}
 
 
 async def starting_offsets(
@@ -29,8 +40,5 @@ async def starting_offsets(
     if position == "LATEST":
         return dict(await consumer.end_offsets(list(tps)))
     if position == "AT_TIMESTAMP":
-        stamp = starting_timestamp_ms(timestamp)
-        found = await consumer.offsets_for_times({tp: stamp for tp in tps})
-        ends = await consumer.end_offsets(list(tps))
-        return {tp: (hit.offset if (hit := found.get(tp)) is not None else ends[tp]) for tp in tps}
+        return await offsets_at(consumer, tps, starting_timestamp_ms(timestamp))
     return dict(await consumer.beginning_offsets(list(tps)))

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import UTC, datetime
+
+from firelake.config import starting_timestamp_ms
 
 __all__ = ["Position", "ReplayError", "in_range", "parse_position"]
 
@@ -40,15 +41,12 @@ def parse_position(text: str) -> Position:
     if re.fullmatch(r"@\d+", text):
         return Position("time", int(text[1:]))
     try:
-        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        return Position("time", starting_timestamp_ms(text))
     except ValueError:
         raise ReplayError(
             f"{text!r} is not a position: give an ISO time (2026-11-29T08:00:00Z), "
             "@<epoch ms>, an offset, earliest or latest"
         ) from None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return Position("time", int(moment.timestamp() * 1000))
 
 
 def in_range(

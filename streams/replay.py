@@ -57,6 +57,7 @@ from tqdm import tqdm
 
 from streams import envelope
 from streams.partitioning import partition_for_key
+from streams.positions import offsets_at
 from streams.ranges import Position, ReplayError, parse_position
 from streams.recorded import (
     RecordedEvent,
@@ -123,8 +124,7 @@ async def _offsets(
         return dict(end)
     if position.kind == "offset":
         return {tp: max(begin[tp], min(position.value, end[tp])) for tp in tps}
-    found = await consumer.offsets_for_times({tp: position.value for tp in tps})
-    return {tp: (hit.offset if hit is not None else end[tp]) for tp, hit in found.items()}
+    return await offsets_at(consumer, tps, position.value, end)
 
 
 def replay_producer(bootstrap: str, client_id: str = "firelake-replay") -> AIOKafkaProducer:
