@@ -21,7 +21,7 @@ import uuid
 from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from firelake.broker import free_port
 from firelake.config import EXAMPLE_CONFIG, FirelakeConfig, parse_config
@@ -35,6 +35,7 @@ __all__ = [
     "run_cli",
     "running_pipeline",
     "sample_event",
+    "start_up",
     "to_toml",
     "unique_suffix",
     "wait_healthy",
@@ -253,6 +254,19 @@ def wait_healthy(
     return False
 
 
+def start_up(
+    config: str | Path, log: IO[str], *options: str, env: Mapping[str, str] | None = None
+) -> subprocess.Popen[bytes]:
+    """``firelake up --config config *options`` in a child process, its output into ``log``
+    at INFO; ``env`` (default: this process's) is its environment."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "firelake.cli", "up", "--config", str(config), *options],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env={**(os.environ if env is None else env), "FIRELAKE_LOG_LEVEL": "INFO"},
+    )
+
+
 @contextlib.contextmanager
 def running_pipeline(
     config: str | Path, ingest_port: int, log_file: str | Path, start_timeout: float = 60
@@ -264,12 +278,7 @@ def running_pipeline(
     """
     log_path = Path(log_file)
     with log_path.open("w") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "firelake.cli", "up", "--config", str(config)],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, "FIRELAKE_LOG_LEVEL": "INFO"},
-        )
+        process = start_up(config, log)
         base = f"http://127.0.0.1:{ingest_port}"
         try:
             if not wait_healthy(base, process, start_timeout):

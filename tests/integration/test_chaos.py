@@ -32,7 +32,7 @@ import pytest
 from firelake.broker import LocalBroker, free_port
 from firelake.config import load_config
 from firelake.supervisor import read_state
-from firelake.testing import example_data, example_dict, wait_healthy, write_config
+from firelake.testing import example_data, example_dict, start_up, wait_healthy, write_config
 from tests.integration.loadkit import (
     Load,
     assert_lake_exactly_once,
@@ -95,23 +95,7 @@ def test_the_pipeline_survives_broker_and_service_deaths(tmp_path: Path, suffix:
     load = Load(prefix=f"chaos-{suffix}", deadline_s=DEADLINE_S, slack_s=SLACK_S)
     sender: threading.Thread | None = None
     with log_path.open("w") as log:
-        up = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "firelake.cli",
-                "up",
-                "--config",
-                str(path),
-                "--health-port",
-                str(health_port),
-                "--max-restarts",
-                "10",
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env={**env, "FIRELAKE_LOG_LEVEL": "INFO"},
-        )
+        up = start_up(path, log, "--health-port", str(health_port), "--max-restarts", "10", env=env)
         try:
             assert wait_healthy(f"http://127.0.0.1:{ingest_port}", up, 240), log_path.read_text()
             sender = threading.Thread(target=lambda: asyncio.run(send_load(url, load)), daemon=True)

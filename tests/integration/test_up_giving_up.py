@@ -24,7 +24,7 @@ import pytest
 from firelake.broker import free_port
 from firelake.config import load_config
 from firelake.supervisor import read_state
-from firelake.testing import example_data, example_dict, wait_healthy, write_config
+from firelake.testing import example_data, example_dict, start_up, wait_healthy, write_config
 from streams.topics import delete_topics
 
 pytestmark = [pytest.mark.kafka, pytest.mark.timeout(300)]
@@ -66,23 +66,8 @@ def _start_up(
     log_path = tmp_path / "up.log"
     env = {k: v for k, v in os.environ.items() if k != "FIRELAKE_KAFKA_BOOTSTRAP"}
     with log_path.open("w") as log:
-        up = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "firelake.cli",
-                "up",
-                "--config",
-                str(path),
-                "--health-port",
-                str(health_port),
-                "--max-restarts",
-                "0",
-                *extra,
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env=env,
+        up = start_up(
+            path, log, "--health-port", str(health_port), "--max-restarts", "0", *extra, env=env
         )
     assert wait_healthy(f"http://127.0.0.1:{ingest_port}", up, WAIT_S), log_path.read_text()
     return up, path, log_path, ingest_port, health_port
